@@ -1,0 +1,40 @@
+# Two commands for a fresh Debian machine with Python 3.11: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: run test peers lint bench-sip bench-dtmf clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV) || { $(SUDO) apt-get update && $(SUDO) apt-get install -y python3-venv && $(PYTHON) -m venv $(VENV); }
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+run: $(VENV)/.installed
+	$(BIN)/tonebridge serve
+
+# The real peers the integration tests drive: SIPp and baresip (Debian packages).
+peers:
+	@command -v sipp >/dev/null && command -v baresip >/dev/null || { \
+	  $(SUDO) apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q sip-tester baresip; }
+
+test: $(VENV)/.installed-test peers
+	$(BIN)/pytest -q
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check src tests bench
+
+bench-sip: $(VENV)/.installed-test peers
+	$(BIN)/python bench/sip_load.py
+
+clean:
+	rm -rf $(VENV) data

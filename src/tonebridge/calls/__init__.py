@@ -1,0 +1,1 @@
+"""Calls: one Call per SIP dialog and RTP stream, with its states, end reasons and operations."""
