@@ -1,0 +1,225 @@
+"""The server's configuration: the TOML file of shared/spec/operations.md, validated, with embedded defaults.
+
+Every problem is reported with its location (`applications[0].numbers`, line 12) and unknown keys are
+errors, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import os
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DEFAULT_HTTP = "127.0.0.1:8080"
+DEFAULT_SIP = "127.0.0.1:5060"
+
+
+def split_host_port(text: str) -> tuple[str, int]:
+    """`host:port` (or `[v6]:port`) into its parts; raises ValueError naming the fault."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"expected host:port, got {text!r}")
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"port must be 0..65535 in {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def _check_address(value: str) -> str:
+    host, _ = split_host_port(value)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if not re.fullmatch(r"[A-Za-z0-9.\-]+", host):
+            raise ValueError(f"invalid host {host!r}") from None
+    return value
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerConfig(_Strict):
+    http: str = DEFAULT_HTTP
+    sip: str = DEFAULT_SIP
+    rtp_ports: tuple[int, int] = (20000, 29999)
+    public_address: str = "127.0.0.1"
+    data_dir: str = "./data"
+
+    _check_http = field_validator("http", "sip")(_check_address)
+
+    @field_validator("rtp_ports")
+    @classmethod
+    def _check_ports(cls, value: tuple[int, int]) -> tuple[int, int]:
+        low, high = value
+        if not 1024 <= low < high <= 65535:
+            raise ValueError("rtp_ports must be [low, high] with 1024 <= low < high <= 65535")
+        if high - low < 3:
+            raise ValueError("rtp_ports must span at least two RTP/RTCP pairs")
+        return value
+
+
+class ApplicationConfig(_Strict):
+    key: Annotated[str, Field(min_length=1, max_length=128)]
+    secret: str
+    callback_url: str = ""
+    numbers: list[str] = []
+
+    @field_validator("secret")
+    @classmethod
+    def _check_secret(cls, value: str) -> str:
+        try:
+            base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("secret must be base64, as Sinch issues application secrets") from None
+        return value
+
+    @field_validator("callback_url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        if value and not re.match(r"^https?://[^\s/]+", value):
+            raise ValueError("callback_url must be an http:// or https:// URL")
+        return value
+
+    @property
+    def secret_bytes(self) -> bytes:
+        return base64.b64decode(self.secret)
+
+
+class UserConfig(_Strict):
+    name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._\-+]+$")]
+    password: Annotated[str, Field(min_length=1)]
+
+
+class TrunkConfig(_Strict):
+    name: Annotated[str, Field(min_length=1)]
+    uri: str
+    username: str = ""
+    password: str = ""
+
+    @field_validator("uri")
+    @classmethod
+    def _check_uri(cls, value: str) -> str:
+        from tonebridge.sip.message import SipUri
+
+        SipUri.parse(value)
+        return value
+
+
+class Config(_Strict):
+    server: ServerConfig = ServerConfig()
+    applications: list[ApplicationConfig] = []
+    users: list[UserConfig] = []
+    trunks: list[TrunkConfig] = []
+
+    @model_validator(mode="after")
+    def _check_unique(self) -> Config:
+        seen: dict[str, str] = {}
+        for app in self.applications:
+            for number in app.numbers:
+                if number in seen:
+                    raise ValueError(f"number {number} belongs to two applications ({seen[number]}, {app.key})")
+                seen[number] = app.key
+        names = [u.name for u in self.users]
+        if len(names) != len(set(names)):
+            raise ValueError("[[users]] names must be unique")
+        return self
+
+    @property
+    def demo_mode(self) -> bool:
+        """With no applications configured, the built-in demo application answers every call."""
+        return not self.applications
+
+    def application_for_number(self, number: str) -> ApplicationConfig | None:
+        for app in self.applications:
+            if number in app.numbers or number.lstrip("+") in (n.lstrip("+") for n in app.numbers):
+                return app
+        return None
+
+    def user(self, name: str) -> UserConfig | None:
+        return next((u for u in self.users if u.name == name), None)
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    location: str
+    line: int | None
+    message: str
+
+    def __str__(self) -> str:
+        where = f" (line {self.line})" if self.line else ""
+        return f"{self.location}{where}: {self.message}"
+
+
+class ConfigError(Exception):
+    def __init__(self, source: str, problems: list[ConfigProblem]) -> None:
+        super().__init__("\n".join(f"{source}: {p}" for p in problems))
+        self.source = source
+        self.problems = problems
+
+
+def _key_lines(text: str) -> dict[tuple[Any, ...], int]:
+    """Map each key's location (`("applications", 0, "key")`) to its line, for error messages."""
+    lines: dict[tuple[Any, ...], int] = {}
+    table: tuple[Any, ...] = ()
+    counters: dict[str, int] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if match := re.match(r"^\[\[\s*([A-Za-z0-9_\-]+)\s*\]\]", line):
+            name = match.group(1)
+            counters[name] = counters.get(name, -1) + 1
+            table = (name, counters[name])
+            lines.setdefault(table, number)
+        elif match := re.match(r"^\[\s*([A-Za-z0-9_\-.]+)\s*\]", line):
+            table = tuple(match.group(1).split("."))
+            lines.setdefault(table, number)
+        elif match := re.match(r"^([A-Za-z0-9_\-]+)\s*=", line):
+            lines.setdefault((*table, match.group(1)), number)
+    return lines
+
+
+def parse_config(text: str, source: str = "<config>") -> Config:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        match = re.search(r"line (\d+)", str(exc))
+        raise ConfigError(source, [ConfigProblem("toml", int(match.group(1)) if match else None, str(exc))]) from None
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        lines = _key_lines(text)
+        problems = []
+        for error in exc.errors():
+            loc = tuple(error["loc"])
+            line = None
+            for cut in range(len(loc), 0, -1):
+                if loc[:cut] in lines:
+                    line = lines[loc[:cut]]
+                    break
+            location = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".")
+            message = error["msg"]
+            if error["type"] == "extra_forbidden":
+                message = f"unknown key {loc[-1]!r}"
+            problems.append(ConfigProblem(location or "config", line, message.removeprefix("Value error, ")))
+        raise ConfigError(source, problems) from None
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Read the config named by `path` or $TONEBRIDGE_CONFIG, or return the embedded defaults."""
+    if path is None:
+        path = os.environ.get("TONEBRIDGE_CONFIG") or None
+    if path is None:
+        return Config()
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(file), [ConfigProblem("file", None, exc.strerror or str(exc))]) from None
+    return parse_config(text, str(file))

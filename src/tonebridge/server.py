@@ -1,0 +1,83 @@
+"""`tonebridge serve`: wires the SIP stack, the media clock, the call engine and the HTTP API together,
+and runs them until SIGTERM or SIGINT, when it ends every call with BYE and exits 0."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import uvicorn
+
+from tonebridge.api.app import create_app
+from tonebridge.calls.demo import DemoApplication
+from tonebridge.calls.engine import Application, CallEngine
+from tonebridge.config import Config, split_host_port
+from tonebridge.media.endpoint import MediaClock
+from tonebridge.sip.stack import SipStack
+
+log = logging.getLogger("tonebridge.server")
+
+
+class _QuietUvicorn(uvicorn.Server):
+    """Uvicorn without its own signal handlers: the server owns SIGTERM/SIGINT."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class Server:
+    def __init__(self, config: Config, application: Application | None = None) -> None:
+        self.config = config
+        sip_host, sip_port = split_host_port(config.server.sip)
+        self.stack = SipStack(sip_host, sip_port, public_address=config.server.public_address)
+        self.clock = MediaClock()
+        self.application = application or DemoApplication()
+        self.engine = CallEngine(config, self.stack, self.clock, self.application)
+        self._http: _QuietUvicorn | None = None
+        self._http_task: asyncio.Task[None] | None = None
+        self.http_port = 0
+        self._stopped = asyncio.Event()
+
+    async def start(self) -> None:
+        Path(self.config.server.data_dir).mkdir(parents=True, exist_ok=True)
+        await self.stack.start()
+        self.clock.start()
+        http_host, http_port = split_host_port(self.config.server.http)
+        uv_config = uvicorn.Config(create_app(self), host=http_host, port=http_port, log_level="warning",
+                                   lifespan="off", access_log=False)
+        self._http = _QuietUvicorn(uv_config)
+        self._http_task = asyncio.get_running_loop().create_task(self._http.serve())
+        while not self._http.started:
+            if self._http_task.done():
+                self._http_task.result()  # raises the bind error
+                raise RuntimeError("HTTP server stopped during start-up")
+            await asyncio.sleep(0.01)
+        self.http_port = self._http.servers[0].sockets[0].getsockname()[1]
+        mode = "demo" if self.config.demo_mode else f"applications={len(self.config.applications)}"
+        log.info("event=listening sip_udp=%s:%d sip_tcp=%s:%d http=http://%s:%d rtp_ports=%d-%d mode=%s",
+                 self.stack.transport.host, self.stack.port, self.stack.transport.host, self.stack.port,
+                 http_host, self.http_port, *self.config.server.rtp_ports, mode)
+
+    async def stop(self) -> None:
+        log.info("event=stopping active_calls=%d", self.engine.active_calls)
+        await self.engine.shutdown()
+        if self._http:
+            self._http.should_exit = True
+            if self._http_task:
+                await self._http_task
+        await self.clock.stop()
+        await self.stack.close()
+        log.info("event=stopped")
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stopped.set)
+        await self.start()
+        await self._stopped.wait()
+        await self.stop()

@@ -1,0 +1,222 @@
+"""The asyncio edge of the SIP core: feeds the transport's messages and the clock into the sans-IO
+transaction table, sends what the transactions ask to send, and hands requests and final responses to
+the transaction user (the call engine).
+
+The only waiting done here is on the earliest transaction timer, so every SIP timeout stays a property of
+transaction.py, testable without sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from tonebridge.sip import transaction as tx
+from tonebridge.sip.message import Message, Request, Response, SipUri, Via
+from tonebridge.sip.transport import Peer, SipTransport
+
+log = logging.getLogger("tonebridge.sip")
+
+USER_AGENT = "Tonebridge/0.1"
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, REGISTER"
+ACCEPT = "application/sdp, application/dtmf-relay, application/dtmf"
+
+
+@dataclass
+class IncomingRequest:
+    """A new request and the server transaction that answers it."""
+
+    request: Request
+    peer: Peer
+    transaction: tx.ServerInviteTransaction | tx.ServerNonInviteTransaction
+
+
+class SipStack:
+    def __init__(self, host: str, port: int, public_address: str | None = None) -> None:
+        self.transport = SipTransport(host, port, self._on_message)
+        self.public_address = public_address or host
+        self.table = tx.TransactionTable()
+        self._peers: dict[object, Peer] = {}
+        self._waiters: dict[object, asyncio.Future[Response]] = {}
+        self._provisional: dict[object, Callable[[Response], None]] = {}
+        self._wakeup = asyncio.Event()
+        self._timer_task: asyncio.Task[None] | None = None
+        self.on_request: Callable[[IncomingRequest], Awaitable[None] | None] = self._default_request
+        self.on_ack: Callable[[Request, Peer], None] = lambda request, peer: None
+        self.on_stray_response: Callable[[Response, Peer], None] = lambda response, peer: None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @staticmethod
+    def now() -> float:
+        return time.monotonic()
+
+    async def start(self) -> None:
+        await self.transport.start()
+        self._timer_task = asyncio.get_running_loop().create_task(self._timer_loop())
+
+    async def close(self) -> None:
+        if self._timer_task:
+            self._timer_task.cancel()
+            try:
+                await self._timer_task
+            except asyncio.CancelledError:
+                pass
+        for task in list(self._tasks):
+            task.cancel()
+        await self.transport.close()
+
+    @property
+    def port(self) -> int:
+        return self.transport.port
+
+    def contact(self, user: str | None = None, transport: str = "UDP") -> str:
+        userpart = f"{user}@" if user else ""
+        suffix = ";transport=tcp" if transport == "TCP" else ""
+        return f"<sip:{userpart}{self.public_address}:{self.port}{suffix}>"
+
+    def via(self, transport: str = "UDP", branch: str | None = None) -> str:
+        return str(Via(transport, self.public_address, self.port,
+                       {"branch": branch or tx.new_branch(), "rport": None}))
+
+    # Outgoing -----------------------------------------------------------------------------------------
+
+    def send_request(self, request: Request, peer: Peer,
+                     on_provisional: Callable[[Response], None] | None = None) -> asyncio.Future[Response]:
+        """Start a client transaction; the future resolves with the final response (408 on timeout)."""
+        if request.headers.get("Via") is None:
+            request.headers.prepend("Via", self.via(peer.transport))
+        request.headers.set("Max-Forwards", request.headers.get("Max-Forwards") or "70")
+        request.headers.set("User-Agent", USER_AGENT)
+        now = self.now()
+        cls = tx.ClientInviteTransaction if request.method == "INVITE" else tx.ClientNonInviteTransaction
+        transaction = cls(request, reliable=peer.reliable, now=now)
+        self.table.add(transaction)
+        future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+        self._peers[transaction.key] = peer
+        self._waiters[transaction.key] = future
+        if on_provisional:
+            self._provisional[transaction.key] = on_provisional
+        self._pump(transaction)
+        return future
+
+    def send_ack(self, ack: Request, peer: Peer) -> None:
+        """An ACK for a 2xx is its own transaction-less request (RFC 3261 §13.2.2.4)."""
+        if ack.headers.get("Via") is None:
+            ack.headers.prepend("Via", self.via(peer.transport))
+        ack.headers.set("Max-Forwards", "70")
+        self.transport.send(ack, peer)
+
+    def respond(self, incoming: IncomingRequest, response: Response) -> None:
+        response.headers.set("Server", USER_AGENT)
+        incoming.transaction.send_response(response, self.now())
+        self._pump(incoming.transaction)
+
+    def peer_for_uri(self, uri: SipUri | str) -> Peer:
+        """Where a request for `uri` goes (RFC 3263 reduced to literal hosts: no DNS on loopback)."""
+        if isinstance(uri, str):
+            uri = SipUri.parse(uri)
+        transport = "TCP" if uri.transport == "tcp" else "UDP"
+        return Peer(transport, uri.params.get("maddr") or uri.host, uri.port or 5060)
+
+    # Incoming -----------------------------------------------------------------------------------------
+
+    def _on_message(self, message: Message, peer: Peer) -> None:
+        now = self.now()
+        if isinstance(message, Response):
+            transaction = self.table.match_response(message)
+            if transaction is None:
+                self.on_stray_response(message, peer)
+                return
+            transaction.receive_response(message, now)
+            self._pump(transaction)
+            return
+        transaction = self.table.match_request(message)
+        if transaction is not None:
+            transaction.receive_request(message, now)
+            self._pump(transaction)
+            return
+        if message.method == "ACK":
+            self.on_ack(message, peer)
+            return
+        reliable = peer.reliable
+        cls = tx.ServerInviteTransaction if message.method == "INVITE" else tx.ServerNonInviteTransaction
+        server = cls(message, reliable=reliable, now=now)
+        self.table.add(server)
+        self._peers[server.key] = self.transport.response_peer(message, peer)
+        server.receive_request(message, now)
+        self._pump(server, incoming_peer=peer)
+
+    def _pump(self, transaction: object, incoming_peer: Peer | None = None) -> None:
+        """Send what a transaction produced and act on its events."""
+        key = transaction.key  # type: ignore[attr-defined]
+        peer = self._peers.get(key)
+        for outgoing in transaction.pop_outgoing():  # type: ignore[attr-defined]
+            if peer is not None:
+                self.transport.send(outgoing, peer)
+        for event in transaction.pop_events():  # type: ignore[attr-defined]
+            if isinstance(event, tx.ResponseReceived):
+                self._deliver_response(key, event.response)
+            elif isinstance(event, tx.RequestReceived) and event.request.method == "ACK":
+                # An ACK for our 2xx, passed up by the INVITE server transaction (RFC 6026 Accepted state).
+                self.on_ack(event.request, incoming_peer or peer or Peer("UDP", "0.0.0.0", 0))
+            elif isinstance(event, tx.RequestReceived):
+                incoming = IncomingRequest(event.request, incoming_peer or peer or Peer("UDP", "0.0.0.0", 0),
+                                           transaction)  # type: ignore[arg-type]
+                self._dispatch(incoming)
+            elif isinstance(event, tx.Timeout):
+                future = self._waiters.pop(key, None)
+                if future is not None and not future.done():
+                    request = transaction.request  # type: ignore[attr-defined]
+                    future.set_result(tx.make_response(request, 408, "Request Timeout"))
+            elif isinstance(event, tx.Terminated):
+                self._peers.pop(key, None)
+                self._provisional.pop(key, None)
+                future = self._waiters.pop(key, None)
+                if future is not None and not future.done():
+                    request = transaction.request  # type: ignore[attr-defined]
+                    future.set_result(tx.make_response(request, 503, "Transport Failure"))
+        self._wakeup.set()
+
+    def _deliver_response(self, key: object, response: Response) -> None:
+        if response.status < 200:
+            callback = self._provisional.get(key)
+            if callback:
+                callback(response)
+            return
+        future = self._waiters.pop(key, None)
+        if future is not None and not future.done():
+            future.set_result(response)
+        elif response.status < 300:
+            # A retransmitted 2xx to INVITE: the dialog's owner must ACK it again (§13.2.2.4).
+            self.on_stray_response(response, self._peers.get(key) or Peer("UDP", "0.0.0.0", 0))
+
+    def _dispatch(self, incoming: IncomingRequest) -> None:
+        result = self.on_request(incoming)
+        if asyncio.iscoroutine(result):
+            task = asyncio.get_running_loop().create_task(result)
+            self._tasks.add(task)
+            task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("event=request_handler_failed error=%r", task.exception())
+
+    def _default_request(self, incoming: IncomingRequest) -> None:
+        self.respond(incoming, tx.make_response(incoming.request, 501))
+
+    async def _timer_loop(self) -> None:
+        while True:
+            deadline = self.table.next_timer()
+            self._wakeup.clear()
+            timeout = None if deadline is None else max(0.0, deadline - self.now())
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), timeout)
+            except TimeoutError:
+                pass
+            now = self.now()
+            for transaction in self.table.handle_timers(now):
+                self._pump(transaction)
