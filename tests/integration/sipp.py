@@ -9,7 +9,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from .conftest import HOST, Process, free_port
+from harness import HOST, Process, free_port
 
 SCENARIOS = Path(__file__).parent / "scenarios"
 

@@ -12,10 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from .audio import dominant_frequency, level_dbm0, read_wav
-from .conftest import HOST, free_port, phone
-from .sipp import run_uac, start_uas, uas_stats
+from audio import dominant_frequency, level_dbm0
+from harness import HOST, free_port, phone
+from sipp import run_uac, start_uas, uas_stats
 
 pytestmark = pytest.mark.integration
 
@@ -67,9 +66,10 @@ def test_outbound_call_to_sipp_uas_audio_both_ways(in_process_server, tmp_path: 
     server = in_process_server(f'[[trunks]]\nname = "sipp"\nuri = "sip:{HOST}:{uas_port}"\n')
     engine = server.engine
     engine.record_calls = True
-    from tonebridge.calls.engine import Destination
     from tonebridge.media.tones import sine
     from tonebridge.media.wav import WavPlayer
+
+    from tonebridge.calls.engine import Destination
 
     async def call():  # type: ignore[no-untyped-def]
         session = await engine.originate(Destination("number", "+15550001111"), cli="+15550000000")

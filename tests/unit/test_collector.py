@@ -37,7 +37,9 @@ def test_ends_when_max_digits_reached_at_the_press_start() -> None:
     assert press(c, "1", 0.0) is None
     assert press(c, "2", 0.5) is None
     done = c.press_started("3", 1.0)
-    assert done == CollectionDone("call-1", "myconf#1", "123", seq=7, reason=EndReason.MAX_DIGITS, ended_at=1.0)
+    assert done == CollectionDone(
+        "call-1", "myconf#1", "123", seq=7, reason=EndReason.MAX_DIGITS, ended_at=1.0
+    )
     assert c.done and c.next_timer() is None
 
 
@@ -83,7 +85,9 @@ def test_timeout_runs_from_the_end_of_the_last_press() -> None:
     assert c.next_timer() == 13.0
     assert c.handle_timer(12.999) is None
     done = c.handle_timer(13.0)
-    assert done is not None and done.digits == "7" and done.reason is EndReason.TIMEOUT and done.ended_at == 13.0
+    assert (
+        done is not None and done.digits == "7" and done.reason is EndReason.TIMEOUT and done.ended_at == 13.0
+    )
     assert c.next_timer() is None
     assert c.handle_timer(20.0) is None
 

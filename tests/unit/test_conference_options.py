@@ -60,7 +60,9 @@ def test_camel_case_wins_even_when_alias_is_invalid() -> None:
 
 
 def test_null_counts_as_absent() -> None:
-    options = DtmfOptions.from_json({"mode": None, "maxDigits": None, "timeoutMills": None, "timoutMills": 900})
+    options = DtmfOptions.from_json(
+        {"mode": None, "maxDigits": None, "timeoutMills": None, "timoutMills": 900}
+    )
     assert options == DtmfOptions(timeout_ms=900)
 
 

@@ -23,8 +23,8 @@ from tonebridge.media.endpoint import MediaClock, MediaLeg, Press
 from tonebridge.media.ports import PortPool
 from tonebridge.sip import auth, sdp
 from tonebridge.sip import transaction as tx
-from tonebridge.sip.dialog import Dialog
-from tonebridge.sip.message import Headers, NameAddress, Request, Response, SipUri
+from tonebridge.sip.dialog import Dialog, DialogError
+from tonebridge.sip.message import Headers, Request, Response, SipUri
 from tonebridge.sip.registrar import IntervalTooBrief, Registrar
 from tonebridge.sip.stack import ACCEPT, ALLOW, IncomingRequest, SipStack
 from tonebridge.sip.transport import Peer
@@ -304,7 +304,7 @@ class CallEngine:
             return
         request = session.invite
         contact = self.stack.contact(transport=session.peer.transport)
-        session.dialog = Dialog.from_uas_request(request, session.local_tag, contact)
+        session.dialog = Dialog.from_uas_request(request, session.local_tag, contact, confirmed=True)
         if session.media is not None:
             body = session.data["answer_sdp"].serialize()  # type: ignore[union-attr]
             session.leg.configure(session.media)
@@ -364,7 +364,12 @@ class CallEngine:
         if session is None or session.dialog is None or not session.call.active:
             self.stack.respond(incoming, tx.make_response(incoming.request, 481))
             return None
-        if not session.dialog.receive_request(incoming.request):
+        try:
+            in_order = session.dialog.receive_request(incoming.request)
+        except DialogError:
+            self.stack.respond(incoming, tx.make_response(incoming.request, 481))
+            return None
+        if not in_order:
             self.stack.respond(incoming, tx.make_response(incoming.request, 500, "Server Internal Error - CSeq out of order"))
             return None
         return session
@@ -585,11 +590,11 @@ class CallEngine:
     def _with_credentials(self, invite: Request, challenge: Response, trunk: TrunkConfig) -> Request:
         header = "WWW-Authenticate" if challenge.status == 401 else "Proxy-Authenticate"
         answer = "Authorization" if challenge.status == 401 else "Proxy-Authorization"
-        value = challenge.headers.get(header) or ""
+        challenges = challenge.headers.get_all(header)
         headers = invite.headers.copy()
         headers.remove("Via")
         headers.set("CSeq", f"{invite.cseq.number + 1} INVITE")
-        headers.set(answer, auth.digest_authorization(value, "INVITE", invite.uri, trunk.username, trunk.password))
+        headers.set(answer, auth.digest_authorization(challenges, "INVITE", invite.uri, trunk.username, trunk.password))
         return Request("INVITE", invite.uri, headers, invite.body)
 
     def _send_cancel(self, session: Session) -> None:
@@ -608,18 +613,10 @@ class CallEngine:
         dialog = session.dialog
         if dialog is None:
             return session.peer
-        if dialog.route_set:
-            first = NameAddress.parse(dialog.route_set[0]).uri if isinstance(dialog.route_set[0], str) \
-                else dialog.route_set[0].uri
-            peer = self.stack.peer_for_uri(first)
-        else:
-            target = dialog.remote_target
-            peer = self.stack.peer_for_uri(target if isinstance(target, (str, SipUri)) else target.uri)
         if session.call.direction is Direction.INBOUND and not dialog.route_set:
-            # Symmetric signalling: a peer behind NAT is reached where its requests came from.
-            return Peer(session.peer.transport, session.peer.host, session.peer.port) \
-                if session.peer.reliable else peer
-        return peer
+            # Symmetric signalling: a caller behind NAT is reached where its requests came from.
+            return self.stack.transport.response_peer(session.invite, session.peer)
+        return self.stack.peer_for_uri(dialog.next_hop())
 
     async def request_in_dialog(self, session: Session, method: str, *, body: bytes = b"",
                                 content_type: str | None = None, headers: Headers | None = None) -> Response:

@@ -141,7 +141,9 @@ def validate_conference_id(value: object, field: str = "conferenceId") -> str:
     # and for every separator except the ASCII space.
     for index, char in enumerate(value):
         if not char.isprintable():
-            raise InvalidField(field, f"must contain only printable characters (U+{ord(char):04X} at {index})")
+            raise InvalidField(
+                field, f"must contain only printable characters (U+{ord(char):04X} at {index})"
+            )
     return value
 
 

@@ -396,7 +396,13 @@ class Conferences:
         """``GET /calling/v1/conferences/id/{id}``'s participants: exactly cli, id, duration, muted, onhold."""
         conf = self._room(conference_id)
         return [
-            {"cli": p.cli, "id": p.call_id, "duration": p.duration(now), "muted": p.muted, "onhold": p.on_hold}
+            {
+                "cli": p.cli,
+                "id": p.call_id,
+                "duration": p.duration(now),
+                "muted": p.muted,
+                "onhold": p.on_hold,
+            }
             for p in conf
         ]
 
@@ -473,7 +479,9 @@ class Conferences:
         if moh is not None:
             validate_moh_class(moh, "moh")
         p = self.participant(call_id, conference_id)
-        return self._update(call_id, conference_id, on_hold=True, hold_moh=moh or p.moh_class or DEFAULT_HOLD_MOH)
+        return self._update(
+            call_id, conference_id, on_hold=True, hold_moh=moh or p.moh_class or DEFAULT_HOLD_MOH
+        )
 
     def resume(self, call_id: str, conference_id: str | None = None) -> list[Effect]:
         return self._update(call_id, conference_id, on_hold=False, hold_moh=None)

@@ -109,10 +109,7 @@ class MediaLeg:
     async def open(self) -> None:
         loop = asyncio.get_running_loop()
         for _ in range(64):
-            try:
-                port = self.pool.allocate()
-            except PortsExhausted:
-                raise
+            port = self.pool.allocate()
             try:
                 self._rtp, _ = await loop.create_datagram_endpoint(
                     lambda: _RtpProtocol(self, False), local_addr=(self.host, port))
@@ -208,9 +205,10 @@ class MediaLeg:
         """Receive and send one frame; the leg's own source decides what it sends."""
         self.receive_frame()
         self.send_frame(self.source.frame(FRAME_SAMPLES) if self.source is not None else None)
-        for press in self._events_in.handle_timer(now) if self._events_in.next_timer() and \
-                self._events_in.next_timer() <= now else []:  # type: ignore[operator]
-            self._report_event(press, now)
+        deadline = self._events_in.next_timer()
+        if deadline is not None and deadline <= now:
+            for event in self._events_in.handle_timer(now):
+                self._report_event(event, now)
         if now - self._last_rtcp >= RTCP_INTERVAL:
             self._last_rtcp = now
             self._send_rtcp()

@@ -4,10 +4,12 @@ Sans-IO: nothing here touches a socket. Parsing is strict about structure and bo
 over `MAX_MESSAGE_BYTES`, more than `MAX_HEADERS` header fields or a line over `MAX_LINE_BYTES` is refused
 before any further work), and every refusal is a `SipParseError` naming the fault, with the SIP status a
 server should answer and, when enough of a request was read, the headers needed to build that answer.
+`parse_message` raises nothing else, whatever the bytes; `StreamFramer` raises only `FramingError`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -65,8 +67,37 @@ LIST_HEADERS = frozenset(
      "unsupported", "accept", "accept-encoding", "accept-language", "allow-events"}
 )
 
-_TOKEN_RE = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+$")
-_STATUS_LINE_RE = re.compile(r"^SIP/(\d+)\.(\d+) (\d{3}) ?(.*)$")
+# Headers that may appear once only (§20: their grammar has no list form); a second copy is a 400
+# (RFC 4475 §3.3.8, §3.3.9).
+SINGLE_HEADERS = ("Call-ID", "CSeq", "From", "To", "Max-Forwards", "Content-Length", "Content-Type")
+
+# §25.1 character classes. Patterns are ASCII-only on purpose: `str.isdigit` and `\d` accept other
+# scripts' digits, which `int` then refuses or reads differently.
+_TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
+_TOKEN_RE = re.compile(_TOKEN)
+_DIGITS_RE = re.compile(r"[0-9]+")
+_UNRESERVED = r"A-Za-z0-9\-_.!~*'()"
+_ESCAPED = r"%[0-9A-Fa-f]{2}"
+_USER_RE = re.compile(rf"(?:[{_UNRESERVED}&=+$,;?/]|{_ESCAPED})+")
+_PASSWORD_RE = re.compile(rf"(?:[{_UNRESERVED}&=+$,]|{_ESCAPED})*")
+_PARAMCHARS_RE = re.compile(rf"(?:[{_UNRESERVED}\[\]/:&+$]|{_ESCAPED})+")
+_HNVCHARS_RE = re.compile(rf"(?:[{_UNRESERVED}\[\]/?:+$]|{_ESCAPED})*")
+_HOST_RE = re.compile(r"\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-_.]+")
+_TEL_NUMBER_RE = re.compile(r"[0-9A-Fa-f*#+\-.()]+")
+_SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*")
+# gen-value = token / host / quoted-string (§25.1); IPv6 addresses appear bare in `received` (RFC 5118).
+_GEN_VALUE_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~:\[\]]+|\"(?:[^\"\\]|\\.)*\"", re.DOTALL)
+# word (§25.1) as in Call-ID = word [ "@" word ].
+_CALL_ID_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~()<>:\\\"/\[\]?{}]+(?:@[A-Za-z0-9\-.!%*_+`'~()<>:\\\"/\[\]?{}]+)?")
+
+_STATUS_LINE_RE = re.compile(r"SIP/([0-9]+)\.([0-9]+) ([0-9]{3})(?: (.*))?", re.IGNORECASE | re.DOTALL)
+_VERSION_RE = re.compile(r"SIP/([0-9]+)\.([0-9]+)", re.IGNORECASE)
+# The empty line that ends the header section, with CRLF or bare-LF line ends (RFC 3261 §7.5 asks for
+# CRLF; bare LF is accepted the way most deployed parsers do).
+_HEAD_END_RE = re.compile(rb"\r?\n\r?\n")
+_LINE_SPLIT_RE = re.compile(r"\r?\n")
+# Control characters are allowed only as a quoted-pair (`\` then the character, §25.1); CR never.
+_BARE_CTL_RE = re.compile(r"(?<!\\)[\x00-\x08\x0a-\x1f\x7f]|\r")
 
 
 class SipParseError(Exception):
@@ -74,7 +105,7 @@ class SipParseError(Exception):
 
     `status` is the response a server should send for a request (400 by default); `headers` holds the
     header fields read before the fault so that response can be built, or None when the input is garbage
-    that deserves no answer.
+    that deserves no answer. `reason` names the fault in words fit for a reason phrase.
     """
 
     def __init__(self, reason: str, *, status: int = 400, headers: Headers | None = None,
@@ -87,10 +118,19 @@ class SipParseError(Exception):
 
     @property
     def answerable(self) -> bool:
-        """True when the request carried enough (Via, From, To, Call-ID, CSeq) to send an error response."""
+        """True when the request carried enough to route an error response back: a method and a top Via
+        whose sent-by can be read (§18.2.2). From, To, Call-ID and CSeq are copied when present; RFC 4475
+        §3.3.1 asks for a 400 even when they are missing."""
         if self.headers is None or self.method is None:
             return False
-        return all(self.headers.get(name) for name in ("Via", "From", "To", "Call-ID", "CSeq"))
+        vias = self.headers.values("Via")
+        if not vias:
+            return False
+        try:
+            Via.parse(vias[0])
+        except ValueError:
+            return False
+        return True
 
 
 def canonical_name(name: str) -> str:
@@ -118,6 +158,14 @@ class Headers:
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and self.get(name) is not None
 
+    def __eq__(self, other: object) -> bool:
+        # Field order matters (§7.3.1: the order of same-named fields is significant); name case does not.
+        if not isinstance(other, Headers):
+            return NotImplemented
+        return [(n.lower(), v) for n, v in self._fields] == [(n.lower(), v) for n, v in other._fields]
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
     def __repr__(self) -> str:
         return f"Headers({self._fields!r})"
 
@@ -142,8 +190,9 @@ class Headers:
     def values(self, name: str) -> list[str]:
         """Every value of a list header, fields split at top-level commas (§7.3.1)."""
         out: list[str] = []
+        is_list = canonical_name(name).lower() in LIST_HEADERS
         for value in self.get_all(name):
-            if canonical_name(name).lower() in LIST_HEADERS:
+            if is_list:
                 out.extend(v for v in split_list(value) if v)
             else:
                 out.append(value)
@@ -221,6 +270,24 @@ def format_params(params: dict[str, str | None]) -> str:
     return "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params.items())
 
 
+def _check_generic_params(text: str, where: str) -> None:
+    """Strict `*( SEMI generic-param )` (§25.1): what `parse_params` forgives, a received message may not."""
+    text = text.strip()
+    if not text:
+        return
+    if not text.startswith(";"):
+        raise ValueError(f"unexpected text {text[:40]!r} where {where} parameters belong")
+    for part in split_list(text[1:], ";"):
+        name, eq, value = part.partition("=")
+        name, value = name.strip(), value.strip()
+        if not name:
+            raise ValueError(f"empty parameter in {where}")
+        if not _TOKEN_RE.fullmatch(name):
+            raise ValueError(f"invalid parameter name {name[:40]!r} in {where}")
+        if eq and not _GEN_VALUE_RE.fullmatch(value):
+            raise ValueError(f"invalid value for parameter {name[:40]!r} in {where}")
+
+
 @dataclass
 class SipUri:
     """A sip:, sips: or tel: URI (RFC 3261 §19.1, RFC 3966)."""
@@ -235,6 +302,7 @@ class SipUri:
 
     @classmethod
     def parse(cls, text: str) -> SipUri:
+        """Parse and check a URI against the §25.1 grammar; raises ValueError naming the fault."""
         text = text.strip()
         scheme, colon, rest = text.partition(":")
         scheme = scheme.lower()
@@ -244,30 +312,43 @@ class SipUri:
             number, _, params = rest.partition(";")
             if not number:
                 raise ValueError("tel URI without a number")
-            return cls(host="", user=number, scheme="tel", params=parse_params(params))
-        rest, _, uri_headers = rest.partition("?")
+            if not _TEL_NUMBER_RE.fullmatch(number):
+                raise ValueError(f"invalid tel number {number[:40]!r}")
+            parsed = parse_params(params)
+            _check_uri_params(params, text)
+            return cls(host="", user=number, scheme="tel", params=parsed)
+        # "@" may not appear in uri-parameters or headers, but "?" and ";" may appear in the user part
+        # (§25.1 user-unreserved): so the last "@" ends the userinfo, before "?" and ";" are looked for.
         user = password = None
         if "@" in rest:
             userinfo, _, rest = rest.rpartition("@")
             user, _, pw = userinfo.partition(":")
+            if not _USER_RE.fullmatch(user):
+                raise ValueError(f"invalid user part in URI {text[:80]!r}")
+            if not _PASSWORD_RE.fullmatch(pw):
+                raise ValueError(f"invalid password in URI {text[:80]!r}")
             password = pw or None
+        rest, question, uri_headers = rest.partition("?")
+        if question and not _HNVCHARS_RE.fullmatch(uri_headers.replace("=", "").replace("&", "")):
+            raise ValueError(f"invalid headers in URI {text[:80]!r}")
         hostport, _, params = rest.partition(";")
         if hostport.startswith("["):
             end = hostport.find("]")
             if end < 0:
                 raise ValueError(f"unterminated IPv6 reference in {text[:80]!r}")
-            host, port_text = hostport[: end + 1], hostport[end + 1:].lstrip(":")
+            host, port_text = hostport[: end + 1], hostport[end + 1:]
+            if port_text and not port_text.startswith(":"):
+                raise ValueError(f"invalid host in URI {text[:80]!r}")
+            port_text = port_text[1:]
         else:
             host, _, port_text = hostport.partition(":")
-        if not host or not re.fullmatch(r"[A-Za-z0-9.\-_\[\]:]+", host):
+        if not host or not _HOST_RE.fullmatch(host):
             raise ValueError(f"invalid host in URI {text[:80]!r}")
-        port: int | None = None
-        if port_text:
-            if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-                raise ValueError(f"invalid port in URI {text[:80]!r}")
-            port = int(port_text)
+        port = _parse_port(port_text, text) if port_text else None
+        parsed = parse_params(params)
+        _check_uri_params(params, text)
         return cls(host=host.lower(), user=user, port=port, scheme=scheme, password=password,
-                   params=parse_params(params), headers=uri_headers or None)
+                   params=parsed, headers=uri_headers or None)
 
     def __str__(self) -> str:
         if self.scheme == "tel":
@@ -284,6 +365,63 @@ class SipUri:
         return (self.params.get("transport") or "udp").lower()
 
 
+def _parse_port(port_text: str, context: str) -> int:
+    # The length guard keeps int() away from huge digit strings (it refuses more than 4300 digits).
+    if not _DIGITS_RE.fullmatch(port_text) or len(port_text) > 5 or not 0 < int(port_text) < 65536:
+        raise ValueError(f"invalid port in {context[:80]!r}")
+    return int(port_text)
+
+
+def _check_uri_params(params: str, context: str) -> None:
+    if not params:
+        return
+    for part in params.split(";"):
+        name, eq, value = part.partition("=")
+        if not _PARAMCHARS_RE.fullmatch(name) or (eq and not _PARAMCHARS_RE.fullmatch(value)):
+            raise ValueError(f"invalid URI parameter {part[:40]!r} in {context[:80]!r}")
+
+
+def _read_quoted(text: str, start: int) -> tuple[str, int]:
+    """The unescaped content of the quoted-string opening at `start`, and the index just past it."""
+    out: list[str] = []
+    index = start + 1
+    while index < len(text):
+        char = text[index]
+        if char == "\\":
+            if index + 1 >= len(text):
+                break
+            out.append(text[index + 1])
+            index += 2
+            continue
+        if char == '"':
+            return "".join(out), index + 1
+        out.append(char)
+        index += 1
+    raise ValueError(f"unterminated quoted string in {text[:80]!r}")
+
+
+def _find_unquoted(text: str, char: str) -> int:
+    """The index of the first `char` outside quoted strings, or -1."""
+    quoted = escaped = False
+    for index, c in enumerate(text):
+        if escaped:
+            escaped = False
+        elif quoted and c == "\\":
+            escaped = True
+        elif c == '"':
+            quoted = not quoted
+        elif c == char and not quoted:
+            return index
+    return -1
+
+
+def _quote(text: str) -> str:
+    """A quoted-string for `text`: `"` and `\\` and control characters escaped as quoted-pairs (§25.1)."""
+    # CR and LF cannot be quoted-pairs at all; they become spaces rather than break the header line.
+    text = text.replace("\r", " ").replace("\n", " ")
+    return '"' + re.sub(r'(["\\\x00-\x09\x0b\x0c\x0e-\x1f\x7f])', r"\\\1", text) + '"'
+
+
 @dataclass
 class NameAddress:
     """`"Display" <uri>;params` as in From, To, Contact, Route and Record-Route (RFC 3261 §20)."""
@@ -294,28 +432,54 @@ class NameAddress:
 
     @classmethod
     def parse(cls, text: str) -> NameAddress:
+        """Parse name-addr or addr-spec with header parameters; raises ValueError naming the fault."""
         text = text.strip()
-        if "<" in text:
-            before, _, rest = text.partition("<")
-            uri_text, closed, after = rest.partition(">")
-            if not closed:
-                raise ValueError(f"unterminated <...> in {text[:80]!r}")
-            display = before.strip()
-            if display.startswith('"') and display.endswith('"') and len(display) >= 2:
-                display = display[1:-1].replace('\\"', '"')
-            return cls(uri=SipUri.parse(uri_text), display_name=display or None,
-                       params=parse_params(after))
-        # addr-spec form: URI parameters are header parameters here (§20.10).
-        uri_text, _, params = text.partition(";")
-        return cls(uri=SipUri.parse(uri_text), params=parse_params(params))
+        display: str | None = None
+        if text.startswith('"'):
+            display, index = _read_quoted(text, 0)
+            rest = text[index:].lstrip()
+            if not rest.startswith("<"):
+                raise ValueError(f"quoted display name not followed by <URI> in {text[:80]!r}")
+        elif _find_unquoted(text, "<") >= 0:
+            split = _find_unquoted(text, "<")
+            before, after = text[:split], text[split + 1:]
+            # display-name = *(token LWS) / quoted-string (§25.1); non-ASCII is let through unquoted.
+            words = before.split()
+            for word in words:
+                if not all(c.isalnum() or c in "-.!%*_+`'~" or ord(c) > 127 for c in word):
+                    raise ValueError(f"display name {before.strip()[:40]!r} must be quoted")
+            display = " ".join(words) or None
+            rest = "<" + after
+        else:
+            # addr-spec form: URI parameters are header parameters here, and a URI with ",", "?" or
+            # ";" of its own needs the <> form (§20.10).
+            uri_text, _, params = text.partition(";")
+            if "?" in uri_text or "," in uri_text:
+                raise ValueError(f"URI with '?' or ',' must be enclosed in <> in {text[:80]!r}")
+            _check_generic_params(";" + params if params else "", "header")
+            return cls(uri=SipUri.parse(uri_text), params=parse_params(params))
+        uri_text, closed, after = rest[1:].partition(">")
+        if not closed:
+            raise ValueError(f"unterminated <...> in {text[:80]!r}")
+        _check_generic_params(after, "header")
+        return cls(uri=SipUri.parse(uri_text), display_name=display or None, params=parse_params(after))
 
     @property
     def tag(self) -> str | None:
         return self.params.get("tag")
 
     def __str__(self) -> str:
-        display = f'"{self.display_name}" ' if self.display_name else ""
+        display = f"{_quote(self.display_name)} " if self.display_name else ""
         return f"{display}<{self.uri}>{format_params(self.params)}"
+
+
+# sent-protocol = protocol-name SLASH protocol-version SLASH transport, each a token (§25.1), then
+# sent-by = host [COLON port]; SLASH and COLON may carry LWS around them.
+_VIA_RE = re.compile(
+    rf"(?P<name>{_TOKEN})\s*/\s*(?P<version>{_TOKEN})\s*/\s*(?P<transport>{_TOKEN})\s+"
+    r"(?P<host>\[[0-9A-Fa-f:.]*\]|[^\s;:\[\]]+)(?:\s*:\s*(?P<port>[^\s;]*))?\s*(?P<params>.*)",
+    re.DOTALL,
+)
 
 
 @dataclass
@@ -329,21 +493,18 @@ class Via:
 
     @classmethod
     def parse(cls, text: str) -> Via:
+        """Read sent-protocol, sent-by and parameters. Empty parameters (`;;`) are skipped here so that a
+        malformed request can still be answered; `parse_message` refuses them (RFC 4475 §3.1.2.1)."""
         text = text.strip()
-        match = re.match(r"^SIP\s*/\s*2\.0\s*/\s*([A-Za-z]+)\s+([^;\s]+)\s*(.*)$", text, re.IGNORECASE)
+        match = _VIA_RE.fullmatch(text)
         if not match:
             raise ValueError(f"malformed Via {text[:80]!r}")
-        transport, hostport, params = match.groups()
-        if hostport.startswith("["):
-            end = hostport.find("]")
-            host, port_text = hostport[: end + 1], hostport[end + 1:].lstrip(":")
-        else:
-            host, _, port_text = hostport.partition(":")
-        port = None
-        if port_text:
-            if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-                raise ValueError(f"invalid port in Via {text[:80]!r}")
-            port = int(port_text)
+        transport, host, port_text, params = match.group("transport", "host", "port", "params")
+        if not _HOST_RE.fullmatch(host):
+            raise ValueError(f"invalid host in Via {text[:80]!r}")
+        if params and not params.startswith(";"):
+            raise ValueError(f"unexpected text after sent-by in Via {text[:80]!r}")
+        port = _parse_port(port_text, text) if port_text is not None else None
         return cls(transport=transport.upper(), host=host, port=port, params=parse_params(params))
 
     @property
@@ -363,12 +524,12 @@ class CSeq:
     @classmethod
     def parse(cls, text: str) -> CSeq:
         parts = text.split()
-        if len(parts) != 2 or not parts[0].isdigit() or not _TOKEN_RE.match(parts[1]):
+        if len(parts) != 2 or not _DIGITS_RE.fullmatch(parts[0]) or not _TOKEN_RE.fullmatch(parts[1]):
             raise ValueError(f"malformed CSeq {text[:80]!r}")
-        number = int(parts[0])
-        if number >= 2**31:
+        # §8.1.1.5: the number must be below 2**31; the length test spares int() a huge string.
+        if len(parts[0].lstrip("0")) > 10 or int(parts[0]) >= 2**31:
             raise ValueError("CSeq number out of range (must be below 2**31)")
-        return cls(number, parts[1])
+        return cls(int(parts[0]), parts[1])
 
     def __str__(self) -> str:
         return f"{self.number} {self.method}"
@@ -408,9 +569,22 @@ class _Message:
         return (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
 
     def _serialise(self, start_line: str) -> bytes:
+        # Content-Length is always the body's true length: at the place of the first such field when
+        # there is one (so parse and serialise round-trip), else last.
         lines = [start_line]
-        lines.extend(f"{name}: {value}" for name, value in self.headers if name != "Content-Length")
-        lines.append(f"Content-Length: {len(self.body)}")
+        length_written = False
+        for name, value in self.headers:
+            if name == "Content-Length":
+                if length_written:
+                    continue
+                value = str(len(self.body))
+                length_written = True
+            lines.append(f"{name}: {value}")
+        if not length_written:
+            lines.append(f"Content-Length: {len(self.body)}")
+        # A CR or LF inside a value would start a new header on the wire (header injection).
+        if any("\r" in line or "\n" in line for line in lines):
+            raise ValueError("a start line or header field contains CR or LF")
         return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8") + self.body
 
 
@@ -473,39 +647,43 @@ REASONS = {
 
 
 def parse_message(data: bytes, *, stream: bool = False) -> Message:
-    """Parse one whole message.
+    """Parse one whole message; raises `SipParseError` (and nothing else) for anything it refuses.
 
     `stream` says the bytes came framed from a stream transport, where Content-Length is mandatory
-    (RFC 3261 §18.3); on datagrams a missing Content-Length means the body runs to the end.
+    (RFC 3261 §18.3); on datagrams a missing Content-Length means the body runs to the end. The parsed
+    message always carries a Content-Length equal to its body's length.
     """
     if len(data) > MAX_MESSAGE_BYTES:
         raise SipParseError(f"message of {len(data)} bytes exceeds the {MAX_MESSAGE_BYTES}-byte limit",
                             status=513)
     # Leading CRLFs are keep-alives or stray line ends (RFC 3261 §7.5); ignore them.
-    data = data.lstrip(b"\r\n")
-    head, sep, body = _split_head(data)
-    if not sep:
+    data = bytes(data).lstrip(b"\r\n")
+    end = _HEAD_END_RE.search(data)
+    if end is None:
         raise SipParseError("no empty line ends the header section")
+    head, body = data[: end.start()], data[end.end():]
     try:
         text = head.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise SipParseError(f"header section is not valid UTF-8 (byte {exc.start})") from None
-    lines = text.replace("\r\n", "\n").split("\n")
+    lines = _LINE_SPLIT_RE.split(text)
     start_line = lines[0]
     if len(start_line) > MAX_LINE_BYTES:
         raise SipParseError("start line too long")
+    start_fault = "control character in the start line" if _BARE_CTL_RE.search(start_line) else None
     headers, header_fault = _parse_header_lines(lines[1:])
 
-    if start_line.startswith("SIP/"):
-        match = _STATUS_LINE_RE.match(start_line)
-        if not match:
-            raise SipParseError(f"malformed status line {start_line[:80]!r}")
+    if start_line[:4].upper() == "SIP/":
+        # A response that fails to parse is dropped, never answered (§16.7, §18.1.2).
+        match = _STATUS_LINE_RE.fullmatch(start_line)
+        if not match or start_fault:
+            raise SipParseError(start_fault or f"malformed status line {start_line[:80]!r}")
         if header_fault:
             raise SipParseError(header_fault)
         major, minor, status, reason = match.groups()
         if (major, minor) != ("2", "0"):
-            raise SipParseError(f"unsupported SIP version SIP/{major}.{minor}", status=505)
-        response = Response(int(status), reason, headers, b"")
+            raise SipParseError(f"unsupported SIP version SIP/{major[:5]}.{minor[:5]}", status=505)
+        response = Response(int(status), reason or "", headers, b"")
         if not 100 <= response.status <= 699:
             raise SipParseError(f"status code {status} out of range")
         response.body = _take_body(body, headers, stream, None)
@@ -513,113 +691,160 @@ def parse_message(data: bytes, *, stream: bool = False) -> Message:
         return response
 
     parts = start_line.split(" ")
+    method_ok = bool(parts) and _TOKEN_RE.fullmatch(parts[0]) is not None
     if len(parts) != 3 or not all(parts):
         raise SipParseError(f"malformed request line {start_line[:80]!r}", headers=headers,
-                            method=parts[0] if parts and _TOKEN_RE.match(parts[0]) else None)
+                            method=parts[0] if method_ok else None)
     method, uri, version = parts
-    if not _TOKEN_RE.match(method):
+    if not method_ok:
         raise SipParseError(f"invalid method token {method[:40]!r}")
+    if start_fault:
+        raise SipParseError(start_fault, headers=headers, method=method)
     if header_fault:
         raise SipParseError(header_fault, headers=headers, method=method)
+    if not _VERSION_RE.fullmatch(version):
+        raise SipParseError(f"malformed SIP version {version[:20]!r}", headers=headers, method=method)
     if version.upper() != SIP_VERSION:
         raise SipParseError(f"unsupported SIP version {version[:20]!r}", status=505, headers=headers,
                             method=method)
+    scheme = uri.partition(":")[0]
+    if ":" in uri and _SCHEME_RE.fullmatch(scheme) and scheme.lower() not in ("sip", "sips", "tel"):
+        raise SipParseError(f"unsupported URI scheme {scheme[:20]!r} in the Request-URI", status=416,
+                            headers=headers, method=method)
     try:
-        SipUri.parse(uri)
+        request_uri = SipUri.parse(uri)
     except ValueError as exc:
-        status = 416 if ":" in uri and uri.split(":")[0].lower() not in ("sip", "sips", "tel") else 400
-        raise SipParseError(f"bad Request-URI: {exc}", status=status, headers=headers,
-                            method=method) from None
+        raise SipParseError(f"bad Request-URI: {exc}", headers=headers, method=method) from None
+    if request_uri.headers is not None:
+        # §19.1.1 table: headers are not allowed in a Request-URI (RFC 4475 §3.1.2.11).
+        raise SipParseError("Request-URI carries URI headers", headers=headers, method=method)
     request = Request(method, uri, headers, b"")
     request.body = _take_body(body, headers, stream, method)
     _check_required(request, method)
     return request
 
 
-def _split_head(data: bytes) -> tuple[bytes, bytes, bytes]:
-    crlf = data.find(b"\r\n\r\n")
-    lf = data.find(b"\n\n")
-    if crlf >= 0 and (lf < 0 or crlf < lf):
-        return data[:crlf], b"\r\n\r\n", data[crlf + 4:]
-    if lf >= 0:
-        return data[:lf], b"\n\n", data[lf + 2:]
-    return data, b"", b""
-
-
 def _parse_header_lines(lines: list[str]) -> tuple[Headers, str | None]:
     """Unfold and split header lines; returns the headers read and the first fault found, if any."""
-    fields: list[tuple[str, str]] = []
+    # Each field is a name and the list of its physical lines' pieces: joining once at the end keeps
+    # thousands of continuation lines linear rather than quadratic.
+    fields: list[tuple[str, list[str]]] = []
     fault: str | None = None
     for line in lines:
         if len(line) > MAX_LINE_BYTES:
             fault = fault or f"header line longer than {MAX_LINE_BYTES} bytes"
             continue
+        if _BARE_CTL_RE.search(line):
+            fault = fault or f"control character in header line {line[:40]!r}"
+            continue
         if line[:1] in (" ", "\t"):
             if not fields:
                 fault = fault or "continuation line before any header"
                 continue
-            name, value = fields[-1]
             # §7.3.1: a folded line is the same as one with the line break replaced by a space.
-            fields[-1] = (name, f"{value} {line.strip()}".strip())
+            fields[-1][1].append(line.strip())
             continue
         name, colon, value = line.partition(":")
         name = name.strip()
-        if not colon or not name or not _TOKEN_RE.match(name):
+        if not colon or not name or not _TOKEN_RE.fullmatch(name):
             fault = fault or f"malformed header line {line[:60]!r}"
             continue
         if len(fields) >= MAX_HEADERS:
             fault = f"more than {MAX_HEADERS} header fields"
             break
-        fields.append((name, value.strip()))
-    return Headers(fields), fault
+        fields.append((name, [value.strip()]))
+    return Headers((name, " ".join(p for p in pieces if p)) for name, pieces in fields), fault
 
 
 def _take_body(body: bytes, headers: Headers, stream: bool, method: str | None) -> bytes:
+    if len(headers.get_all("Content-Length")) > 1:
+        # RFC 4475 §3.3.9: which one frames the body cannot be known.
+        raise SipParseError("more than one Content-Length header", headers=headers, method=method)
     length_text = headers.get("Content-Length")
     if length_text is None:
-        if stream:
-            return b""
-        return body
-    length_text = length_text.strip()
-    if not length_text.isdigit():
-        raise SipParseError(f"invalid Content-Length {length_text[:20]!r}", headers=headers, method=method)
-    length = int(length_text)
-    if length > MAX_BODY_BYTES:
-        raise SipParseError(f"Content-Length {length} exceeds the {MAX_BODY_BYTES}-byte limit", status=413,
-                            headers=headers, method=method)
-    if len(body) < length:
-        raise SipParseError(f"Content-Length {length} larger than the {len(body)} body bytes received",
-                            headers=headers, method=method)
-    # §18.3: bytes beyond Content-Length in a datagram are discarded.
-    return body[:length]
+        # §18.3: on a stream Content-Length is mandatory; treat its absence as an empty body.
+        taken = b"" if stream else body
+    else:
+        length_text = length_text.strip()
+        if not _DIGITS_RE.fullmatch(length_text):
+            raise SipParseError(f"invalid Content-Length {length_text[:20]!r}", headers=headers,
+                                method=method)
+        digits = length_text.lstrip("0") or "0"
+        if len(digits) > 9 or int(digits) > MAX_BODY_BYTES:
+            raise SipParseError(f"Content-Length {digits[:12]} exceeds the {MAX_BODY_BYTES}-byte limit",
+                                status=413, headers=headers, method=method)
+        length = int(digits)
+        if len(body) < length:
+            raise SipParseError(f"Content-Length {length} larger than the {len(body)} body bytes received",
+                                headers=headers, method=method)
+        # §18.3: bytes beyond Content-Length in a datagram are discarded.
+        taken = body[:length]
+    if len(taken) > MAX_BODY_BYTES:
+        raise SipParseError(f"body of {len(taken)} bytes exceeds the {MAX_BODY_BYTES}-byte limit",
+                            status=413, headers=headers, method=method)
+    headers.set("Content-Length", str(len(taken)))
+    return taken
 
 
 def _check_required(message: Message, method: str | None) -> None:
+    """The checks §8.2 and §20 ask of every message, each failing with a reason naming the header."""
     headers = message.headers
+
+    def fail(reason: str) -> SipParseError:
+        return SipParseError(reason, headers=headers, method=method)
+
     for name in ("Via", "From", "To", "Call-ID", "CSeq"):
         if not headers.get(name):
-            raise SipParseError(f"missing {name} header", headers=headers, method=method)
+            raise fail(f"missing {name} header")
+    for name in SINGLE_HEADERS:
+        if len(headers.get_all(name)) > 1:
+            raise fail(f"more than one {name} header")
     try:
         cseq = CSeq.parse(headers.get("CSeq") or "")
     except ValueError as exc:
-        raise SipParseError(str(exc), headers=headers, method=method) from None
-    if method is not None and cseq.method != method and not (method == "ACK" and cseq.method == "ACK"):
-        raise SipParseError(f"CSeq method {cseq.method} does not match request method {method}",
-                            headers=headers, method=method)
+        raise fail(str(exc)) from None
+    if method is not None and cseq.method != method:
+        raise fail(f"CSeq method {cseq.method[:40]} does not match request method {method[:40]}")
+    vias = headers.values("Via")
+    if not vias:
+        raise fail("missing Via header")
+    for value in vias:
+        try:
+            Via.parse(value)
+            _check_via_params(value)
+        except ValueError as exc:
+            raise fail(f"malformed Via header: {exc}") from None
     for name in ("From", "To"):
         try:
             NameAddress.parse(headers.get(name) or "")
         except ValueError as exc:
-            raise SipParseError(f"malformed {name} header: {exc}", headers=headers, method=method) from None
-    try:
-        vias = message.vias
-    except ValueError as exc:
-        raise SipParseError(f"malformed Via header: {exc}", headers=headers, method=method) from None
-    if not vias:
-        raise SipParseError("missing Via header", headers=headers, method=method)
+            raise fail(f"malformed {name} header: {exc}") from None
+    call_id = headers.get("Call-ID") or ""
+    if not _CALL_ID_RE.fullmatch(call_id):
+        raise fail(f"malformed Call-ID {call_id[:40]!r}")
+    for name in ("Contact", "Route", "Record-Route"):
+        for value in headers.values(name):
+            if name == "Contact" and value == "*":
+                continue
+            try:
+                address = NameAddress.parse(value)
+            except ValueError as exc:
+                raise fail(f"malformed {name} header: {exc}") from None
+            if name != "Contact" and "<" not in value:
+                # §20.30, §20.34: route = name-addr, always in angle brackets.
+                raise fail(f"{name} value {str(address.uri)[:40]!r} must be in angle brackets")
     max_forwards = headers.get("Max-Forwards")
-    if max_forwards is not None and not max_forwards.strip().isdigit():
-        raise SipParseError(f"invalid Max-Forwards {max_forwards[:20]!r}", headers=headers, method=method)
+    if max_forwards is not None:
+        text = max_forwards.strip()
+        if not _DIGITS_RE.fullmatch(text) or len(text.lstrip("0")) > 3 or int(text) > 255:
+            # §20.22 and RFC 4475 §3.1.2.4: 0 to 255.
+            raise fail(f"invalid Max-Forwards {max_forwards[:20]!r}")
+
+
+def _check_via_params(value: str) -> None:
+    match = _VIA_RE.fullmatch(value.strip())
+    if match:
+        _check_generic_params(match.group("params"), "Via")
 
 
 def error_response(error: SipParseError) -> Response | None:
@@ -631,7 +856,19 @@ def error_response(error: SipParseError) -> Response | None:
     for via in error.headers.get_all("Via"):
         headers.add("Via", via)
     for name in ("From", "To", "Call-ID", "CSeq"):
-        headers.add(name, error.headers.get(name) or "")
+        value = error.headers.get(name)
+        if value is not None:
+            headers.add(name, value)
+    to = headers.get("To")
+    if to is not None:
+        try:
+            if NameAddress.parse(to).tag is None:
+                # §8.2.6.2: a response adds a To tag. No state is kept for a refused request, so the tag
+                # is derived from the request itself and a retransmission gets the same one.
+                seed = f"{headers.get('Call-ID')}|{headers.get('Via')}|{headers.get('CSeq')}"
+                headers.set("To", f"{to};tag={hashlib.sha1(seed.encode()).hexdigest()[:10]}")
+        except ValueError:
+            pass  # the To itself is the fault: it is echoed as sent
     # The reason phrase names the fault (RFC 3261 §21.4.1 lets it carry detail); keep it one clean line.
     reason = REASONS.get(error.status, "Bad Request") + " - " + re.sub(r"[\x00-\x1f\x7f]", " ", error.reason)
     return Response(error.status, reason[:200], headers)
@@ -642,35 +879,83 @@ class FramingError(Exception):
 
 
 class StreamFramer:
-    """Cuts a TCP byte stream into whole messages (RFC 3261 §18.3), with bounded buffering."""
+    """Cuts a TCP byte stream into whole messages (RFC 3261 §18.3), with bounded buffering.
+
+    The buffer never holds more than `max_message` bytes plus the last chunk fed: a header section that
+    does not end by then, or a Content-Length that would pass it, raises `FramingError`. Double-CRLF
+    keep-alive pings between messages are consumed and counted in `pings` (RFC 5626 §3.5.1: the
+    transport answers each with a single CRLF).
+    """
 
     def __init__(self, max_message: int = MAX_MESSAGE_BYTES) -> None:
         self._buffer = bytearray()
         self._max = max_message
+        self._scanned = 0  # the header-end search resumes here rather than rescanning the buffer
+        self._crlfs = 0
+        self.pings = 0
 
     def feed(self, data: bytes) -> list[bytes]:
         self._buffer += data
         messages: list[bytes] = []
         while True:
-            # CRLF keep-alives between messages (RFC 5626 §3.5.1).
-            while self._buffer[:2] == b"\r\n":
-                del self._buffer[:2]
-            end = self._buffer.find(b"\r\n\r\n")
-            if end < 0:
+            self._strip_keepalives()
+            end = _HEAD_END_RE.search(self._buffer, max(0, self._scanned - 3))
+            if end is None:
+                self._scanned = len(self._buffer)
                 if len(self._buffer) > self._max:
                     raise FramingError(f"header section exceeds {self._max} bytes without an end")
                 return messages
-            head = bytes(self._buffer[:end])
-            match = re.search(rb"(?im)^(?:content-length|l)[ \t]*:[ \t]*(\d+)[ \t]*$", head)
-            length = int(match.group(1)) if match else 0
-            total = end + 4 + length
+            self._scanned = end.start()
+            length = _framing_length(bytes(self._buffer[: end.start()]))
+            total = end.end() + length
             if total > self._max:
                 raise FramingError(f"message of {total} bytes exceeds {self._max}")
             if len(self._buffer) < total:
                 return messages
             messages.append(bytes(self._buffer[:total]))
             del self._buffer[:total]
+            self._scanned = 0
+            self._crlfs = 0
+
+    def _strip_keepalives(self) -> None:
+        while True:
+            if self._buffer[:2] == b"\r\n":
+                del self._buffer[:2]
+            elif self._buffer[:1] == b"\n":
+                del self._buffer[:1]
+            else:
+                return
+            self._scanned = 0
+            self._crlfs += 1
+            if self._crlfs == 2:
+                self.pings += 1
+                self._crlfs = 0
 
     @property
     def buffered(self) -> int:
         return len(self._buffer)
+
+
+def _framing_length(head: bytes) -> int:
+    """The Content-Length of a header section, read the way `parse_message` reads it (folding, compact
+    form, any letter case); 0 when absent. A value that cannot be trusted leaves the stream unframeable."""
+    fields: list[list[bytes]] = []  # the pieces of each Content-Length field, continuation lines included
+    in_length = False
+    for line in re.split(rb"\r?\n", head)[1:]:
+        if line[:1] in (b" ", b"\t"):
+            if in_length:
+                fields[-1].append(line.strip())
+            continue
+        name, colon, value = line.partition(b":")
+        in_length = bool(colon) and name.strip().lower() in (b"content-length", b"l")
+        if in_length:
+            fields.append([value.strip()])
+    lengths = {b" ".join(p for p in pieces if p) for pieces in fields}
+    if not lengths:
+        return 0
+    if len(lengths) > 1:
+        raise FramingError("conflicting Content-Length headers")
+    text = lengths.pop()
+    if not re.fullmatch(rb"[0-9]+", text) or len(text.lstrip(b"0")) > 9:
+        raise FramingError(f"invalid Content-Length {text[:20]!r}")
+    return int(text)

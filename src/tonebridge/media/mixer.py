@@ -1,0 +1,287 @@
+"""Mix every conference room at once: one vectorised numpy pass per 20 ms tick over all legs.
+
+Each leg belongs to a room. Per tick, the frames of the contributing legs are summed per room in int32,
+and every hearing leg gets its room's sum minus its own contribution (so nobody hears themselves),
+saturated to int16. A leg's heard audio can be replaced by a source (music on hold). Index arrays are
+cached and rebuilt only when membership changes; per-tick work has no Python loop over samples or rooms,
+only the unavoidable per-leg gathering of input frames and handing out of output frames.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import numpy as np
+
+from tonebridge.media import g711
+
+__all__ = ["CODECS", "AudioSource", "Codec", "Mixer", "UnknownLeg"]
+
+Codec = Literal["PCMU", "PCMA"]
+CODECS: tuple[Codec, ...] = ("PCMU", "PCMA")
+
+_INT16_MIN, _INT16_MAX = -32768, 32767
+
+
+class AudioSource(Protocol):
+    """Anything that streams int16 frames (see media/players.py)."""
+
+    def frame(self, n: int = 160) -> np.ndarray: ...
+
+
+class UnknownLeg(KeyError):
+    """The leg id is not registered with the mixer."""
+
+
+@dataclass(slots=True)
+class _Leg:
+    room_id: Hashable
+    codec: Codec
+    contributing: bool = True
+    hearing: bool = True
+    override: AudioSource | None = None
+
+
+class Mixer:
+    """All legs of all rooms. Not thread-safe: owned by the media tick."""
+
+    def __init__(self, frame_size: int = 160) -> None:
+        if frame_size <= 0:
+            raise ValueError("frame_size must be positive")
+        self.frame_size = frame_size
+        self._legs: dict[Hashable, _Leg] = {}
+        self._dirty = True
+        self._overrides_dirty = True
+        # Caches, valid while not dirty (see _rebuild).
+        self._order: list[Hashable] = []
+        self._row: dict[Hashable, int] = {}
+        self._blocks: list[tuple[int, int, int]] = []  # (first row, end row, legs per room)
+        self._contributing = np.zeros(0, dtype=np.int32)
+        self._hearing = np.zeros(0, dtype=np.int32)
+        self._own = np.zeros((0, frame_size), dtype=np.int32)
+        self._heard = np.zeros((0, frame_size), dtype=np.int32)
+        self._codec_rows: dict[Codec, np.ndarray] = {}
+        self._codec_ids: dict[Codec, list[Hashable]] = {}
+        self._override_groups: list[tuple[AudioSource, np.ndarray]] = []
+        # The byte that decodes to 0 for each codec: what a missing payload stands for.
+        self._silence_code = {
+            "PCMU": int(g711.ulaw_encode(np.zeros(1, dtype=np.int16))[0]),
+            "PCMA": int(g711.alaw_encode(np.zeros(1, dtype=np.int16))[0]),
+        }
+
+    # --- membership --------------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._legs)
+
+    def __contains__(self, leg_id: object) -> bool:
+        return leg_id in self._legs
+
+    @property
+    def legs(self) -> list[Hashable]:
+        return list(self._legs)
+
+    def room_of(self, leg_id: Hashable) -> Hashable:
+        return self._leg(leg_id).room_id
+
+    def add_leg(self, leg_id: Hashable, room_id: Hashable, codec: Codec = "PCMU") -> None:
+        """Register a leg; it contributes and hears from the next tick."""
+        if leg_id in self._legs:
+            raise ValueError(f"leg {leg_id!r} is already in the mixer")
+        if codec not in CODECS:
+            raise ValueError(f"codec must be one of {', '.join(CODECS)} (got {codec!r})")
+        self._legs[leg_id] = _Leg(room_id, codec)
+        self._dirty = True
+
+    def remove_leg(self, leg_id: Hashable) -> None:
+        leg = self._leg(leg_id)
+        del self._legs[leg_id]
+        self._dirty = True
+        if leg.override is not None:
+            self._overrides_dirty = True
+
+    def move_leg(self, leg_id: Hashable, room_id: Hashable) -> None:
+        leg = self._leg(leg_id)
+        if leg.room_id != room_id:
+            leg.room_id = room_id
+            self._dirty = True
+
+    def set_codec(self, leg_id: Hashable, codec: Codec) -> None:
+        if codec not in CODECS:
+            raise ValueError(f"codec must be one of {', '.join(CODECS)} (got {codec!r})")
+        leg = self._leg(leg_id)
+        if leg.codec != codec:
+            leg.codec = codec
+            self._dirty = True
+
+    def set_contributing(self, leg_id: Hashable, contributing: bool) -> None:
+        leg = self._leg(leg_id)
+        leg.contributing = bool(contributing)
+        if not self._dirty:
+            self._contributing[self._row[leg_id]] = leg.contributing
+
+    def set_hearing(self, leg_id: Hashable, hearing: bool) -> None:
+        """A leg that does not hear gets silence (or its override)."""
+        leg = self._leg(leg_id)
+        leg.hearing = bool(hearing)
+        if not self._dirty:
+            self._hearing[self._row[leg_id]] = leg.hearing
+
+    def set_override(self, leg_id: Hashable, source: AudioSource | None) -> None:
+        """Replace what the leg hears with ``source`` (None: back to the room). A source shared by several
+        legs is advanced once per tick and heard alike by all of them."""
+        leg = self._leg(leg_id)
+        if leg.override is not source:
+            leg.override = source
+            self._overrides_dirty = True
+
+    # --- the tick ----------------------------------------------------------------------------------------
+
+    def mix(self, frames: Mapping[Hashable, np.ndarray | None]) -> dict[Hashable, np.ndarray]:
+        """Linear frames in, what each leg hears out (every registered leg gets a frame).
+
+        ``frames`` maps leg ids to int16 arrays of ``frame_size`` samples; None or a missing key is a lost
+        frame, mixed as silence. Frames for unregistered legs are ignored (a leg removed this tick).
+        """
+        self._ensure()
+        heard = self._mix_rows(self._gather(frames))
+        return dict(zip(self._order, heard, strict=True))
+
+    def mix_encoded(self, frames: Mapping[Hashable, np.ndarray | None]) -> dict[Hashable, bytes]:
+        """As :meth:`mix`, each leg's frame encoded with its own codec (one encode per codec)."""
+        self._ensure()
+        return self._encode(self._mix_rows(self._gather(frames)))
+
+    def mix_payloads(self, payloads: Mapping[Hashable, bytes | None]) -> dict[Hashable, bytes]:
+        """G.711 payloads in (each in its leg's codec), G.711 payloads out: decode, mix, encode.
+
+        Decoding is grouped by codec: one vectorised decode per codec for all legs.
+        """
+        self._ensure()
+        fs = self.frame_size
+        stack = np.empty((len(self._order), fs), dtype=np.int16)
+        for codec, rows in self._codec_rows.items():
+            silence = bytes([self._silence_code[codec]]) * fs
+            ids = self._codec_ids[codec]
+            # An absent, None or empty payload is a lost frame: the codec's silence.
+            chunks = [payloads.get(leg_id) or silence for leg_id in ids]
+            joined = b"".join(chunks)
+            if len(joined) != len(ids) * fs:
+                for leg_id, chunk in zip(ids, chunks, strict=True):
+                    if len(chunk) != fs:
+                        raise ValueError(f"leg {leg_id!r}: payload must be {fs} bytes (got {len(chunk)})")
+            coded = np.frombuffer(joined, dtype=np.uint8)
+            decode = g711.ulaw_decode if codec == "PCMU" else g711.alaw_decode
+            stack[rows] = decode(coded).reshape(len(rows), fs)
+        return self._encode(self._mix_rows(stack))
+
+    # --- internals ---------------------------------------------------------------------------------------
+
+    def _leg(self, leg_id: Hashable) -> _Leg:
+        try:
+            return self._legs[leg_id]
+        except KeyError:
+            raise UnknownLeg(f"leg {leg_id!r} is not in the mixer") from None
+
+    def _ensure(self) -> None:
+        if self._dirty:
+            self._rebuild()
+        if self._overrides_dirty:
+            self._rebuild_overrides()
+
+    def _rebuild(self) -> None:
+        """Order rows by room size, then room, so each room's legs are contiguous and rooms of one size
+        form one block: a block of k rooms of s legs is a (k, s, frame) array whose room sums are one
+        ``sum(axis=1)``. The per-tick Python loop runs over the distinct room sizes only (a handful),
+        never over rooms or samples; this measured several times faster than ``np.add.reduceat`` or
+        ``np.add.at`` with hundreds of small rooms."""
+        by_room: dict[Hashable, list[Hashable]] = {}
+        for leg_id, leg in self._legs.items():
+            by_room.setdefault(leg.room_id, []).append(leg_id)
+        rooms = sorted(by_room.values(), key=len)
+        order = [leg_id for members in rooms for leg_id in members]
+        blocks: list[tuple[int, int, int]] = []
+        start = 0
+        for members in rooms:
+            size = len(members)
+            if blocks and blocks[-1][2] == size:
+                blocks[-1] = (blocks[-1][0], start + size, size)
+            else:
+                blocks.append((start, start + size, size))
+            start += size
+        self._order = order
+        self._row = {leg_id: row for row, leg_id in enumerate(order)}
+        self._blocks = blocks
+        legs = [self._legs[leg_id] for leg_id in order]
+        self._contributing = np.fromiter((leg.contributing for leg in legs), dtype=np.int32, count=len(legs))
+        self._hearing = np.fromiter((leg.hearing for leg in legs), dtype=np.int32, count=len(legs))
+        # Scratch for the tick, reused: allocating a few MB per tick costs page faults.
+        self._own = np.empty((len(order), self.frame_size), dtype=np.int32)
+        self._heard = np.empty_like(self._own)
+        codes = np.array([leg.codec for leg in legs], dtype=object)
+        self._codec_rows = {codec: rows for codec in CODECS if (rows := np.flatnonzero(codes == codec)).size}
+        self._codec_ids = {
+            codec: [order[row] for row in rows.tolist()] for codec, rows in self._codec_rows.items()
+        }
+        self._dirty = False
+        self._overrides_dirty = True
+
+    def _rebuild_overrides(self) -> None:
+        groups: dict[int, tuple[AudioSource, list[int]]] = {}
+        for leg_id, leg in self._legs.items():
+            if leg.override is not None:
+                groups.setdefault(id(leg.override), (leg.override, []))[1].append(self._row[leg_id])
+        self._override_groups = [(source, np.array(rows, dtype=np.intp)) for source, rows in groups.values()]
+        self._overrides_dirty = False
+
+    def _gather(self, frames: Mapping[Hashable, np.ndarray | None]) -> np.ndarray:
+        stack = np.zeros((len(self._order), self.frame_size), dtype=np.int16)
+        row_of = self._row
+        for leg_id, frame in frames.items():
+            if frame is None:
+                continue
+            row = row_of.get(leg_id)
+            if row is None:
+                continue
+            if frame.shape != (self.frame_size,) or frame.dtype != np.int16:
+                raise ValueError(
+                    f"leg {leg_id!r}: frame must be int16 of shape ({self.frame_size},) "
+                    f"(got {frame.dtype} {frame.shape})"
+                )
+            stack[row] = frame
+        return stack
+
+    def _mix_rows(self, stack: np.ndarray) -> np.ndarray:
+        """(n_legs, frame_size) int16 in row order -> what each row hears, int16."""
+        if stack.shape[0] == 0:
+            return stack
+        fs = self.frame_size
+        own, heard = self._own, self._heard
+        # One pass converts to int32 and zeroes the rows that do not contribute.
+        np.multiply(stack, self._contributing[:, None], out=own, dtype=np.int32)
+        for start, stop, size in self._blocks:
+            block = own[start:stop].reshape(-1, size, fs)
+            sums = block.sum(axis=1, dtype=np.int32)
+            # int32 cannot overflow here: a room would need over 65,000 legs at full scale.
+            np.subtract(sums[:, None, :], block, out=heard[start:stop].reshape(-1, size, fs))
+        np.clip(heard, _INT16_MIN, _INT16_MAX, out=heard)
+        out = np.empty((len(self._order), fs), dtype=np.int16)
+        np.multiply(heard, self._hearing[:, None], out=out, casting="unsafe")
+        for source, rows in self._override_groups:
+            out[rows] = source.frame(self.frame_size)
+        return out
+
+    def _encode(self, heard: np.ndarray) -> dict[Hashable, bytes]:
+        fs = self.frame_size
+        result: dict[Hashable, bytes] = {}
+        for codec, rows in self._codec_rows.items():
+            encode = g711.ulaw_encode if codec == "PCMU" else g711.alaw_encode
+            coded = encode(heard[rows].reshape(-1)).tobytes()
+            result.update(
+                zip(
+                    self._codec_ids[codec], (coded[i : i + fs] for i in range(0, len(coded), fs)), strict=True
+                )
+            )
+        return result
