@@ -52,8 +52,19 @@ class ServerConfig(_Strict):
     rtp_ports: tuple[int, int] = (20000, 29999)
     public_address: str = "127.0.0.1"
     data_dir: str = "./data"
+    # Digest algorithms challenged for REGISTER, in order of preference (RFC 8760). MD5 alone by default:
+    # deployed phones (baresip 1.0 among them) fail outright when any SHA-256 challenge is present.
+    digest_algorithms: tuple[str, ...] = ("MD5",)
 
     _check_http = field_validator("http", "sip")(_check_address)
+
+    @field_validator("digest_algorithms")
+    @classmethod
+    def _check_algorithms(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        value = tuple(a.upper() for a in value)
+        if not value or len(set(value)) != len(value) or not set(value) <= {"MD5", "SHA-256"}:
+            raise ValueError('digest_algorithms must be a non-empty list of distinct "MD5" and "SHA-256"')
+        return value
 
     @field_validator("rtp_ports")
     @classmethod

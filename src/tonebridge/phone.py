@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 from pathlib import Path
 
@@ -119,7 +120,12 @@ async def run_phone(args: argparse.Namespace) -> int:
     await stack.start()
     clock.start()
     emit("listening", sip=f"{host}:{stack.port}", transport="udp+tcp")
-    stdin_task = asyncio.get_running_loop().create_task(_read_commands(engine, app, args))
+    loop = asyncio.get_running_loop()
+    stdin_task = loop.create_task(_read_commands(engine, app, args))
+    main_task = asyncio.current_task()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        # A signal hangs up properly (BYE) before the phone exits, so the far end sees a clean end.
+        loop.add_signal_handler(sig, lambda: main_task.cancel() if main_task else None)
     exit_code = 0
     try:
         if args.phone_command == "dial":
@@ -137,6 +143,8 @@ async def run_phone(args: argparse.Namespace) -> int:
                 await _script(engine, session, args)
                 await session.ended_event.wait()
                 done += 1
+    except asyncio.CancelledError:
+        exit_code = 0
     finally:
         stdin_task.cancel()
         await engine.shutdown()

@@ -58,7 +58,7 @@ class Process:
         self.name = name or Path(args[0]).name
         self.args = args
         self.lines: list[str] = []
-        self._cond = threading.Condition()
+        self._cond = threading.Condition(threading.RLock())
         self.proc = subprocess.Popen(
             args, cwd=cwd, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             stdin=subprocess.PIPE if stdin else subprocess.DEVNULL, text=True, bufsize=1,
@@ -93,6 +93,18 @@ class Process:
                 self._cond.wait(min(remaining, 0.5))
         raise AssertionError(f"{self.name}: no line matching {pattern!r} within {timeout}s; output:\n"
                              + "\n".join(self.lines[-60:]))
+
+    def wait_for_count(self, pattern: str, count: int, timeout: float = 10.0) -> list[re.Match[str]]:
+        """Wait until `count` lines match `pattern`; returns the matches."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                found = self.matches(pattern)
+                if len(found) >= count or time.monotonic() >= deadline or self.proc.poll() is not None:
+                    break
+                self._cond.wait(min(max(0.0, deadline - time.monotonic()), 0.5))
+        assert len(found) == count, f"{self.name}: {len(found)} lines match {pattern!r}, expected {count}"
+        return found
 
     def matches(self, pattern: str) -> list[re.Match[str]]:
         regex = re.compile(pattern)

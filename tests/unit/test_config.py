@@ -92,3 +92,11 @@ def test_a_number_owned_twice_is_refused() -> None:
     with pytest.raises(ConfigError):
         parse_config('[[applications]]\nkey = "a"\nsecret = "YQ=="\nnumbers = ["1"]\n'
                      '[[applications]]\nkey = "b"\nsecret = "YQ=="\nnumbers = ["1"]\n')
+
+
+def test_digest_algorithms_default_to_md5_and_accept_sha256() -> None:
+    assert Config().server.digest_algorithms == ("MD5",)
+    assert parse_config('[server]\ndigest_algorithms = ["sha-256", "MD5"]\n').server.digest_algorithms == (
+        "SHA-256", "MD5")
+    with pytest.raises(ConfigError):
+        parse_config('[server]\ndigest_algorithms = ["SHA-512"]\n')

@@ -68,11 +68,18 @@ def silence(dur_ms: float) -> np.ndarray:
     return np.zeros(ms(dur_ms))
 
 
-def keyed(digits: str, rng: np.random.Generator, on_ms: float = 50.0, off_ms: float = 100.0, **kw) -> np.ndarray:
-    """A keyed string; each pause gets 0..5 ms extra so tone edges fall anywhere on the detector's grid."""
+def keyed(
+    digits: str,
+    rng: np.random.Generator,
+    on_ms: float = 50.0,
+    off_ms: float = 100.0,
+    jitter_ms: float = 5.0,
+    **kw,
+) -> np.ndarray:
+    """A keyed string; each pause gets 0..jitter_ms extra so tone edges fall anywhere on the detector's grid."""
     parts = [silence(60 + rng.uniform(0, 5))]
     for d in digits:
-        parts += [burst(d, on_ms, rng, **kw), silence(off_ms + rng.uniform(0, 5))]
+        parts += [burst(d, on_ms, rng, **kw), silence(off_ms + rng.uniform(0, jitter_ms))]
     return np.concatenate(parts + [silence(100)])
 
 
@@ -160,7 +167,9 @@ def test_frequency_beyond_3_5_percent_does_not_operate(
 
 
 @pytest.mark.parametrize("signs", [(1, 1), (1, -1), (-1, 1), (-1, -1)])
-def test_both_groups_1_5_percent_off_at_minimum_duration(signs: tuple[int, int], rng: np.random.Generator) -> None:
+def test_both_groups_1_5_percent_off_at_minimum_duration(
+    signs: tuple[int, int], rng: np.random.Generator
+) -> None:
     x = mulaw(keyed(ALL, rng, on_ms=40, level=-20.0, dev_low=signs[0] * 0.015, dev_high=signs[1] * 0.015))
     assert detect(x) == ALL
 
@@ -223,7 +232,7 @@ def test_23_ms_tones_and_shorter_do_not_operate(dur: float, rng: np.random.Gener
 @pytest.mark.parametrize("on_ms", [40.0, 50.0, 200.0])
 def test_40_ms_pause_separates_repeated_digits(on_ms: float, rng: np.random.Generator) -> None:
     for d in "15#D":
-        x = mulaw(keyed(d * 8, rng, on_ms=on_ms, off_ms=40.0 - 5.0 * 0))
+        x = mulaw(keyed(d * 8, rng, on_ms=on_ms, off_ms=40.0, jitter_ms=0.0))
         assert detect(x) == d * 8
 
 
@@ -241,7 +250,9 @@ def test_dropout_keeps_one_event_spanning_the_gap(rng: np.random.Generator) -> N
 
 
 def test_changing_digit_without_pause(rng: np.random.Generator) -> None:
-    x = np.concatenate([silence(50), burst("1", 60, rng), burst("9", 60, rng), burst("1", 60, rng), silence(100)])
+    x = np.concatenate(
+        [silence(50), burst("1", 60, rng), burst("9", 60, rng), burst("1", 60, rng), silence(100)]
+    )
     assert detect(x) == "191"
 
 
@@ -272,7 +283,8 @@ def test_long_press_is_one_digit(snr: float | None, rng: np.random.Generator) ->
 
 
 @pytest.mark.parametrize(
-    ("freqs", "level"), [((350.0, 440.0), 0.0), ((350.0, 440.0), -20.0), ((425.0,), -3.0), ((400.0, 450.0), -10.0)]
+    ("freqs", "level"),
+    [((350.0, 440.0), 0.0), ((350.0, 440.0), -20.0), ((425.0,), -3.0), ((400.0, 450.0), -10.0)],
 )
 def test_dial_tone_alone_is_silent(freqs: tuple[float, ...], level: float) -> None:
     t = np.arange(FS * 3) / FS
@@ -296,11 +308,16 @@ def test_single_tone_is_silent(f: float) -> None:
     assert detect(peak(-5.0) * np.sin(2 * np.pi * f * t)) == ""
 
 
-@pytest.mark.parametrize("third", [770.0, 1336.0, 2000.0, 300.0])
-def test_a_third_strong_tone_spoils_the_pair(third: float) -> None:
+@pytest.mark.parametrize(
+    ("third", "rel_db"),
+    [(770.0, 0.0), (1336.0, 0.0), (2000.0, 0.0), (300.0, 0.0), (852.0, -5.0), (1477.0, -5.0)],
+)
+def test_a_third_strong_tone_spoils_the_pair(third: float, rel_db: float) -> None:
+    # At -5 dB the pair still carries 86 % of the energy: only the next-strongest-tone test refuses it.
     t = np.arange(FS) / FS
-    x = sum(peak(-10.0) * np.sin(2 * np.pi * f * t + k) for k, f in enumerate((697.0, 1209.0, third)))
-    assert detect(np.asarray(x)) == ""
+    x = peak(-10.0) * (np.sin(2 * np.pi * 697 * t) + np.sin(2 * np.pi * 1209 * t + 1.0))
+    x += peak(-10.0 + rel_db) * np.sin(2 * np.pi * third * t + 2.0)
+    assert detect(x) == ""
 
 
 @settings(max_examples=25, deadline=None, derandomize=True)
@@ -332,7 +349,9 @@ def test_event_times_match_the_tone(rng: np.random.Generator) -> None:
     for _ in range(40):
         d = ALL[int(rng.integers(16))]
         lead, dur = int(rng.integers(200, 900)), int(rng.integers(ms(40), ms(600)))
-        x = np.concatenate([np.zeros(lead), burst(d, dur / 8, rng, level=float(rng.uniform(-30, 0))), silence(100)])
+        x = np.concatenate(
+            [np.zeros(lead), burst(d, dur / 8, rng, level=float(rng.uniform(-30, 0))), silence(100)]
+        )
         (ev,) = events(mulaw(x))
         assert ev.digit == d
         assert abs(ev.start - lead) <= 40  # 5 ms
@@ -360,7 +379,8 @@ def test_flush_reports_a_digit_still_sounding(rng: np.random.Generator) -> None:
 @pytest.mark.parametrize("frame", [1, 7, 40, 80, 160, 161, 333, 4000])
 def test_any_frame_length_gives_the_same_events(frame: int) -> None:
     rng = np.random.default_rng(99)
-    x = mulaw(keyed("19*#", rng, on_ms=45, off_ms=45) + noise(ms(1000), -35.0, rng)[: len(keyed("1", rng))].sum() * 0)
+    x = keyed("19*#", rng, on_ms=45, off_ms=45)
+    x = mulaw(x + noise(len(x), -35.0, rng))
     assert events(x, frame) == events(x, 160)
     assert [e.digit for e in events(x, frame)] == list("19*#")
 
@@ -389,9 +409,10 @@ def _legs_signals(rng: np.random.Generator) -> dict[str, np.ndarray]:
         return pcm(np.concatenate([x, np.zeros(max(0, n - len(x)))])[:n])
 
     t = np.arange(n) / FS
+    noisy = keyed("0123", rng, on_ms=80)
     return {
         "keys": fit(mulaw(keyed(ALL, rng, on_ms=45, off_ms=60))),
-        "noisy": fit(mulaw(keyed("0123", rng, on_ms=80) + noise(len(keyed("0123", rng, on_ms=80)), -28.0, rng))),
+        "noisy": fit(mulaw(noisy + noise(len(noisy), -28.0, rng))),
         "repeat": fit(keyed("9" * 10, rng, on_ms=40, off_ms=40)),
         "long": fit(keyed("#", rng, on_ms=1500, gap_ms=8)),
         "dial": fit(peak(-10.0) * (np.sin(2 * np.pi * 350 * t) + np.sin(2 * np.pi * 440 * t))),
@@ -440,7 +461,7 @@ def test_bank_many_legs_in_one_tick(rng: np.random.Generator) -> None:
     x = pcm(keyed("5", rng, on_ms=60))
     x = np.concatenate([x, np.zeros(-len(x) % 160, np.int16)])
     bank = DtmfDetectorBank()
-    shifted = np.stack([np.roll(x, 40 * i) for i in range(n_legs)])
+    shifted = np.stack([np.roll(x, 3 * i) for i in range(n_legs)])  # every alignment to the 40-sample grid
     seen = []
     for k in range(len(x) // 160):
         seen += bank.feed(list(range(n_legs)), shifted[:, k * 160 : (k + 1) * 160])

@@ -20,12 +20,15 @@ def packet(ts: int, seq: int = 0, ssrc: int = 1) -> RtpPacket:
 
 
 def chop(signal: np.ndarray, ptime_samples: int, ts0: int) -> list[tuple[RtpPacket, np.ndarray]]:
-    return [(packet(ts0 + i, seq=i // ptime_samples), signal[i:i + ptime_samples])
-            for i in range(0, signal.size, ptime_samples)]
+    return [
+        (packet(ts0 + i, seq=i // ptime_samples), signal[i : i + ptime_samples])
+        for i in range(0, signal.size, ptime_samples)
+    ]
 
 
-def play(buffer: JitterBuffer, packets: list[tuple[RtpPacket, np.ndarray]], ptime_samples: int,
-         ticks: int) -> list[np.ndarray | None]:
+def play(
+    buffer: JitterBuffer, packets: list[tuple[RtpPacket, np.ndarray]], ptime_samples: int, ticks: int
+) -> list[np.ndarray | None]:
     """Packets arrive on their own schedule (every ptime) and frames are popped every 20 ms."""
     out: list[np.ndarray | None] = []
     arrivals = [(i * ptime_samples, p, s) for i, (p, s) in enumerate(packets)]
@@ -48,11 +51,11 @@ def test_any_packet_time_comes_out_as_continuous_frames(ptime_ms: int) -> None:
     while frames[leading] is None:
         leading += 1
     assert leading <= buffer.delay_frames + ptime // FRAME
-    body = frames[leading:leading + 8000 // FRAME]
+    body = frames[leading : leading + 8000 // FRAME]
     assert all(f is not None and f.dtype == np.int16 and f.size == FRAME for f in body)
     np.testing.assert_array_equal(np.concatenate(body), signal)
     assert buffer.late == buffer.duplicates == buffer.overflow_samples == 0
-    assert all(f is None for f in frames[leading + 8000 // FRAME:])
+    assert all(f is None for f in frames[leading + 8000 // FRAME :])
 
 
 def test_30ms_tone_is_continuous_at_the_frame_joins() -> None:

@@ -22,8 +22,9 @@ from tonebridge.media.rtp import RtpPacket, RtpStream
 PT = 101
 
 
-def ev(event: int, ts: int, duration: int, end: bool = False, seq: int = 0, ssrc: int = 1,
-       marker: bool = False) -> RtpPacket:
+def ev(
+    event: int, ts: int, duration: int, end: bool = False, seq: int = 0, ssrc: int = 1, marker: bool = False
+) -> RtpPacket:
     return RtpPacket(PT, seq, ts, ssrc, TelephoneEvent(event, end, 10, duration).serialize(), marker)
 
 
@@ -54,7 +55,8 @@ def test_payload_round_trip(event: int, end: bool, volume: int, duration: int) -
 def test_payload_wire_format() -> None:
     # §2.3: event, E|R|volume, duration.
     assert TelephoneEvent(11, True, 10, 1280).serialize() == bytes([11, 0x80 | 10, 0x05, 0x00])
-    assert TelephoneEvent.parse(bytes([1, 0x4A, 0, 160])) == TelephoneEvent(1, False, 10, 160)  # R bit ignored
+    # The reserved bit (0x40) is ignored.
+    assert TelephoneEvent.parse(bytes([1, 0x4A, 0, 160])) == TelephoneEvent(1, False, 10, 160)
     with pytest.raises(TelephoneEventError, match="3 octets"):
         TelephoneEvent.parse(b"\x01\x02\x03")
     with pytest.raises(TelephoneEventError, match="volume"):
@@ -107,7 +109,9 @@ def test_lost_end_packets_end_by_timer() -> None:
     last_seen = (len(packets) - 1) * 0.02
     assert receiver.next_timer() == pytest.approx(last_seen + 0.5)
     assert receiver.handle_timer(last_seen + 0.49) == []
-    assert receiver.handle_timer(last_seen + 0.5) == [PressEnded("7", 900, 1, 160 * len(packets), timed_out=True)]
+    assert receiver.handle_timer(last_seen + 0.5) == [
+        PressEnded("7", 900, 1, 160 * len(packets), timed_out=True)
+    ]
     assert receiver.next_timer() is None
     # A straggling end packet after the timer is not a second press.
     assert receiver.receive(ev(7, 900, 2240, end=True), 10.0) == []
@@ -116,15 +120,23 @@ def test_lost_end_packets_end_by_timer() -> None:
 def test_new_event_ends_the_previous_one_whose_ends_were_lost() -> None:
     receiver = TelephoneEventReceiver()
     events = feed(receiver, sipp_like_press(1, 1000)[:5] + sipp_like_press(2, 5000, seq0=20))
-    assert events == [PressStarted("1", 1000, 1), PressEnded("1", 1000, 1, 800, timed_out=True),
-                      PressStarted("2", 5000, 1), PressEnded("2", 5000, 1, 2240)]
+    assert events == [
+        PressStarted("1", 1000, 1),
+        PressEnded("1", 1000, 1, 800, timed_out=True),
+        PressStarted("2", 5000, 1),
+        PressEnded("2", 5000, 1, 2240),
+    ]
 
 
 def test_same_digit_twice_is_two_presses() -> None:
     receiver = TelephoneEventReceiver()
     events = feed(receiver, sipp_like_press(9, 1000) + sipp_like_press(9, 4000, seq0=16))
     assert [(type(e).__name__, e.digit, e.timestamp) for e in events] == [
-        ("PressStarted", "9", 1000), ("PressEnded", "9", 1000), ("PressStarted", "9", 4000), ("PressEnded", "9", 4000)]
+        ("PressStarted", "9", 1000),
+        ("PressEnded", "9", 1000),
+        ("PressStarted", "9", 4000),
+        ("PressEnded", "9", 4000),
+    ]
 
 
 def test_new_ssrc_does_not_duplicate_a_press() -> None:
@@ -144,7 +156,11 @@ def test_late_packets_of_an_older_event_are_ignored() -> None:
     newer = sipp_like_press(2, 3000, seq0=30)
     events = feed(receiver, older[:3] + newer[:3] + older[3:5] + newer[3:])
     assert [(type(e).__name__, e.digit) for e in events] == [
-        ("PressStarted", "1"), ("PressEnded", "1"), ("PressStarted", "2"), ("PressEnded", "2")]
+        ("PressStarted", "1"),
+        ("PressEnded", "1"),
+        ("PressStarted", "2"),
+        ("PressEnded", "2"),
+    ]
 
 
 def test_non_dtmf_and_malformed_payloads_are_counted_not_reported() -> None:
@@ -272,6 +288,10 @@ def test_round_trip_with_all_end_packets_lost() -> None:
 def test_round_trip_of_several_digits_with_losses() -> None:
     events = round_trip({0, 7, 8, 9, 15}, digits="1#1", ticks=60)
     assert [(type(e).__name__, e.digit) for e in events] == [
-        ("PressStarted", "1"), ("PressEnded", "1"),
-        ("PressStarted", "#"), ("PressEnded", "#"),
-        ("PressStarted", "1"), ("PressEnded", "1")]
+        ("PressStarted", "1"),
+        ("PressEnded", "1"),
+        ("PressStarted", "#"),
+        ("PressEnded", "#"),
+        ("PressStarted", "1"),
+        ("PressEnded", "1"),
+    ]

@@ -22,8 +22,15 @@ from tonebridge.media.rtcp import (
 )
 from tonebridge.media.rtp import RtpPacket, RtpReceiveStats, RtpStream
 
-BLOCK = ReportBlock(ssrc=0xCAFE, fraction_lost=25, cumulative_lost=-3, highest_seq=70000, jitter=42,
-                    lsr=0x12345678, dlsr=65536)
+BLOCK = ReportBlock(
+    ssrc=0xCAFE,
+    fraction_lost=25,
+    cumulative_lost=-3,
+    highest_seq=70000,
+    jitter=42,
+    lsr=0x12345678,
+    dlsr=65536,
+)
 
 
 def test_each_packet_type_round_trips() -> None:
@@ -73,8 +80,17 @@ def test_build_report_sends_sr_after_sending_and_rr_before() -> None:
 
     for _ in range(5):
         stream.next_packet(b"\xff" * 160, 160)
-    sr, _, bye = parse_compound(build_report(stream, stats, wallclock=1_700_000_000.5, last_sr=0x11112222,
-                                             last_sr_age=0.25, bye=True, reason="bye"))
+    sr, _, bye = parse_compound(
+        build_report(
+            stream,
+            stats,
+            wallclock=1_700_000_000.5,
+            last_sr=0x11112222,
+            last_sr_age=0.25,
+            bye=True,
+            reason="bye",
+        )
+    )
     assert isinstance(sr, SenderReport)
     assert (sr.packet_count, sr.octet_count, sr.rtp_timestamp) == (5, 800, stream.timestamp)
     assert sr.ntp_timestamp == ntp_timestamp(1_700_000_000.5)
@@ -111,17 +127,20 @@ def test_padding_on_the_last_packet() -> None:
         parse_compound(padded + ReceiverReport(3).serialize())
 
 
-@pytest.mark.parametrize(("data", "message"), [
-    (b"", "too short"),
-    (b"\x80\xc9\x00", "too short"),
-    (b"\x80\xc9\x00\x01\x00\x00", "multiple of 4"),
-    (b"\x40\xc9\x00\x01" + bytes(4), "version 1"),
-    (b"\x80\xc9\x00\x05" + bytes(4), "claims 20 octets"),
-    (b"\x81\xc9\x00\x01" + bytes(4), "announces 1 report blocks"),
-    (b"\x80\xc8\x00\x01" + bytes(4), "SR too short"),
-    (b"\x81\xca\x00\x01" + bytes(4), "not terminated"),
-    (b"\x82\xcb\x00\x01" + bytes(4), "BYE announces 2"),
-])
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "too short"),
+        (b"\x80\xc9\x00", "too short"),
+        (b"\x80\xc9\x00\x01\x00\x00", "multiple of 4"),
+        (b"\x40\xc9\x00\x01" + bytes(4), "version 1"),
+        (b"\x80\xc9\x00\x05" + bytes(4), "claims 20 octets"),
+        (b"\x81\xc9\x00\x01" + bytes(4), "announces 1 report blocks"),
+        (b"\x80\xc8\x00\x01" + bytes(4), "SR too short"),
+        (b"\x81\xca\x00\x01" + bytes(4), "not terminated"),
+        (b"\x82\xcb\x00\x01" + bytes(4), "BYE announces 2"),
+    ],
+)
 def test_malformed_compounds_raise(data: bytes, message: str) -> None:
     with pytest.raises(RtcpError, match=message):
         parse_compound(data)

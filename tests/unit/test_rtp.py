@@ -10,20 +10,45 @@ from hypothesis import strategies as st
 
 from tonebridge.media.rtp import RtpError, RtpPacket, RtpReceiveStats, RtpStream, seq_diff, ts_diff
 
+
+def _packet(
+    payload_type: int,
+    sequence: int,
+    timestamp: int,
+    ssrc: int,
+    payload: bytes,
+    marker: bool,
+    csrcs: list[int],
+    extension: tuple[int, int] | None,
+    padding: int,
+) -> RtpPacket:
+    profile, words = extension if extension is not None else (None, 0)
+    return RtpPacket(
+        payload_type,
+        sequence,
+        timestamp,
+        ssrc,
+        payload,
+        marker,
+        tuple(csrcs),
+        profile,
+        bytes(range(4 * words)),
+        padding,
+    )
+
+
 packets = st.builds(
-    RtpPacket,
-    payload_type=st.integers(0, 127),
-    sequence=st.integers(0, 0xFFFF),
-    timestamp=st.integers(0, 0xFFFFFFFF),
-    ssrc=st.integers(0, 0xFFFFFFFF),
-    payload=st.binary(max_size=200),
-    marker=st.booleans(),
-    csrcs=st.lists(st.integers(0, 0xFFFFFFFF), max_size=15).map(tuple),
-    extension_profile=st.one_of(st.none(), st.integers(0, 0xFFFF)),
-    extension=st.integers(0, 5).map(lambda words: bytes(range(4 * words))),
-    padding=st.integers(0, 255),
-).map(lambda p: p if p.extension_profile is not None else RtpPacket(
-    p.payload_type, p.sequence, p.timestamp, p.ssrc, p.payload, p.marker, p.csrcs, None, b"", p.padding))
+    _packet,
+    st.integers(0, 127),
+    st.integers(0, 0xFFFF),
+    st.integers(0, 0xFFFFFFFF),
+    st.integers(0, 0xFFFFFFFF),
+    st.binary(max_size=200),
+    st.booleans(),
+    st.lists(st.integers(0, 0xFFFFFFFF), max_size=15),
+    st.one_of(st.none(), st.tuples(st.integers(0, 0xFFFF), st.integers(0, 5))),
+    st.integers(0, 255),
+)
 
 
 @given(packets)
@@ -35,7 +60,12 @@ def test_parse_known_packet() -> None:
     data = bytes([0x80, 0x80 | 8, 0x12, 0x34, 0, 0, 0x01, 0x00, 0xDE, 0xAD, 0xBE, 0xEF]) + b"\xd5" * 160
     packet = RtpPacket.parse(data)
     assert (packet.payload_type, packet.marker, packet.sequence, packet.timestamp, packet.ssrc) == (
-        8, True, 0x1234, 256, 0xDEADBEEF)
+        8,
+        True,
+        0x1234,
+        256,
+        0xDEADBEEF,
+    )
     assert packet.payload == b"\xd5" * 160
     assert packet.serialize() == data
 
@@ -51,16 +81,19 @@ def test_parse_csrcs_extension_and_padding() -> None:
     assert packet.payload == b"abc" and packet.padding == 3
 
 
-@pytest.mark.parametrize(("data", "message"), [
-    (b"", "too short"),
-    (bytes(11), "too short"),
-    (bytes([0x40]) + bytes(11), "version 1"),
-    (bytes([0x82]) + bytes(11) + bytes(4), "CSRCs"),
-    (bytes([0x90]) + bytes(11) + b"\x00\x00", "extension header is missing"),
-    (bytes([0x90]) + bytes(11) + b"\x00\x00\x00\x02" + bytes(4), "runs past"),
-    (bytes([0xA0]) + bytes(11) + b"\x00", "padding count 0"),
-    (bytes([0xA0]) + bytes(11) + b"\x00\x09", "padding count 9"),
-])
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "too short"),
+        (bytes(11), "too short"),
+        (bytes([0x40]) + bytes(11), "version 1"),
+        (bytes([0x82]) + bytes(11) + bytes(4), "CSRCs"),
+        (bytes([0x90]) + bytes(11) + b"\x00\x00", "extension header is missing"),
+        (bytes([0x90]) + bytes(11) + b"\x00\x00\x00\x02" + bytes(4), "runs past"),
+        (bytes([0xA0]) + bytes(11) + b"\x00", "padding count 0"),
+        (bytes([0xA0]) + bytes(11) + b"\x00\x09", "padding count 9"),
+    ],
+)
 def test_invalid_packets_raise_clear_errors(data: bytes, message: str) -> None:
     with pytest.raises(RtpError, match=message):
         RtpPacket.parse(data)

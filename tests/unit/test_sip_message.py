@@ -254,8 +254,7 @@ def test_compact_forms_expand_to_canonical_names() -> None:
     assert [v.transport for v in request.vias] == ["TCP", "UDP"]
     assert request.headers.values("Contact") == [
         "<sip:compact@192.0.2.62:5070;transport=tcp>", "<sip:compact@192.0.2.63>;q=0.1"]
-    assert request.headers.values("k") == ["timer, replaces"] or request.headers.values("Supported") == [
-        "timer", "replaces"]
+    assert request.headers.values("k") == ["timer", "replaces"]
     assert request.content_type == "application/sdp"
 
 
@@ -479,7 +478,7 @@ def test_error_response_copies_the_request_and_adds_a_stable_to_tag() -> None:
     assert first.headers.get("Call-ID") == "base-call@192.0.2.10"
     to_tag = first.to.tag
     assert to_tag and to_tag == second.to.tag
-    assert parse_response(first.to_bytes().replace(b"CSeq: 7 OPTIONS\r\n", b"", 0)).status == 400
+    assert parse_response(first.to_bytes()).status == 400
 
 
 def test_garbage_and_responses_get_no_answer() -> None:

@@ -20,7 +20,7 @@ RATE = 8000
 def level_dbm0(x: np.ndarray) -> float:
     """Power of a signal on the G.711 scale: a full-scale sine (mean square 32768^2 / 2) is +3.14 dBm0."""
     power = np.mean(x.astype(np.float64) ** 2)
-    return 10 * np.log10(power / (32768.0 ** 2 / 2)) + 3.14
+    return 10 * np.log10(power / (32768.0**2 / 2)) + 3.14
 
 
 def peaks(x: np.ndarray, count: int) -> list[float]:
@@ -101,8 +101,9 @@ def test_renderer_plays_tone_then_silence_then_nothing() -> None:
         assert f.size == 160 and f.dtype == np.int16
         frames.append(f)
     signal = np.concatenate(frames)
-    expected = np.concatenate([dtmf_samples("7", 100), np.zeros(480, np.int16),
-                               dtmf_samples("8", 40), np.zeros(480, np.int16)])
+    expected = np.concatenate(
+        [dtmf_samples("7", 100), np.zeros(480, np.int16), dtmf_samples("8", 40), np.zeros(480, np.int16)]
+    )
     # 100 + 60 + 40 + 60 ms = 1600 samples = 10 frames exactly.
     np.testing.assert_array_equal(signal, expected)
     assert not renderer.pending

@@ -6,6 +6,7 @@ counters (received, rejected, dropped garbage) and call counts, for operators an
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
@@ -25,6 +26,7 @@ def create_app(server: Server) -> Starlette:
         return JSONResponse({
             "sip": dict(server.stack.transport.stats.counters),
             "calls": {"active": server.engine.active_calls, "total": len(server.engine.sessions)},
+            "tasks": len(asyncio.all_tasks()),
             "media": {"lateTicks": server.clock.late_ticks, "portsInUse": server.engine.ports.in_use,
                       "legs": len(server.clock.legs)},
         })

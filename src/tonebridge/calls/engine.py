@@ -33,6 +33,7 @@ log = logging.getLogger("tonebridge.calls")
 
 T1 = 0.5
 T2 = 4.0
+SHUTDOWN_GRACE = 2.0
 DTMF_DIGITS = set("0123456789*#ABCD")
 
 
@@ -70,6 +71,7 @@ class Session:
     incoming: IncomingRequest | None = None
     local_offer: sdp.SessionDescription | None = None
     sdp_version: int = 0
+    sdp_session_id: int = field(default_factory=lambda: secrets.randbelow(2**31))
     media: sdp.NegotiatedMedia | None = None
     answered_event: asyncio.Event = field(default_factory=asyncio.Event)
     ended_event: asyncio.Event = field(default_factory=asyncio.Event)
@@ -105,7 +107,8 @@ class CallEngine:
         low, high = config.server.rtp_ports
         self.ports = PortPool(low, high)
         self.registrar = Registrar()
-        self.digest = auth.DigestServer(realm=config.server.public_address, secret_key=secrets.token_bytes(32))
+        self.digest = auth.DigestServer(realm=config.server.public_address, secret_key=secrets.token_bytes(32),
+                                        algorithms=config.server.digest_algorithms)
         self.sessions: dict[str, Session] = {}  # by Tonebridge call id
         self._by_sip_call_id: dict[str, Session] = {}
         self._tasks: set[asyncio.Task[object]] = set()
@@ -149,7 +152,8 @@ class CallEngine:
         session.sdp_version += 1
         offer = sdp.build_offer(self.stack.public_address, session.leg.port, codecs=self.codecs,
                                 telephone_event_pt=101 if self.telephone_event else None,
-                                direction=direction, version=session.sdp_version)
+                                direction=direction, session_id=session.sdp_session_id,
+                                version=session.sdp_version)
         session.local_offer = offer
         return offer
 
@@ -268,7 +272,8 @@ class CallEngine:
         if offer is not None:
             try:
                 answer, media = sdp.negotiate(offer, self.stack.public_address, leg.port,
-                                              supported=self.codecs, telephone_event=self.telephone_event)
+                                              supported=self.codecs, telephone_event=self.telephone_event,
+                                              session_id=session.sdp_session_id)
             except sdp.NoCommonCodec:
                 leg.close()
                 self._log("call_rejected", reason="no_common_codec", sip_call_id=request.call_id)
@@ -387,14 +392,16 @@ class CallEngine:
             offer = sdp.SessionDescription.parse(request.body)
             try:
                 answer, media = sdp.negotiate(offer, self.stack.public_address, session.leg.port,
-                                              supported=self.codecs, telephone_event=self.telephone_event)
+                                              supported=self.codecs, telephone_event=self.telephone_event,
+                                              session_id=session.sdp_session_id,
+                                              version=session.sdp_version + 1)
             except sdp.NoCommonCodec:
                 self.stack.respond(incoming, tx.make_response(request, 488))
                 return
             session.sdp_version += 1
             session.media = media
             session.leg.configure(media)
-            session.call.on_hold = not media.local_receives
+            session.call.on_hold = media.direction != "sendrecv"
             body = answer.serialize()
             self._log("call_media_updated", session, direction=media.direction, on_hold=session.call.on_hold)
         response = tx.make_response(request, 200, to_tag=session.local_tag, body=body, content_type="application/sdp")
@@ -706,7 +713,13 @@ class CallEngine:
     async def shutdown(self) -> None:
         """End every call (BYE or CANCEL or 480) and wait briefly for them to finish."""
         active = [s for s in self.sessions.values() if s.call.active]
-        await asyncio.gather(*(self.hangup(s, EndReason.MANAGER_HANGUP) for s in active), return_exceptions=True)
+        hangups = asyncio.gather(*(self.hangup(s, EndReason.MANAGER_HANGUP) for s in active),
+                                 return_exceptions=True)
+        try:
+            # Each call is ended at once; waiting for the BYE answers is a courtesy bounded by this grace.
+            await asyncio.wait_for(hangups, SHUTDOWN_GRACE)
+        except TimeoutError:
+            self._log("shutdown_grace_expired", unanswered=sum(1 for s in active if s.call.active))
         for task in list(self._tasks):
             task.cancel()
 

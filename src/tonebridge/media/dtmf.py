@@ -1,26 +1,24 @@
 """In-band DTMF detection: turns 8 kHz call audio into key presses with start and end times (ITU-T Q.23/Q.24).
 
-Method (one vectorised pass per media tick, every leg at once):
+Method (one vectorised pass per media tick, every leg at once; docs/dtmf.md has the reasoning and figures):
 
-* Analysis blocks of `BLOCK` = 160 samples (20 ms) with a Hann window, one every `HOP` = 40 samples (5 ms).
-  Each block is correlated with the eight Q.23 frequencies (a bank of windowed single-bin DFTs: the same
-  numbers a Goertzel filter gives, but computed as one matrix product for all legs and blocks), and its
+* Analysis blocks of `BLOCK` = 160 samples (20 ms) under a Hann window, one every `HOP` = 40 samples (5 ms).
+  Each block is correlated with the eight Q.23 frequencies: a bank of windowed single-bin DFTs (the numbers
+  a Goertzel filter gives, computed as one matrix product over every leg and block of the tick), and its
   windowed energy is taken.
-* The frequency of each group's strongest tone is measured, not assumed: the phase advance of its DFT bin
-  between consecutive blocks is the tone's true frequency (a phase vocoder). The Q.24 limits (operate within
-  +-1.5 %, non-operate beyond +-3.5 %) are then a plain test on the measured deviation, so acceptance no
-  longer hangs on the shape of a filter's skirt, and both groups are held to the same limit.
-* A block is a candidate digit when: both tones are above the level floor, their levels (corrected for the
-  window's loss at the measured deviation) differ by no more than the twist limits, each is the clear
-  peak of its group, and together they carry almost all of the block's energy. Speech and music rarely hold
-  two pure tones at Q.23 frequencies with nothing else; that fraction-of-energy test is the main guard
-  against talk-off, helped by requiring the measured frequencies to stay steady while a digit is confirmed.
-* A run of candidate blocks of one digit lasting `on_blocks` hops confirms it (Q.24 duration: 40 ms
-  operates, 23 ms and less does not). A confirmed digit ends after `off_blocks` hops without it, so
-  interruptions of 10 ms and less are bridged and a 40 ms pause separates repeated digits. A different
-  digit confirmed while one is active ends the first.
+* The frequency of each group's strongest tone is measured, not assumed: the phase advance of its bin from
+  one block to the next is the tone's own frequency (a phase vocoder). The Q.24 frequency limits (operate
+  within +-1.5 %, not beyond +-3.5 %) become a plain test on the measured deviation, the same for both
+  groups, instead of depending on the skirt of a filter.
+* A block is a candidate digit when both tones reach the level floor, their levels (restored for the
+  window's loss at the measured deviation) are within the twist limits, each stands clear of the next tone
+  of its group, and together they carry nearly all of the block's energy. Speech and music seldom hold two
+  pure tones at Q.23 frequencies with nothing else: that share of energy is the main guard against talk-off.
+* `on_blocks` consecutive candidate blocks of one digit confirm it (Q.24: 40 ms operates, 23 ms does not);
+  a confirmed digit ends after `off_blocks` blocks without it, so interruptions of 10 ms and less are
+  bridged and a 40 ms pause separates repeated digits. Another digit confirmed meanwhile ends the first.
 
-A digit is reported once, when it ends, as a `ToneEvent` with sample indices of its start and end.
+A digit is reported once, when it ends, as a `ToneEvent` carrying the sample indices of its start and end.
 """
 
 from __future__ import annotations
@@ -132,6 +130,11 @@ def _tick_basis(blocks: int) -> tuple[np.ndarray, np.ndarray]:
     return basis.astype(np.float32), weights.astype(np.float32)
 
 
+# A block first passes when the tone fills about three quarters of it: this puts reported edges back on the
+# tone's own edges (measured: within 3 ms on clean tones).
+_EDGE = 27
+
+
 class _Track:
     """One leg's digit state machine, stepped once per analysis block (plain Python: few legs are ever busy)."""
 
@@ -183,11 +186,6 @@ class _Track:
         return ended
 
 
-# A block first passes when the tone fills about three quarters of it: this puts reported edges back on the
-# tone's own edges (measured: within 3 ms on clean tones).
-_EDGE = 27
-
-
 class DtmfDetectorBank:
     """DTMF detection for many legs at once: one call per media tick, every leg's frame in one array.
 
@@ -232,7 +230,9 @@ class DtmfDetectorBank:
             slot = len(self._tracks)
             if slot >= len(self._pos):
                 cap = max(8, 2 * len(self._pos))
-                self._hist = np.concatenate([self._hist, np.zeros((cap - len(self._hist), BLOCK - HOP), np.float32)])
+                self._hist = np.concatenate(
+                    [self._hist, np.zeros((cap - len(self._hist), BLOCK - HOP), np.float32)]
+                )
                 self._prev = np.concatenate([self._prev, np.zeros((cap - len(self._prev), 16), np.float32)])
                 self._pos = np.concatenate([self._pos, np.zeros(cap - len(self._pos), dtype=np.int64)])
             self._tracks.append(_Track())
@@ -274,7 +274,9 @@ class DtmfDetectorBank:
         frames = np.asarray(frames)
         n = len(leg_ids)
         if frames.ndim != 2 or frames.shape[0] != n:
-            raise ValueError(f"frames must have shape (len(leg_ids), samples); got {frames.shape} for {n} legs")
+            raise ValueError(
+                f"frames must have shape (len(leg_ids), samples); got {frames.shape} for {n} legs"
+            )
         if frames.shape[1] % HOP:
             raise ValueError(f"the frame length must be a multiple of {HOP} samples; got {frames.shape[1]}")
         slot_list = [self._slot(leg) for leg in leg_ids]
@@ -338,7 +340,9 @@ class DtmfDetectorBank:
         power = sq[..., 0::2] + sq[..., 1::2]
         # Cheap necessary conditions first: the strongest tone of each group, restored by the most the window
         # can take from an accepted tone, must reach the level floor and the share of the block's energy.
-        top = np.maximum(np.maximum(power[..., 0::4], power[..., 1::4]), np.maximum(power[..., 2::4], power[..., 3::4]))
+        top = np.maximum(
+            np.maximum(power[..., 0::4], power[..., 1::4]), np.maximum(power[..., 2::4], power[..., 3::4])
+        )
         pair = top[..., 0] + top[..., 1]
         g = self._min_gain
         maybe = pair >= np.maximum(energy * (p.min_energy_fraction * g), 2.0 * g * self._min_power)
@@ -346,7 +350,9 @@ class DtmfDetectorBank:
         idx = np.flatnonzero(maybe)
         if idx.size:
             prev = np.concatenate([self._prev[sel][:, None, :], proj[:, :-1]], axis=1).reshape(-1, 16)[idx]
-            ok, digit = self._decide(power.reshape(-1, 8)[idx], proj.reshape(-1, 16)[idx], prev, energy.reshape(-1)[idx])
+            ok, digit = self._decide(
+                power.reshape(-1, 8)[idx], proj.reshape(-1, 16)[idx], prev, energy.reshape(-1)[idx]
+            )
             verdict.reshape(-1)[idx[ok]] = digit[ok]
         self._prev[sel] = proj[:, -1]
         return verdict
@@ -383,17 +389,19 @@ class DtmfDetector:
     def __init__(self, params: DtmfParams | None = None) -> None:
         self._bank = DtmfDetectorBank(params)
         self._pending = np.zeros(0, dtype=np.int16)
+        self._fed = 0
 
     @property
     def position(self) -> int:
         """Samples fed so far."""
-        return self._bank.position(0) + len(self._pending)
+        return self._fed
 
     def feed_events(self, frame: np.ndarray) -> list[ToneEvent]:
         """Feed int16 samples; returns the key presses that ended within them, with their times."""
         a = np.asarray(frame)
         if a.ndim != 1:
             raise ValueError(f"a frame is one-dimensional; got shape {a.shape}")
+        self._fed += len(a)
         if self._pending.size:
             a = np.concatenate([self._pending, a])
         whole = len(a) - len(a) % HOP

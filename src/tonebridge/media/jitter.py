@@ -22,8 +22,9 @@ DRIFT_WINDOW = 100
 
 
 class JitterBuffer:
-    def __init__(self, clock_rate: int = 8000, frame_samples: int = 160, delay_frames: int = 2,
-                 max_frames: int = 50) -> None:
+    def __init__(
+        self, clock_rate: int = 8000, frame_samples: int = 160, delay_frames: int = 2, max_frames: int = 50
+    ) -> None:
         if not 0 <= delay_frames < max_frames:
             raise ValueError(f"delay_frames ({delay_frames}) must be below max_frames ({max_frames})")
         self.clock_rate = clock_rate
@@ -72,7 +73,7 @@ class JitterBuffer:
         timestamp = packet.timestamp
         if pcm.size > self.capacity:  # longer than the whole ring: only its end can be played
             timestamp = (timestamp + pcm.size - self.capacity) & 0xFFFFFFFF
-            pcm = pcm[-self.capacity:]
+            pcm = pcm[-self.capacity :]
         if self._read_ts is None or packet.ssrc != self._ssrc:
             self._ssrc = packet.ssrc
             self._resync(timestamp)

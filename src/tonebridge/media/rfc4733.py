@@ -51,7 +51,9 @@ class TelephoneEvent:
     @classmethod
     def parse(cls, payload: bytes) -> TelephoneEvent:
         if len(payload) < _PAYLOAD.size:
-            raise TelephoneEventError(f"telephone-event payload of {len(payload)} octets, expected at least 4")
+            raise TelephoneEventError(
+                f"telephone-event payload of {len(payload)} octets, expected at least 4"
+            )
         # §2.3: several events may be packed in one payload (redundancy); the first is the current one.
         event, flags, duration = _PAYLOAD.unpack_from(payload)
         return cls(event, bool(flags & 0x80), flags & 0x3F, duration)
@@ -126,7 +128,11 @@ class TelephoneEventReceiver:
             return []
         same_source = packet.ssrc == self._last_ssrc
         self._last_ssrc = packet.ssrc
-        if same_source and self._last_timestamp is not None and ts_diff(packet.timestamp, self._last_timestamp) < 0:
+        if (
+            same_source
+            and self._last_timestamp is not None
+            and ts_diff(packet.timestamp, self._last_timestamp) < 0
+        ):
             # A packet of an older event arriving after a newer one began: that press is lost or over.
             self.ignored += 1
             return []
@@ -191,7 +197,9 @@ class TelephoneEventSender:
 
     END_REPEATS = 3
 
-    def __init__(self, payload_type: int, clock_rate: int = 8000, ptime_ms: int = 20, gap_ms: int = 60) -> None:
+    def __init__(
+        self, payload_type: int, clock_rate: int = 8000, ptime_ms: int = 20, gap_ms: int = 60
+    ) -> None:
         self.payload_type = payload_type
         self.clock_rate = clock_rate
         self.tick_samples = clock_rate * ptime_ms // 1000
@@ -230,8 +238,10 @@ class TelephoneEventSender:
         if self._current is None:
             if not self._queue:
                 return []
-            if self._next_start_ts is not None and -self.gap_samples <= ts_diff(stream.timestamp,
-                                                                                self._next_start_ts) < 0:
+            if (
+                self._next_start_ts is not None
+                and -self.gap_samples <= ts_diff(stream.timestamp, self._next_start_ts) < 0
+            ):
                 return []  # still in the gap (a wait beyond the gap means a new stream: start at once)
             self._current = self._queue.popleft()
             self._start_ts = stream.timestamp

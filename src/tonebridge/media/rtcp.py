@@ -45,8 +45,14 @@ class ReportBlock:
 
     def serialize(self) -> bytes:
         lost = max(-0x800000, min(0x7FFFFF, self.cumulative_lost)) & 0xFFFFFF
-        return _REPORT_BLOCK.pack(self.ssrc, ((self.fraction_lost & 0xFF) << 24) | lost, self.highest_seq & 0xFFFFFFFF,
-                                  self.jitter & 0xFFFFFFFF, self.lsr & 0xFFFFFFFF, self.dlsr & 0xFFFFFFFF)
+        return _REPORT_BLOCK.pack(
+            self.ssrc,
+            ((self.fraction_lost & 0xFF) << 24) | lost,
+            self.highest_seq & 0xFFFFFFFF,
+            self.jitter & 0xFFFFFFFF,
+            self.lsr & 0xFFFFFFFF,
+            self.dlsr & 0xFFFFFFFF,
+        )
 
     @classmethod
     def parse(cls, data: bytes, offset: int) -> ReportBlock:
@@ -74,8 +80,13 @@ class SenderReport:
         return (self.ntp_timestamp >> 16) & 0xFFFFFFFF
 
     def serialize(self) -> bytes:
-        body = _SENDER_INFO.pack(self.ssrc, self.ntp_timestamp & 0xFFFFFFFFFFFFFFFF, self.rtp_timestamp & 0xFFFFFFFF,
-                                 self.packet_count & 0xFFFFFFFF, self.octet_count & 0xFFFFFFFF)
+        body = _SENDER_INFO.pack(
+            self.ssrc,
+            self.ntp_timestamp & 0xFFFFFFFFFFFFFFFF,
+            self.rtp_timestamp & 0xFFFFFFFF,
+            self.packet_count & 0xFFFFFFFF,
+            self.octet_count & 0xFFFFFFFF,
+        )
         return _packet(PT_SR, len(self.reports), body + b"".join(r.serialize() for r in self.reports))
 
 
@@ -178,7 +189,9 @@ def parse_compound(data: bytes) -> list[RtcpPacket]:
         count = first & 0x1F
         end = offset + 4 + 4 * words
         if end > len(data):
-            raise RtcpError(f"RTCP packet at octet {offset} claims {4 * words} octets, only {len(data) - offset - 4} remain")
+            raise RtcpError(
+                f"RTCP packet at octet {offset} claims {4 * words} octets, only {len(data) - offset - 4} remain"
+            )
         body_end = end
         if first & 0x20:
             # A.2: only the last packet of a compound may be padded; the last octet counts the padding.
@@ -188,7 +201,7 @@ def parse_compound(data: bytes) -> list[RtcpPacket]:
             if pad == 0 or end - pad < offset + 4:
                 raise RtcpError(f"invalid RTCP padding count {pad}")
             body_end = end - pad
-        body = bytes(data[offset + 4:body_end])
+        body = bytes(data[offset + 4 : body_end])
         parsed = _parse_one(packet_type, count, body)
         if parsed is not None:
             packets.append(parsed)
@@ -207,7 +220,9 @@ def _parse_one(packet_type: int, count: int, body: bytes) -> RtcpPacket | None:
         if len(body) < _SENDER_INFO.size:
             raise RtcpError(f"SR too short: {len(body)} octets")
         ssrc, ntp, rtp_ts, packets, octets = _SENDER_INFO.unpack_from(body)
-        return SenderReport(ssrc, ntp, rtp_ts, packets, octets, _report_blocks(body, _SENDER_INFO.size, count, "SR"))
+        return SenderReport(
+            ssrc, ntp, rtp_ts, packets, octets, _report_blocks(body, _SENDER_INFO.size, count, "SR")
+        )
     if packet_type == PT_RR:
         if len(body) < 4:
             raise RtcpError(f"RR too short: {len(body)} octets")
@@ -220,12 +235,12 @@ def _parse_one(packet_type: int, count: int, body: bytes) -> RtcpPacket | None:
             raise RtcpError(f"BYE announces {count} sources but holds {len(body)} octets")
         ssrcs = struct.unpack_from(f"!{count}I", body)
         reason = ""
-        rest = body[4 * count:]
+        rest = body[4 * count :]
         if rest:
             length = rest[0]
             if len(rest) < 1 + length:
                 raise RtcpError("BYE reason runs past the end of the packet")
-            reason = rest[1:1 + length].decode("utf-8", "replace")
+            reason = rest[1 : 1 + length].decode("utf-8", "replace")
         return Goodbye(tuple(ssrcs), reason)
     return None  # APP, XR, feedback and others: not ours to read
 
@@ -250,15 +265,23 @@ def _parse_sdes_chunks(body: bytes, count: int) -> tuple[SdesChunk, ...]:
             if offset + 2 > len(body) or offset + 2 + body[offset + 1] > len(body):
                 raise RtcpError("SDES item runs past the end of the packet")
             length = body[offset + 1]
-            items.append((kind, bytes(body[offset + 2:offset + 2 + length])))
+            items.append((kind, bytes(body[offset + 2 : offset + 2 + length])))
             offset += 2 + length
         chunks.append(SdesChunk(ssrc, tuple(items)))
     return tuple(chunks)
 
 
-def build_report(stream: RtpStream, stats: RtpReceiveStats | None = None, *, cname: str | None = None,
-                 wallclock: float | None = None, last_sr: int = 0, last_sr_age: float = 0.0,
-                 bye: bool = False, reason: str = "") -> bytes:
+def build_report(
+    stream: RtpStream,
+    stats: RtpReceiveStats | None = None,
+    *,
+    cname: str | None = None,
+    wallclock: float | None = None,
+    last_sr: int = 0,
+    last_sr_age: float = 0.0,
+    bye: bool = False,
+    reason: str = "",
+) -> bytes:
     """A compound packet: SR (once we have sent) or RR, then SDES CNAME, then BYE when `bye`.
 
     `stats` adds a report block about the source we hear, and closes its loss interval (A.3). `last_sr`
@@ -269,24 +292,29 @@ def build_report(stream: RtpStream, stats: RtpReceiveStats | None = None, *, cna
     assert stream.ssrc is not None
     blocks: tuple[ReportBlock, ...] = ()
     if stats is not None and stats.ssrc is not None:
-        blocks = (ReportBlock(
-            ssrc=stats.ssrc,
-            fraction_lost=stats.close_interval(),
-            cumulative_lost=stats.lost,
-            highest_seq=stats.extended_max_seq,
-            jitter=int(round(stats.jitter)),
-            lsr=last_sr,
-            dlsr=int(last_sr_age * 65536) if last_sr else 0,
-        ),)
+        blocks = (
+            ReportBlock(
+                ssrc=stats.ssrc,
+                fraction_lost=stats.close_interval(),
+                cumulative_lost=stats.lost,
+                highest_seq=stats.extended_max_seq,
+                jitter=int(round(stats.jitter)),
+                lsr=last_sr,
+                dlsr=int(last_sr_age * 65536) if last_sr else 0,
+            ),
+        )
     first: SenderReport | ReceiverReport
     if stream.packets_sent:
         now = time.time() if wallclock is None else wallclock
-        first = SenderReport(stream.ssrc, ntp_timestamp(now), stream.timestamp, stream.packets_sent,
-                             stream.octets_sent, blocks)
+        first = SenderReport(
+            stream.ssrc, ntp_timestamp(now), stream.timestamp, stream.packets_sent, stream.octets_sent, blocks
+        )
     else:
         first = ReceiverReport(stream.ssrc, blocks)
-    parts = [first.serialize(),
-             SourceDescription.for_cname(stream.ssrc, cname or f"{stream.ssrc:08x}@tonebridge").serialize()]
+    parts = [
+        first.serialize(),
+        SourceDescription.for_cname(stream.ssrc, cname or f"{stream.ssrc:08x}@tonebridge").serialize(),
+    ]
     if bye:
         parts.append(Goodbye((stream.ssrc,), reason).serialize())
     return b"".join(parts)

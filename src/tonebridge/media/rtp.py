@@ -52,7 +52,9 @@ class RtpPacket:
     def parse(cls, data: bytes) -> RtpPacket:
         """Parse a datagram; raises `RtpError` saying what is wrong with it."""
         if len(data) < HEADER_SIZE:
-            raise RtpError(f"RTP packet too short: {len(data)} octets, the fixed header alone is {HEADER_SIZE}")
+            raise RtpError(
+                f"RTP packet too short: {len(data)} octets, the fixed header alone is {HEADER_SIZE}"
+            )
         first, second, sequence, timestamp, ssrc = _HEADER.unpack_from(data)
         version = first >> 6
         if version != RTP_VERSION:
@@ -73,7 +75,7 @@ class RtpPacket:
             offset += 4
             if len(data) < offset + 4 * words:
                 raise RtpError(f"RTP header extension of {words} words runs past the end of the packet")
-            extension = bytes(data[offset:offset + 4 * words])
+            extension = bytes(data[offset : offset + 4 * words])
             offset += 4 * words
         end = len(data)
         padding = 0
@@ -107,10 +109,18 @@ class RtpPacket:
         if not 0 <= self.padding <= 255:
             raise RtpError(f"padding of {self.padding} octets out of range 0-255")
         has_extension = self.extension_profile is not None
-        first = (RTP_VERSION << 6) | (0x20 if self.padding else 0) | (0x10 if has_extension else 0) | len(self.csrcs)
+        first = (
+            (RTP_VERSION << 6)
+            | (0x20 if self.padding else 0)
+            | (0x10 if has_extension else 0)
+            | len(self.csrcs)
+        )
         second = (0x80 if self.marker else 0) | self.payload_type
-        parts = [_HEADER.pack(first, second, self.sequence & 0xFFFF, self.timestamp & 0xFFFFFFFF,
-                              self.ssrc & 0xFFFFFFFF)]
+        parts = [
+            _HEADER.pack(
+                first, second, self.sequence & 0xFFFF, self.timestamp & 0xFFFFFFFF, self.ssrc & 0xFFFFFFFF
+            )
+        ]
         if self.csrcs:
             parts.append(struct.pack(f"!{len(self.csrcs)}I", *self.csrcs))
         if has_extension:
@@ -266,7 +276,9 @@ class RtpStream:
         self.advance(samples)
         return packet
 
-    def event_packet(self, payload_type: int, payload: bytes, timestamp: int, marker: bool = False) -> RtpPacket:
+    def event_packet(
+        self, payload_type: int, payload: bytes, timestamp: int, marker: bool = False
+    ) -> RtpPacket:
         """A packet of another payload type (an RFC 4733 event) at `timestamp`; the timestamp does not move."""
         return self._build(payload_type, payload, timestamp, marker)
 

@@ -45,8 +45,12 @@ def _dtmf_pair(digit: str) -> tuple[float, float]:
 class ToneGenerator:
     """A sum of sines at one level each, streamed in frames with continuous phase across calls."""
 
-    def __init__(self, frequencies: Sequence[float], level_dbm0: float | Sequence[float] = -10.0,
-                 sample_rate: int = 8000) -> None:
+    def __init__(
+        self,
+        frequencies: Sequence[float],
+        level_dbm0: float | Sequence[float] = -10.0,
+        sample_rate: int = 8000,
+    ) -> None:
         self.frequencies = np.asarray(frequencies, dtype=np.float64)
         levels = np.broadcast_to(np.asarray(level_dbm0, dtype=np.float64), self.frequencies.shape)
         self.amplitudes = FULL_SCALE * 10.0 ** ((levels - FULL_SCALE_SINE_DBM0) / 20.0)
@@ -67,7 +71,9 @@ def sine(freq: float, duration_ms: float, level_dbm0: float = -10.0, sample_rate
     return ToneGenerator([freq], level_dbm0, sample_rate).frame(int(round(sample_rate * duration_ms / 1000)))
 
 
-def dtmf_samples(digit: str, duration_ms: float, level_dbm0: float = -10.0, sample_rate: int = 8000) -> np.ndarray:
+def dtmf_samples(
+    digit: str, duration_ms: float, level_dbm0: float = -10.0, sample_rate: int = 8000
+) -> np.ndarray:
     """The Q.23 tone pair of `digit` lasting `duration_ms`, each of the two tones at `level_dbm0`."""
     n = int(round(sample_rate * duration_ms / 1000))
     return ToneGenerator(_dtmf_pair(digit), level_dbm0, sample_rate).frame(n)
@@ -101,7 +107,7 @@ class DtmfToneRenderer:
         while filled < self.frame_samples and self._chunks:
             chunk = self._chunks[0]
             take = min(chunk.size, self.frame_samples - filled)
-            out[filled:filled + take] = chunk[:take]
+            out[filled : filled + take] = chunk[:take]
             filled += take
             if take == chunk.size:
                 self._chunks.popleft()

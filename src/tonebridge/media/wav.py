@@ -40,7 +40,8 @@ def resample(samples: np.ndarray, src_rate: int, dst_rate: int) -> np.ndarray:
     half_width = _ZERO_CROSSINGS / (2.0 * fc)
     taps = np.arange(-math.floor(half_width), math.floor(half_width) + 2)
     d = (np.arange(phases) / phases)[:, None] - taps[None, :]  # distance from each tap to the output instant
-    window = np.i0(_KAISER_BETA * np.sqrt(np.clip(1.0 - (d / half_width) ** 2, 0.0, 1.0))) / np.i0(_KAISER_BETA)
+    window = np.i0(_KAISER_BETA * np.sqrt(np.clip(1.0 - (d / half_width) ** 2, 0.0, 1.0)))
+    window /= np.i0(_KAISER_BETA)
     kernels = np.where(np.abs(d) < half_width, 2.0 * fc * np.sinc(2.0 * fc * d) * window, 0.0)
     n_out = x.size * dst_rate // src_rate
     pad = taps.size
@@ -64,7 +65,8 @@ def read_wav(path: str | Path) -> np.ndarray:
     except wave.Error as exc:
         raise WavError(f"{path}: not a PCM WAV file this server reads ({exc})") from exc
     if width == 1:
-        data = (np.frombuffer(raw, dtype=np.uint8).astype(np.float64) - 128.0) * 256.0  # 8-bit WAV is unsigned
+        # 8-bit WAV samples are unsigned, centred on 128.
+        data = (np.frombuffer(raw, dtype=np.uint8).astype(np.float64) - 128.0) * 256.0
     elif width == 2:
         data = np.frombuffer(raw, dtype="<i2").astype(np.float64)
     else:
@@ -72,7 +74,7 @@ def read_wav(path: str | Path) -> np.ndarray:
     if channels < 1:
         raise WavError(f"{path}: no channels")
     frames = data.size // channels
-    mono = data[:frames * channels].reshape(frames, channels).mean(axis=1)
+    mono = data[: frames * channels].reshape(frames, channels).mean(axis=1)
     if rate != RATE:
         mono = resample(mono, rate, RATE)
     return np.clip(np.rint(mono), -32768, 32767).astype(np.int16)
@@ -109,7 +111,7 @@ class WavPlayer:
             return None
         size = self.samples.size
         if not self.loop:
-            chunk = self.samples[self.position:self.position + n]
+            chunk = self.samples[self.position : self.position + n]
             self.position += chunk.size
             if chunk.size < n:  # the last frame, padded with silence
                 chunk = np.concatenate([chunk, np.zeros(n - chunk.size, dtype=np.int16)])

@@ -9,8 +9,10 @@ server should answer and, when enough of a request was read, the headers needed 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -141,6 +143,12 @@ def canonical_name(name: str) -> str:
     return _CANONICAL.get(lower, name)
 
 
+@functools.lru_cache(maxsize=1024)
+def _key(name: str) -> str:
+    """The lookup key of a header name: canonical and lower-cased (cached: a handful of names recur)."""
+    return canonical_name(name).lower()
+
+
 class Headers:
     """An ordered multi-map of header fields with case-insensitive names."""
 
@@ -176,21 +184,21 @@ class Headers:
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The first field of that name."""
-        key = canonical_name(name).lower()
+        key = _key(name)
         for n, v in self._fields:
-            if n.lower() == key:
+            if _key(n) == key:
                 return v
         return default
 
     def get_all(self, name: str) -> list[str]:
         """Every field of that name, as written (not split at commas)."""
-        key = canonical_name(name).lower()
-        return [v for n, v in self._fields if n.lower() == key]
+        key = _key(name)
+        return [v for n, v in self._fields if _key(n) == key]
 
     def values(self, name: str) -> list[str]:
         """Every value of a list header, fields split at top-level commas (§7.3.1)."""
         out: list[str] = []
-        is_list = canonical_name(name).lower() in LIST_HEADERS
+        is_list = _key(name) in LIST_HEADERS
         for value in self.get_all(name):
             if is_list:
                 out.extend(v for v in split_list(value) if v)
@@ -206,7 +214,7 @@ class Headers:
 
     def set(self, name: str, value: str) -> None:
         """Replace every field of that name by one, at the position of the first."""
-        key = canonical_name(name).lower()
+        key = _key(name)
         for index, (n, _) in enumerate(self._fields):
             if n.lower() == key:
                 self._fields[index] = (canonical_name(name), value)
@@ -217,12 +225,14 @@ class Headers:
         self.add(name, value)
 
     def remove(self, name: str) -> None:
-        key = canonical_name(name).lower()
+        key = _key(name)
         self._fields = [f for f in self._fields if f[0].lower() != key]
 
 
 def split_list(value: str, separator: str = ",") -> list[str]:
     """Split at separators that are outside quoted strings and angle brackets."""
+    if '"' not in value and "<" not in value:
+        return [part.strip() for part in value.split(separator)]
     parts: list[str] = []
     current: list[str] = []
     quoted = False
@@ -796,8 +806,9 @@ def _check_required(message: Message, method: str | None) -> None:
     for name in ("Via", "From", "To", "Call-ID", "CSeq"):
         if not headers.get(name):
             raise fail(f"missing {name} header")
+    counts = Counter(_key(name) for name, _ in headers)
     for name in SINGLE_HEADERS:
-        if len(headers.get_all(name)) > 1:
+        if counts[_key(name)] > 1:
             raise fail(f"more than one {name} header")
     try:
         cseq = CSeq.parse(headers.get("CSeq") or "")

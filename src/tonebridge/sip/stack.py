@@ -2,8 +2,8 @@
 transaction table, sends what the transactions ask to send, and hands requests and final responses to
 the transaction user (the call engine).
 
-The only waiting done here is on the earliest transaction timer, so every SIP timeout stays a property of
-transaction.py, testable without sleeping.
+The only waiting done here is one loop timer armed for the earliest transaction deadline, so every SIP
+timeout stays a property of transaction.py, testable without sleeping.
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ class SipStack:
         self._peers: dict[object, Peer] = {}
         self._waiters: dict[object, asyncio.Future[Response]] = {}
         self._provisional: dict[object, Callable[[Response], None]] = {}
-        self._wakeup = asyncio.Event()
-        self._timer_task: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_deadline: float | None = None
         self.on_request: Callable[[IncomingRequest], Awaitable[None] | None] = self._default_request
         self.on_ack: Callable[[Request, Peer], None] = lambda request, peer: None
         self.on_stray_response: Callable[[Response, Peer], None] = lambda response, peer: None
@@ -55,15 +55,10 @@ class SipStack:
 
     async def start(self) -> None:
         await self.transport.start()
-        self._timer_task = asyncio.get_running_loop().create_task(self._timer_loop())
 
     async def close(self) -> None:
-        if self._timer_task:
-            self._timer_task.cancel()
-            try:
-                await self._timer_task
-            except asyncio.CancelledError:
-                pass
+        if self._timer:
+            self._timer.cancel()
         for task in list(self._tasks):
             task.cancel()
         await self.transport.close()
@@ -178,7 +173,7 @@ class SipStack:
                 if future is not None and not future.done():
                     request = transaction.request  # type: ignore[attr-defined]
                     future.set_result(tx.make_response(request, 503, "Transport Failure"))
-        self._wakeup.set()
+        self._schedule_timer()
 
     def _deliver_response(self, key: object, response: Response) -> None:
         if response.status < 200:
@@ -208,15 +203,22 @@ class SipStack:
     def _default_request(self, incoming: IncomingRequest) -> None:
         self.respond(incoming, tx.make_response(incoming.request, 501))
 
-    async def _timer_loop(self) -> None:
-        while True:
-            deadline = self.table.next_timer()
-            self._wakeup.clear()
-            timeout = None if deadline is None else max(0.0, deadline - self.now())
-            try:
-                await asyncio.wait_for(self._wakeup.wait(), timeout)
-            except TimeoutError:
-                pass
-            now = self.now()
-            for transaction in self.table.handle_timers(now):
-                self._pump(transaction)
+    def _schedule_timer(self) -> None:
+        """Arm one loop timer for the earliest transaction deadline ."""
+        deadline = self.table.next_timer()
+        if deadline == self._timer_deadline and self._timer is not None:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_deadline = deadline
+        if deadline is not None:
+            delay = max(0.0, deadline - self.now())
+            self._timer = asyncio.get_running_loop().call_later(delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_deadline = None
+        for transaction in self.table.handle_timers(self.now()):
+            self._pump(transaction)
+        self._schedule_timer()
