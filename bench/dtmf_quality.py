@@ -60,15 +60,18 @@ class Bench:
         self, mode: str, detector: Sequence[str], tag: str, extra: Sequence[str] = ()
     ) -> tuple[dict, str, float]:
         out = self.workdir / f"{tag}.json"
-        cmd = [sys.executable, str(self.score), mode, *detector, "--json", str(out), *extra]
+        args = [mode, *detector, *extra]
         if mode == "suite":
-            cmd += ["--reps", str(self.reps)] + (["--quick"] if self.quick else [])
-        shown = " ".join(Path(c).name if c in (sys.executable, str(self.score)) else c for c in cmd)
+            args += ["--reps", str(self.reps)] + (["--quick"] if self.quick else [])
+        cmd = [sys.executable, str(self.score), *args, "--json", str(out)]
+        shown = " ".join(["python", os.path.relpath(self.score, REPO), *args])
         print(f"  $ {shown}", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
-        proc = subprocess.run(
-            cmd, capture_output=True, text=True, cwd=REPO, env=os.environ.copy(), check=False
+        env = dict(
+            os.environ,
+            PYTHONPATH=os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")])),
         )
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, check=False)
         wall = time.perf_counter() - t0
         if proc.returncode != 0:
             raise SystemExit(f"bench failed ({shown}):\n{proc.stderr[-3000:]}")

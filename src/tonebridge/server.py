@@ -13,6 +13,7 @@ from pathlib import Path
 import uvicorn
 
 from tonebridge.api.app import create_app
+from tonebridge.calls.conferencing import ConferenceService
 from tonebridge.calls.demo import DemoApplication
 from tonebridge.calls.engine import Application, CallEngine
 from tonebridge.config import Config, split_host_port
@@ -38,6 +39,10 @@ class Server:
         self.clock = MediaClock()
         self.application = application or DemoApplication()
         self.engine = CallEngine(config, self.stack, self.clock, self.application)
+        consumer = getattr(self.application, "collection", None)
+        self.conferences = ConferenceService(self.engine, consumer or (lambda session, done: None))
+        if hasattr(self.application, "attach"):
+            self.application.attach(self.conferences)
         self._http: _QuietUvicorn | None = None
         self._http_task: asyncio.Task[None] | None = None
         self.http_port = 0

@@ -205,6 +205,10 @@ class MediaLeg:
         """Receive and send one frame; the leg's own source decides what it sends."""
         self.receive_frame()
         self.send_frame(self.source.frame(FRAME_SAMPLES) if self.source is not None else None)
+        self.housekeeping(now)
+
+    def housekeeping(self, now: float) -> None:
+        """Per-tick duties besides audio: end presses whose end packets were lost, send RTCP reports."""
         deadline = self._events_in.next_timer()
         if deadline is not None and deadline <= now:
             for event in self._events_in.handle_timer(now):
@@ -212,6 +216,10 @@ class MediaLeg:
         if now - self._last_rtcp >= RTCP_INTERVAL:
             self._last_rtcp = now
             self._send_rtcp()
+
+    @property
+    def inband_detection(self) -> bool:
+        return self._detector is not None
 
     # Receiving -----------------------------------------------------------------------------------------
 
