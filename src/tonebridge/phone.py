@@ -56,10 +56,17 @@ class PhoneApplication:
         if session.leg.source is None:
             session.leg.source = self.source()
         self.sessions.append(session)
+        session.leg.heard_listeners.append(lambda frame, s=session: self.heard(s))
         media = session.media
         emit("answered", call_id=session.call_id, codec=media.codec if media else "none",
              telephone_event=media.telephone_event_pt if media else None)
         self.answered.put_nowait(session)
+
+    def heard(self, session: Session) -> None:
+        """Report each whole second of recorded audio, so scripts can wait on audio, not on time."""
+        recording = session.leg.recording
+        if recording is not None and len(recording) % 50 == 0:
+            emit("heard", call_id=session.call_id, seconds=len(recording) // 50)
 
     def on_press(self, engine: CallEngine, session: Session, press: Press) -> None:
         if press.started:

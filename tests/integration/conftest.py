@@ -45,10 +45,10 @@ def in_process_server(tmp_path: Path) -> Iterator:
     """Start the server in this process with a generated config plus `extra_config`."""
     servers: list[InProcessServer] = []
 
-    def start(extra_config: str = "") -> InProcessServer:
+    def start(extra_config: str = "", application: object = None) -> InProcessServer:
         config = tmp_path / f"inproc-{len(servers)}.toml"
         write_config(config, free_port(), free_port(), free_port_range(), extra_config)
-        server = InProcessServer(config.read_text())
+        server = InProcessServer(config.read_text(), application)
         servers.append(server)
         return server
 

@@ -185,7 +185,7 @@ def require(binary: str) -> str:
 class InProcessServer:
     """The real server (real sockets) on its own event loop in a thread, for tests that call its Python API."""
 
-    def __init__(self, config_text: str) -> None:
+    def __init__(self, config_text: str, application: object = None) -> None:
         import asyncio
 
         from tonebridge.config import parse_config
@@ -197,7 +197,7 @@ class InProcessServer:
         self.config = parse_config(config_text)
 
         async def build() -> Server:
-            return Server(self.config)
+            return Server(self.config, application)  # type: ignore[arg-type]
 
         self.server = self.run(build())
         self.run(self.server.start())

@@ -65,10 +65,9 @@ def test_outbound_call_to_sipp_uas_audio_both_ways(in_process_server, tmp_path: 
     server = in_process_server(f'[[trunks]]\nname = "sipp"\nuri = "sip:{HOST}:{uas_port}"\n')
     engine = server.engine
     engine.record_calls = True
+    from tonebridge.calls.engine import Destination
     from tonebridge.media.tones import sine
     from tonebridge.media.wav import WavPlayer
-
-    from tonebridge.calls.engine import Destination
 
     async def call():  # type: ignore[no-untyped-def]
         session = await engine.originate(Destination("number", "+15550001111"), cli="+15550000000")
