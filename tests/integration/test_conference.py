@@ -74,11 +74,12 @@ def window(samples: np.ndarray, start_second: int, seconds: int = 1) -> np.ndarr
     return samples[start_second * 8000:(start_second + seconds) * 8000]
 
 
-def phase(callers: list[Caller]) -> dict[str, int]:
-    """Mark a phase: each caller's window is the next whole second of its recording; wait until recorded."""
+def phase(callers: list[Caller], seconds: int = 1) -> dict[str, int]:
+    """Mark a phase: each caller's window is its next `seconds` whole seconds of recording; wait until
+    they are recorded."""
     starts = {c.user: c.window_start() for c in callers}
     for c in callers:
-        c.wait_heard(starts[c.user] + 1)
+        c.wait_heard(starts[c.user] + seconds)
     return starts
 
 
@@ -274,3 +275,14 @@ def test_inband_presses_of_a_detect_participant_do_not_leak(room) -> None:  # ty
     assert "".join(room.app.values("det")) == "1234"
     phase([listener])
     assert listener.digits() == ""
+
+
+def test_alone_in_a_room_hears_its_music_on_hold_until_someone_joins(room) -> None:  # type: ignore[no-untyped-def]
+    solo = room("solo", Plan("moh", moh="ring"))
+    alone = phase([solo], seconds=6)  # one whole ring cadence: 2 s on, 4 s off
+    room("two", Plan("moh"))
+    together = phase([solo])
+    recording = solo.hangup()
+    loudest = max(tone_dbm0(window(recording, alone["solo"] + k), 440.0) for k in range(6))
+    assert loudest > PRESENT  # ring-back, 440 + 480 Hz, sounds in at least one second of every six
+    assert tone_dbm0(window(recording, together["solo"]), 440.0) < ABSENT

@@ -180,3 +180,39 @@ def test_malformed_request_gets_400_naming_the_fault_and_garbage_is_counted(star
                     timeout=10)
     assert stats.successful == 1
     assert metrics(server)["sip"].get("dropped_garbage", 0) >= 2
+
+
+def test_sipp_pcap_media_30ms_pcma_and_rfc2833_with_ssrc_change(start_server, tmp_path: Path) -> None:
+    """SIPp's `uac_pcap`: 7 s of PCMA in 30 ms packets, then digit 1 as RFC 2833 from another SSRC."""
+    (tmp_path / "pcap").symlink_to("/usr/share/sip-tester")
+    server = start_server()
+    stats = run_uac(tmp_path, server.sip_uri_host, builtin="uac_pcap", calls=1, timeout=40)
+    assert stats.exit_code == 0, stats.output[-3000:]
+    assert (stats.successful, stats.failed) == (1, 0)
+    server.process.wait_for(r"event=dtmf .*digit=1 source=rfc4733", timeout=5)
+    assert len(server.process.matches(r"event=dtmf ")) == 1
+    ended = server.process.wait_for(r"event=call_ended .*rtp_in=(\d+)", timeout=5)
+    assert int(ended.group(1)) >= 200  # 7 s at 30 ms is 233 audio packets, plus the digit's
+
+
+def test_tcp_stream_that_never_ends_its_headers_is_cut_off(start_server) -> None:
+    server = start_server()
+    with socket.create_connection((HOST, server.sip_port), timeout=10) as conn:
+        conn.sendall(b"OPTIONS sip:x@127.0.0.1 SIP/2.0\r\n")
+        sent = 0
+        closed = False
+        try:
+            while sent < 1_000_000:
+                conn.sendall(b"X-Filler: " + b"a" * 1000 + b"\r\n")
+                sent += 1012
+        except (BrokenPipeError, ConnectionResetError):
+            closed = True
+        if not closed:
+            conn.settimeout(10)
+            try:
+                closed = conn.recv(1) == b""
+            except ConnectionResetError:
+                closed = True
+    # The kernel's socket buffers take more than the server reads; the server itself stopped at its limit.
+    assert closed, f"connection still open after {sent} bytes of headers"
+    assert metrics(server)["sip"]["tcp_framing_errors"] == 1
