@@ -54,7 +54,8 @@ class Server:
         self.clock.start()
         http_host, http_port = split_host_port(self.config.server.http)
         uv_config = uvicorn.Config(create_app(self), host=http_host, port=http_port, log_level="warning",
-                                   lifespan="off", access_log=False)
+                                   lifespan="off", access_log=False,
+                                   timeout_graceful_shutdown=1)
         self._http = _QuietUvicorn(uv_config)
         self._http_task = asyncio.get_running_loop().create_task(self._http.serve())
         while not self._http.started:

@@ -286,3 +286,40 @@ def test_alone_in_a_room_hears_its_music_on_hold_until_someone_joins(room) -> No
     loudest = max(tone_dbm0(window(recording, alone["solo"] + k), 440.0) for k in range(6))
     assert loudest > PRESENT  # ring-back, 440 + 480 Hz, sounds in at least one second of every six
     assert tone_dbm0(window(recording, together["solo"]), 440.0) < ABSENT
+
+
+def test_event_stream_and_metrics_show_each_press(room) -> None:  # type: ignore[no-untyped-def]
+    import json
+    import threading
+    import urllib.request
+
+    port = room.server.server.http_port
+    events: list[dict] = []
+    got = threading.Condition()
+
+    def listen() -> None:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/tonebridge/v1/events", timeout=30) as stream:
+            for raw in stream:
+                line = raw.decode().strip()
+                if line.startswith("data: "):
+                    with got:
+                        events.append(json.loads(line[6:]))
+                        got.notify_all()
+
+    threading.Thread(target=listen, daemon=True).start()
+    with got:
+        got.wait_for(lambda: room.server.server.conferences.events.subscribers == 1, 10)
+    room("fwd", Plan("ev", DtmfOptions(mode=DtmfMode.FORWARD)))
+    room("det", detect_plan(2), "--dtmf", "7", "--dtmf-delay", "0.3")
+    room("det2", detect_plan(1), "--dtmf", "8", "--dtmf-delay", "0.3")
+    with got:
+        assert got.wait_for(lambda: sum(e["type"] == "pie_answered" for e in events) == 2, 15), events
+    presses = [e for e in events if e["type"] == "press"]
+    assert {(e["digit"], e["source"], e["mode"], e["outcome"]) for e in presses} == {
+        ("7", "rfc4733", "detect", "collected"), ("8", "rfc4733", "detect", "collected")}
+    kinds = [e["type"] for e in events if e.get("callId") == room.app.sessions["det2"].call_id]
+    assert kinds.index("press") < kinds.index("left_mix") or kinds.index("left_mix") < kinds.index("collection")
+    assert kinds.index("collection") < kinds.index("pie_sent") < kinds.index("pie_answered")
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/tonebridge/v1/metrics", timeout=5) as reply:
+        counters = json.loads(reply.read())["conferences"]["counters"]
+    assert counters["presses.rfc4733.detect"] == 2 and counters["collections"] == 2

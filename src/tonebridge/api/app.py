@@ -1,21 +1,29 @@
 """The Starlette application: Tonebridge's own routes under `/tonebridge/v1`.
 
 `health` answers whether the server is up and how many calls it carries; `metrics` gives the SIP transport
-counters (received, rejected, dropped garbage) and call counts, for operators and tests.
+counters (received, rejected, dropped garbage), call, media and conference counts (presses by source and
+mode, collections, PIE latency and failures); `events` streams conference events as server-sent events.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import statistics
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
 if TYPE_CHECKING:
     from tonebridge.server import Server
+
+
+def _median(values: list[float]) -> float | None:
+    return round(statistics.median(values), 2) if values else None
 
 
 def create_app(server: Server) -> Starlette:
@@ -27,11 +35,40 @@ def create_app(server: Server) -> Starlette:
             "sip": dict(server.stack.transport.stats.counters),
             "calls": {"active": server.engine.active_calls, "total": len(server.engine.sessions)},
             "tasks": len(asyncio.all_tasks()),
+            "conferences": {
+                "rooms": len(server.conferences.rooms),
+                "participants": len(server.conferences.members),
+                "counters": dict(server.conferences.events.counters),
+                "pieLatencyMsP50": _median(server.conferences.pie_latency_ms),
+                "eventSubscribers": server.conferences.events.subscribers,
+            },
             "media": {"lateTicks": server.clock.late_ticks, "portsInUse": server.engine.ports.in_use,
                       "legs": len(server.clock.legs)},
         })
 
+    async def events(request: Request) -> StreamingResponse:
+        """Server-sent events: one `data: {json}` per press, collection, join, leave... (conference-dtmf §5)."""
+        bus = server.conferences.events
+        queue = bus.subscribe()
+
+        async def stream() -> AsyncIterator[bytes]:
+            try:
+                yield b": tonebridge event stream\n\n"
+                while True:
+                    try:
+                        event = await asyncio.wait_for(queue.get(), 15.0)
+                    except TimeoutError:
+                        yield b": keep-alive\n\n"
+                        continue
+                    yield b"data: " + json.dumps(event, separators=(",", ":")).encode() + b"\n\n"
+            finally:
+                bus.unsubscribe(queue)
+
+        return StreamingResponse(stream(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store"})
+
     return Starlette(routes=[
         Route("/tonebridge/v1/health", health),
         Route("/tonebridge/v1/metrics", metrics),
+        Route("/tonebridge/v1/events", events),
     ])

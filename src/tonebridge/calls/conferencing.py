@@ -24,6 +24,7 @@ from tonebridge.calls.call import EndReason
 from tonebridge.conference import room as r
 from tonebridge.conference.collector import CollectionDone
 from tonebridge.conference.options import DtmfMode, DtmfOptions
+from tonebridge.events import EventBus
 from tonebridge.media.dtmf import DtmfDetectorBank
 from tonebridge.media.endpoint import FRAME_SAMPLES, SILENCE, Press
 from tonebridge.media.mixer import Mixer
@@ -68,8 +69,10 @@ class InbandGate:
 
 
 class ConferenceService:
-    def __init__(self, engine: CallEngine, consumer: CollectionConsumer) -> None:
+    def __init__(self, engine: CallEngine, consumer: CollectionConsumer, events: EventBus | None = None) -> None:
         self.engine = engine
+        self.events = events or EventBus()
+        self.pie_latency_ms: list[float] = []  # end of collection to the consumer (the PIE) being called
         self.consumer = consumer
         self.rooms = r.Conferences()
         self.mixer = Mixer(FRAME_SAMPLES)
@@ -200,15 +203,25 @@ class ConferenceService:
         elif isinstance(effect, CollectionDone):
             self._collection_done(effect)
         elif isinstance(effect, r.PressHandled):
+            self.events.counters[f"presses.{effect.source.value}.{effect.mode.value}"] += 1
+            self.events.publish({"type": "press", "callId": effect.call_id, "conferenceId": effect.conference_id,
+                                 "digit": effect.digit, "source": effect.source.value, "mode": effect.mode.value,
+                                 "outcome": effect.describe(), "receivers": list(effect.receivers)})
             session = self.members.get(effect.call_id)
             self.engine._log("conference_press", session, conference_id=effect.conference_id,
                              digit=effect.digit, source=effect.source.value, mode=effect.mode.value,
                              outcome=effect.describe().replace(" ", "_"))
         elif isinstance(effect, (r.LeftMix, r.ReturnedToMix)):
+            self.events.publish({"type": "left_mix" if isinstance(effect, r.LeftMix) else "returned_to_mix",
+                                 "callId": effect.call_id, "conferenceId": effect.conference_id})
             session = self.members.get(effect.call_id)
             self.engine._log("conference_left_mix" if isinstance(effect, r.LeftMix) else "conference_returned",
                              session, conference_id=effect.conference_id)
+        elif isinstance(effect, r.ParticipantJoined):
+            self.events.publish({"type": "joined", "callId": effect.call_id, "conferenceId": effect.conference_id})
         elif isinstance(effect, r.ParticipantLeft):
+            self.events.publish({"type": "left", "callId": effect.call_id, "conferenceId": effect.conference_id,
+                                 "reason": effect.reason.value})
             self._forget(effect.call_id)
             session = self.engine.find(effect.call_id)
             if session is not None:
@@ -223,25 +236,39 @@ class ConferenceService:
         session = self.members.get(done.call_id) or self.engine.find(done.call_id)
         self.engine._log("collection_done", session, conference_id=done.conference_id, digits=done.digits or '""',
                          reason=done.reason.value)
+        self.events.counters["collections"] += 1
+        self.events.publish({"type": "collection", "callId": done.call_id, "conferenceId": done.conference_id,
+                             "digits": done.digits, "reason": done.reason.value})
         if session is None:
             return
+        self.pie_latency_ms.append((self.engine.now() - done.ended_at) * 1000 if done.ended_at else 0.0)
+        del self.pie_latency_ms[:-1000]
+        self.events.publish({"type": "pie_sent", "callId": done.call_id, "conferenceId": done.conference_id})
         try:
             result = self.consumer(session, done)
         except Exception:
             log.exception("event=collection_consumer_failed call_id=%s", done.call_id)
+            self.events.counters["pie_failures"] += 1
             self.collection_completed(done.call_id, done.seq)
             return
         if result is None:
-            self.collection_completed(done.call_id, done.seq)
+            self._pie_answered(done)
             return
 
         async def await_consumer() -> None:
             try:
                 await result  # type: ignore[misc]
+            except Exception:
+                self.events.counters["pie_failures"] += 1
+                raise
             finally:
-                self.collection_completed(done.call_id, done.seq)
+                self._pie_answered(done)
 
         self.engine._spawn(await_consumer())
+
+    def _pie_answered(self, done: CollectionDone) -> None:
+        self.events.publish({"type": "pie_answered", "callId": done.call_id, "conferenceId": done.conference_id})
+        self.collection_completed(done.call_id, done.seq)
 
     def _moh_source(self, name: str) -> object:
         if name not in self._moh:

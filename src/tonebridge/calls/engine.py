@@ -146,7 +146,8 @@ class CallEngine:
         log.info(" ".join(parts))
 
     def _new_leg(self, call: Call) -> MediaLeg:
-        return MediaLeg(self.stack.transport.host, self.ports, call_id=call.call_id, record=self.record_calls)
+        return MediaLeg(self.stack.transport.host, self.ports, call_id=call.call_id, record=self.record_calls,
+                        detection=self.clock.detection)
 
     def _offer(self, session: Session, direction: str = "sendrecv") -> sdp.SessionDescription:
         session.sdp_version += 1

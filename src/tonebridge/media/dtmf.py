@@ -319,7 +319,8 @@ class DtmfDetectorBank:
     def classify(self, leg_ids: Sequence[Hashable], frames: np.ndarray) -> np.ndarray:
         """Per-block verdicts without the state machine: (legs, blocks) of digit index into DIGITS, or -1.
 
-        For tests and tuning. It advances the legs' audio history, so do not mix it with `feed` on a leg.
+        For a gate that mutes tones while they sound (a block passes about 15 ms into a tone), and for tests.
+        It advances the legs' audio history: use a bank for `classify` or for `feed`, not both.
         """
         frames = np.asarray(frames)
         if frames.ndim != 2 or frames.shape[0] != len(leg_ids) or frames.shape[1] % HOP:

@@ -19,7 +19,7 @@ from typing import Protocol
 import numpy as np
 
 from tonebridge.media import g711, rfc4733, rtcp
-from tonebridge.media.dtmf import DtmfDetector
+from tonebridge.media.dtmf import DtmfDetectorBank
 from tonebridge.media.jitter import JitterBuffer
 from tonebridge.media.ports import PortPool, PortsExhausted
 from tonebridge.media.rtp import RtpError, RtpPacket, RtpReceiveStats, RtpStream
@@ -80,7 +80,8 @@ class MediaLeg:
     """One leg's RTP session. Create with `open()`, configure with negotiated SDP, tick every 20 ms."""
 
     def __init__(self, host: str, pool: PortPool, *, call_id: str, on_press: PressHandler | None = None,
-                 inband_detection: bool | None = None, record: bool = False) -> None:
+                 inband_detection: bool | None = None, record: bool = False,
+                 detection: InbandDetection | None = None) -> None:
         self.host = host
         self.pool = pool
         self.call_id = call_id
@@ -101,7 +102,8 @@ class MediaLeg:
         self._events_in = rfc4733.TelephoneEventReceiver()
         self._events_out: rfc4733.TelephoneEventSender | None = None
         self._tones_out = DtmfToneRenderer()
-        self._detector: DtmfDetector | None = None
+        self.detection = detection or InbandDetection()
+        self._inband = False
         self._ssrc: int | None = None
         self._last_rtcp = 0.0
         self._last_arrival_ts = 0
@@ -140,7 +142,9 @@ class MediaLeg:
         if inband is None:
             # conference-dtmf.md §2: a leg that negotiated telephone-event is not also detected in-band.
             inband = media.telephone_event_pt is None
-        self._detector = DtmfDetector() if inband else None
+        if self._inband and not inband:
+            self.detection.forget(self)
+        self._inband = inband
 
     @property
     def sending(self) -> bool:
@@ -168,11 +172,8 @@ class MediaLeg:
         frame = self._jitter.pop()
         if frame is None:
             frame = SILENCE
-        if self._detector is not None:
-            for event in self._detector.feed_events(frame):
-                now = time.monotonic()
-                self.on_press(Press(event.digit, "inband", True, now))
-                self.on_press(Press(event.digit, "inband", False, now))
+        if self._inband:
+            self.detection.submit(self, frame)
         if self.recording is not None:
             self.recording.append(frame)
         for listener in self.heard_listeners:
@@ -219,7 +220,12 @@ class MediaLeg:
 
     @property
     def inband_detection(self) -> bool:
-        return self._detector is not None
+        return self._inband
+
+    def inband_press(self, digit: str, now: float) -> None:
+        """The tick's detector found a press on this leg (reported once, when the tone ends)."""
+        self.on_press(Press(digit, "inband", True, now))
+        self.on_press(Press(digit, "inband", False, now))
 
     # Receiving -----------------------------------------------------------------------------------------
 
@@ -283,6 +289,8 @@ class MediaLeg:
         return self._receive_stats.lost, self._receive_stats.jitter / 8.0
 
     def close(self) -> None:
+        self.detection.forget(self)
+        self._inband = False
         if self._rtp:
             self._rtp.close()
             self._rtp = None
@@ -298,10 +306,40 @@ def _saturating_add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.clip(a.astype(np.int32) + b.astype(np.int32), -32768, 32767).astype(np.int16)
 
 
+class InbandDetection:
+    """In-band DTMF detection for every leg that needs it, run once per tick as one vectorised pass.
+
+    Legs submit the frame they heard during the tick; `run` feeds them all to one `DtmfDetectorBank`
+    (docs/dtmf.md) and reports each press to its leg.
+    """
+
+    def __init__(self) -> None:
+        self.bank = DtmfDetectorBank()
+        self._legs: list[MediaLeg] = []
+        self._frames: list[np.ndarray] = []
+
+    def submit(self, leg: MediaLeg, frame: np.ndarray) -> None:
+        self._legs.append(leg)
+        self._frames.append(frame)
+
+    def run(self, now: float) -> None:
+        if not self._legs:
+            return
+        legs, frames = self._legs, self._frames
+        self._legs, self._frames = [], []
+        by_id = {id(leg): leg for leg in legs}
+        for leg_id, event in self.bank.feed([id(leg) for leg in legs], np.stack(frames)):
+            by_id[leg_id].inband_press(event.digit, now)
+
+    def forget(self, leg: MediaLeg) -> None:
+        self.bank.remove(id(leg))
+
+
 class MediaClock:
     """Ticks every registered leg each 20 ms on absolute deadlines of the monotonic clock (no drift)."""
 
     def __init__(self) -> None:
+        self.detection = InbandDetection()
         self.legs: set[MediaLeg] = set()
         self.tick_hooks: list[Callable[[float], None]] = []
         self._task: asyncio.Task[None] | None = None
@@ -342,3 +380,7 @@ class MediaClock:
                     leg.tick(now)
                 except Exception:
                     log.exception("event=leg_tick_failed call_id=%s", leg.call_id)
+            try:
+                self.detection.run(now)
+            except Exception:
+                log.exception("event=inband_detection_failed")
