@@ -21,11 +21,12 @@ $(VENV)/.installed-test: $(VENV)/.installed
 run: $(VENV)/.installed
 	$(BIN)/tonebridge serve
 
-# The real peers the integration tests drive: SIPp and baresip (Debian packages).
+# The real peers the integration tests drive: SIPp and baresip, and espeak-ng for text to speech
+# (Debian packages).
 peers:
-	@command -v sipp >/dev/null && command -v baresip >/dev/null || { \
+	@command -v sipp >/dev/null && command -v baresip >/dev/null && command -v espeak-ng >/dev/null || { \
 	  $(SUDO) apt-get update -q && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q sip-tester baresip; }
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q sip-tester baresip espeak-ng; }
 
 test: $(VENV)/.installed-test peers
 	$(BIN)/pytest -q

@@ -2,7 +2,9 @@
 
 Starts the server (demo application: each call is answered, gets RTP ports and a media leg) on free ports,
 then runs SIPp's built-in `uac` scenario (INVITE, 200, ACK, hold `--hold-ms`, BYE, 200) at rising rates
-for a short probe each, and finally holds the best clean rate for `--seconds` (60 by default).
+for a short probe each, and finally holds the best clean rate for `--seconds` (60 by default). A rate is
+clean when every call completes, SIPp retransmits nothing (the server answered in time) and the run ends
+on schedule.
 Prints one line per run and a summary; needs `sipp` (Debian sip-tester). Never run as a test.
 
     .venv/bin/python bench/sip_load.py                 # probe 20, 40, 80... then 60 s at the best
@@ -42,7 +44,7 @@ def start_server(workdir: Path) -> tuple[subprocess.Popen[str], int]:
     while time.monotonic() < deadline:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
             probe.settimeout(0.5)
-            probe.sendto(f"OPTIONS sip:x@{HOST} SIP/2.0\r\nVia: SIP/2.0/UDP {HOST}:9;branch=z9hG4bKb\r\n"
+            probe.sendto(f"OPTIONS sip:x@{HOST} SIP/2.0\r\nVia: SIP/2.0/UDP {HOST}:9;branch=z9hG4bKb;rport\r\n"
                          f"From: <sip:b@{HOST}>;tag=1\r\nTo: <sip:x@{HOST}>\r\nCall-ID: b\r\nCSeq: 1 OPTIONS\r\n"
                          "Content-Length: 0\r\n\r\n".encode(), (HOST, sip))
             try:
@@ -71,6 +73,12 @@ def run_sipp(workdir: Path, sip_port: int, rate: float, seconds: float, hold_ms:
             "retrans": int(last["Retransmissions(C)"]), "elapsed": int(elapsed)}
 
 
+def sustained(result: dict[str, int], seconds: float) -> bool:
+    """Every call completed, none retransmitted (the server kept up), and the run kept to its schedule."""
+    return (not result["failed"] and result["ok"] == result["calls"] and result["retrans"] == 0
+            and result["elapsed"] <= seconds * 1.15 + 3)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rate", type=float, help="skip the probes; hold this rate")
@@ -84,12 +92,12 @@ def main() -> None:
         try:
             best = args.rate
             if best is None:
-                rate = 20.0
+                rate = 10.0
                 best = 0.0
                 while rate <= 640:
                     result = run_sipp(workdir, sip_port, rate, args.probe_seconds, args.hold_ms)
                     print(f"probe rate={rate:g}/s {result}", flush=True)
-                    if result["failed"] or result["ok"] != result["calls"]:
+                    if not sustained(result, args.probe_seconds):
                         break
                     best = rate
                     rate *= 2
@@ -98,11 +106,11 @@ def main() -> None:
                     mid = (best + rate) / 2
                     result = run_sipp(workdir, sip_port, mid, args.probe_seconds, args.hold_ms)
                     print(f"probe rate={mid:g}/s {result}", flush=True)
-                    if not result["failed"] and result["ok"] == result["calls"]:
+                    if sustained(result, args.probe_seconds):
                         best = mid
             result = run_sipp(workdir, sip_port, best, args.seconds, args.hold_ms)
             print(f"sustained rate={best:g}/s for {args.seconds:g}s: {result}", flush=True)
-            clean = not result["failed"] and result["ok"] == result["calls"]
+            clean = sustained(result, args.seconds)
             print(f"RESULT calls_per_second={best:g} seconds={args.seconds:g} zero_failures={clean} "
                   f"cores={os.cpu_count()} hold_ms={args.hold_ms}")
         finally:

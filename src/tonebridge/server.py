@@ -37,6 +37,11 @@ class Server:
         sip_host, sip_port = split_host_port(config.server.sip)
         self.stack = SipStack(sip_host, sip_port, public_address=config.server.public_address)
         self.clock = MediaClock()
+        self.sinch = None
+        self.outbox = None
+        self.store = None
+        if application is None and config.applications:
+            application = self._sinch_application(config)
         self.application = application or DemoApplication()
         self.engine = CallEngine(config, self.stack, self.clock, self.application)
         consumer = getattr(self.application, "collection", None)
@@ -48,8 +53,24 @@ class Server:
         self.http_port = 0
         self._stopped = asyncio.Event()
 
+    def _sinch_application(self, config: Config) -> Application:
+        """The configured applications, served Sinch-style: a store, an outbox and the API behind them."""
+        from tonebridge.callbacks.outbox import Outbox
+        from tonebridge.calls.sinch import SinchApplication
+        from tonebridge.store.db import Store
+
+        data_dir = Path(config.server.data_dir)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = Store(data_dir / "tonebridge.sqlite3")
+        self.outbox = Outbox(self.store, lambda key: self.sinch.secret_for(key) if self.sinch else None)
+        self.sinch = SinchApplication(config, self.store, self.outbox, base_url=f"http://{config.server.http}",
+                                      tts_dir=data_dir / "tts")
+        return self.sinch
+
     async def start(self) -> None:
         Path(self.config.server.data_dir).mkdir(parents=True, exist_ok=True)
+        if self.outbox is not None:
+            self.outbox.start()
         await self.stack.start()
         self.clock.start()
         http_host, http_port = split_host_port(self.config.server.http)
@@ -78,6 +99,11 @@ class Server:
                 await self._http_task
         await self.clock.stop()
         await self.stack.close()
+        if self.outbox is not None:
+            # Undelivered callbacks stay in the store and go out after the next start.
+            await self.outbox.close()
+        if self.store is not None:
+            self.store.close()
         log.info("event=stopped")
 
     async def run(self) -> None:

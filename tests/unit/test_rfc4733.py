@@ -295,3 +295,18 @@ def test_round_trip_of_several_digits_with_losses() -> None:
         ("PressStarted", "1"),
         ("PressEnded", "1"),
     ]
+
+
+def test_a_sender_whose_clock_jumps_back_a_long_way_gives_a_new_press() -> None:
+    """SIPp replays recorded events under one SSRC: the second one's timestamp is 1.7 s older."""
+    from tonebridge.media.rfc4733 import PressStarted, TelephoneEvent, TelephoneEventReceiver
+    from tonebridge.media.rtp import RtpPacket
+
+    receiver = TelephoneEventReceiver()
+    started = []
+    for event, timestamp, seq0 in ((4, 37120, 8121), (2, 23200, 8042)):
+        for i, (end, duration) in enumerate(((False, 0), (False, 800), (True, 2240), (True, 2240))):
+            payload = TelephoneEvent(event, end, 10, duration).serialize()
+            packet = RtpPacket(101, seq0 + i, timestamp, 0x0E05384E, payload, marker=(i == 0))
+            started += [e.digit for e in receiver.receive(packet, 1.0 + i * 0.02) if isinstance(e, PressStarted)]
+    assert started == ["4", "2"]

@@ -14,9 +14,13 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
+
+from tonebridge.api.errors import ApiError, api_error_handler, http_error_handler, unexpected_error_handler
+from tonebridge.api.openapi import document as openapi_document
 
 if TYPE_CHECKING:
     from tonebridge.server import Server
@@ -67,8 +71,22 @@ def create_app(server: Server) -> Starlette:
         return StreamingResponse(stream(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store"})
 
-    return Starlette(routes=[
+    async def openapi(request: Request) -> JSONResponse:
+        return JSONResponse(openapi_document())
+
+    routes = [
         Route("/tonebridge/v1/health", health),
         Route("/tonebridge/v1/metrics", metrics),
         Route("/tonebridge/v1/events", events),
-    ])
+        Route("/tonebridge/v1/openapi.json", openapi),
+    ]
+    sinch = getattr(server, "sinch", None)
+    if sinch is not None:
+        from tonebridge.api.calling import routes as calling_routes
+
+        routes += calling_routes(sinch)
+    return Starlette(routes=routes, exception_handlers={
+        ApiError: api_error_handler,
+        HTTPException: http_error_handler,
+        Exception: unexpected_error_handler,
+    })

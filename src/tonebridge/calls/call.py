@@ -44,6 +44,7 @@ class EndReason(enum.Enum):
     CANCEL = "CANCEL"
     USER_NOT_FOUND = "USERNOTFOUND"
     GENERAL_ERROR = "GENERALERROR"
+    CALLBACK_ERROR = "CALLBACKERROR"
     NONE = "N/A"
 
 

@@ -484,9 +484,16 @@ class CallEngine:
         raise ValueError(f"unknown destination type {destination.type!r}")
 
     async def originate(self, destination: Destination, *, cli: str = "", ring_timeout: float = 60.0,
-                        direction: str = "sendrecv") -> Session:
-        """Place a call; returns at once with the session (await `session.wait_answered()`)."""
+                        direction: str = "sendrecv", data: dict[str, object] | None = None,
+                        call_id: str | None = None) -> Session:
+        """Place a call; returns at once with the session (await `session.wait_answered()`).
+
+        `data` is attached to the session before anything can happen to it (an unreachable destination
+        ends the call inside this method, and the application's `on_ended` sees it).
+        """
         call = Call(Direction.OUTBOUND, remote_uri="", local_uri="", started_at=self.now(), cli=cli)
+        if call_id:
+            call.call_id = call_id
         leg = self._new_leg(call)
         try:
             uri, peer, trunk = self.resolve(destination)
@@ -494,6 +501,7 @@ class CallEngine:
             call.remote_uri = destination.endpoint
             session = Session(call, leg, Request("INVITE", f"sip:{destination.endpoint}@invalid"),
                               Peer("UDP", "0.0.0.0", 0), local_tag=secrets.token_hex(6))
+            session.data.update(data or {})
             self.sessions[call.call_id] = session
             self._log("call_failed", session, reason=repr(str(exc)))
             self._finish(session, EndReason.USER_NOT_FOUND, result=CallResult.FAILED, sip_status=404)
@@ -513,6 +521,7 @@ class CallEngine:
         invite = Request("INVITE", uri, headers)
         call.local_uri = f"sip:{from_user}@{self.stack.public_address}"
         session = Session(call, leg, invite, peer, local_tag=local_tag, trunk=trunk)
+        session.data.update(data or {})
         invite.body = self._offer(session, direction).serialize()
         self._register_session(session)
         self._log("call_outgoing", session, to=str(uri), peer=f"{peer.host}:{peer.port}/{peer.transport}")

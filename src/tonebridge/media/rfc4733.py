@@ -94,6 +94,12 @@ class _Press:
     last_seen: float
 
 
+# A packet older than the newest press by less than this is a late one of an older event; a bigger jump
+# back is a sender that restarted its clock (SIPp replays each DTMF pcap with its own recorded timestamps
+# under one SSRC), and its event is a new press.
+LATE_WINDOW_SECONDS = 1.0
+
+
 class TelephoneEventReceiver:
     """Turns incoming telephone-event packets into exactly one PressStarted and one PressEnded per press.
 
@@ -131,7 +137,7 @@ class TelephoneEventReceiver:
         if (
             same_source
             and self._last_timestamp is not None
-            and ts_diff(packet.timestamp, self._last_timestamp) < 0
+            and -self.clock_rate * LATE_WINDOW_SECONDS < ts_diff(packet.timestamp, self._last_timestamp) < 0
         ):
             # A packet of an older event arriving after a newer one began: that press is lost or over.
             self.ignored += 1

@@ -1,0 +1,402 @@
+"""The callback outbox: persisted, signed, retried delivery of asynchronous callbacks (DiCE, conference
+PIE, Notify), in order per call; and the one-shot signed request used for the synchronous ICE and ACE.
+
+Rules (docs/callbacks.md):
+- `enqueue` serialises the body once and stores it (committed) before returning; those exact bytes are
+  hashed, signed and sent on every attempt.
+- One call's callbacks go strictly in order: the next waits until the previous is delivered or given up.
+  Different calls are delivered in parallel.
+- A 2xx delivers. Anything else (other status, connection error, timeout) is retried after the backoff
+  steps, the last step repeating, until `give_up_after` seconds have passed since enqueue; then the row is
+  marked given up and stays in the delivery log.
+- Every attempt carries the row's `X-Idempotency-Key` and fresh signing headers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from tonebridge.callbacks.signing import callback_headers
+from tonebridge.store.db import OutboxRow, Store
+
+__all__ = [
+    "DEFAULT_BACKOFF",
+    "IDEMPOTENCY_HEADER",
+    "SYNC_TIMEOUT",
+    "Delivery",
+    "Outbox",
+    "backoff_delay",
+    "encode_body",
+]
+
+log = logging.getLogger("tonebridge.callbacks")
+
+DEFAULT_BACKOFF: tuple[float, ...] = (1, 2, 4, 8, 15, 30, 60)
+DEFAULT_GIVE_UP_AFTER = 86400.0
+DEFAULT_ATTEMPT_TIMEOUT = 5.0
+# Sinch publishes no ICE/ACE timeout; 5 s keeps a caller from waiting in silence much longer than a ring.
+SYNC_TIMEOUT = 5.0
+IDEMPOTENCY_HEADER = "X-Idempotency-Key"
+
+SecretLookup = Callable[[str], str | None]
+
+
+def encode_body(body: dict[str, Any]) -> bytes:
+    """Compact JSON in UTF-8: the one serialisation whose bytes are hashed, signed and sent."""
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def backoff_delay(backoff: Sequence[float], failures: int) -> float:
+    """Seconds to wait after the `failures`-th failed attempt (1-based); the last step repeats."""
+    if failures < 1:
+        raise ValueError("failures counts from 1")
+    return float(backoff[min(failures, len(backoff)) - 1])
+
+
+def _is_success(status: int | None) -> bool:
+    return status is not None and 200 <= status < 300
+
+
+@dataclass(eq=False)
+class Delivery:
+    """One queued callback. Awaiting its futures never affects delivery (cancelling them is harmless).
+
+    - `first_attempt` resolves when the first attempt ends, with its HTTP status, or None after a
+      connection error or timeout. Because a call's callbacks go in order, that may be later than the
+      enqueue plus one timeout when an earlier callback of the call is still being retried: bound the wait
+      (`asyncio.wait_for(delivery.first_attempt, 2)` for a conference PIE, conference-dtmf.md §3 rule 4).
+    - `delivered` resolves True on a 2xx, False when given up.
+    Both are cancelled by `Outbox.close()` if still open (the row stays pending in the store).
+    """
+
+    id: int
+    app_key: str
+    call_id: str
+    event: str
+    url: str
+    body: bytes
+    idempotency_key: str
+    created_at: float
+    attempt_timeout: float
+    first_attempt: asyncio.Future[int | None]
+    delivered: asyncio.Future[bool]
+    attempts: int = 0
+    next_attempt_at: float = 0.0
+    last_error: str | None = field(default=None)
+
+
+class Outbox:
+    """Delivers stored callbacks over `client` (its own httpx.AsyncClient when None).
+
+    `secrets(app_key)` returns the application's Base64 secret at send time, or None when the key is
+    unknown (that attempt then fails and is retried like any other). Only the key is stored with a row,
+    never the secret. `clock` (seconds since the epoch) stamps rows, decides give-up and dates the
+    signatures; waits between attempts run on the event loop's timers.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        secrets: SecretLookup,
+        client: httpx.AsyncClient | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        backoff: Sequence[float] = DEFAULT_BACKOFF,
+        give_up_after: float = DEFAULT_GIVE_UP_AFTER,
+        attempt_timeout: float = DEFAULT_ATTEMPT_TIMEOUT,
+    ) -> None:
+        if not backoff or any(step < 0 for step in backoff):
+            raise ValueError("backoff needs at least one step, none negative")
+        if attempt_timeout <= 0:
+            raise ValueError("attempt_timeout must be positive")
+        self._store = store
+        self._secrets = secrets
+        self._own_client = client is None
+        # trust_env=False: a callback goes where the application said, not through a proxy the server's
+        # environment happens to name. Pass your own client to change that.
+        self._client = (
+            client if client is not None else httpx.AsyncClient(trust_env=False, follow_redirects=False)
+        )
+        self._clock = clock
+        self._backoff = tuple(float(step) for step in backoff)
+        self._give_up_after = float(give_up_after)
+        self._attempt_timeout = float(attempt_timeout)
+        self._queues: dict[str, deque[Delivery]] = {}
+        self._workers: dict[str, asyncio.Task[None]] = {}
+        self._known: dict[int, Delivery] = {}
+        self._started = False
+        self._closed = False
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Load the store's pending rows (those this Outbox does not hold yet) and start delivering.
+        Call from inside the running event loop."""
+        asyncio.get_running_loop()  # fails early, outside a loop, rather than at the first send
+        if self._closed:
+            raise RuntimeError("this Outbox is closed; make a new one")
+        if self._started:
+            return
+        self._started = True
+        loaded = 0
+        for row in self._store.outbox_pending():
+            if row.id not in self._known:
+                self._add(self._from_row(row))
+                loaded += 1
+        if loaded:
+            log.info("event=outbox_resumed pending=%d", loaded)
+            # Callbacks enqueued before start() may be younger than rows left by a previous run: the
+            # queues follow id (enqueue) order whatever the order they were learnt in.
+            for queue in self._queues.values():
+                ordered = sorted(queue, key=lambda d: d.id)
+                queue.clear()
+                queue.extend(ordered)
+        for call_id in list(self._queues):
+            self._ensure_worker(call_id)
+
+    async def close(self) -> None:
+        """Stop delivering. Rows not yet delivered stay pending in the store for the next start();
+        an attempt cut short here may reach the application again later (same idempotency key)."""
+        if self._closed:
+            return
+        self._closed = True
+        workers = list(self._workers.values())
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        for delivery in self._known.values():
+            delivery.first_attempt.cancel()
+            delivery.delivered.cancel()
+        if self._own_client:
+            await self._client.aclose()
+
+    # -- queueing ----------------------------------------------------------------------------------
+
+    def enqueue(
+        self,
+        app_key: str,
+        url: str,
+        call_id: str,
+        event: str,
+        body: dict[str, Any],
+        *,
+        attempt_timeout: float | None = None,
+    ) -> Delivery:
+        """Store the callback (committed before this returns) and queue it behind the call's earlier ones.
+        `attempt_timeout` overrides the Outbox's for this callback (2 s for a conference PIE)."""
+        if self._closed:
+            raise RuntimeError("this Outbox is closed")
+        loop = asyncio.get_running_loop()
+        data = encode_body(body)
+        key = str(uuid.uuid4())
+        now = self._clock()
+        row_id = self._store.outbox_add(app_key, call_id, event, url, data, key, created_at=now)
+        delivery = Delivery(
+            id=row_id,
+            app_key=app_key,
+            call_id=call_id,
+            event=event,
+            url=url,
+            body=data,
+            idempotency_key=key,
+            created_at=now,
+            attempt_timeout=self._attempt_timeout if attempt_timeout is None else float(attempt_timeout),
+            first_attempt=loop.create_future(),
+            delivered=loop.create_future(),
+            next_attempt_at=now,
+        )
+        self._add(delivery)
+        log.debug("event=callback_queued call_id=%s callback=%s id=%d", call_id, event, row_id)
+        if self._started:
+            self._ensure_worker(call_id)
+        return delivery
+
+    def pending(self) -> list[Delivery]:
+        """The callbacks this Outbox still holds (queued or being retried), in enqueue order."""
+        return [self._known[i] for i in sorted(self._known)]
+
+    def _from_row(self, row: OutboxRow) -> Delivery:
+        loop = asyncio.get_running_loop()
+        return Delivery(
+            id=row.id,
+            app_key=row.app_key,
+            call_id=row.call_id,
+            event=row.event,
+            url=row.url,
+            body=row.body,
+            idempotency_key=row.idempotency_key,
+            created_at=row.created_at,
+            attempt_timeout=self._attempt_timeout,
+            first_attempt=loop.create_future(),
+            delivered=loop.create_future(),
+            attempts=row.attempts,
+            next_attempt_at=row.next_attempt_at,
+            last_error=row.last_error,
+        )
+
+    def _add(self, delivery: Delivery) -> None:
+        self._known[delivery.id] = delivery
+        self._queues.setdefault(delivery.call_id, deque()).append(delivery)
+
+    def _ensure_worker(self, call_id: str) -> None:
+        if call_id not in self._workers:
+            self._workers[call_id] = asyncio.get_running_loop().create_task(
+                self._run(call_id), name=f"outbox:{call_id}"
+            )
+
+    # -- delivery ----------------------------------------------------------------------------------
+
+    async def _run(self, call_id: str) -> None:
+        """One task per call with queued callbacks: the head of the queue is delivered or given up
+        before the next is touched. The task ends when the queue is empty."""
+        queue = self._queues[call_id]
+        try:
+            while queue:
+                delivery = queue[0]
+                try:
+                    await self._deliver(delivery)
+                except Exception:
+                    # A store failure (disk full, I/O error): keep the row, pause, try again. The
+                    # exception is logged once per occurrence; the call's later callbacks wait.
+                    log.exception("event=outbox_error call_id=%s id=%d", call_id, delivery.id)
+                    await asyncio.sleep(self._backoff[-1])
+                    continue
+                queue.popleft()
+                del self._known[delivery.id]
+            del self._queues[call_id]
+        finally:
+            self._workers.pop(call_id, None)
+
+    async def _deliver(self, d: Delivery) -> None:
+        while True:
+            wait = d.next_attempt_at - self._clock()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            status, error = await self._attempt(d)
+            d.attempts += 1
+            now = self._clock()
+            if not d.first_attempt.done():
+                d.first_attempt.set_result(status)
+            if _is_success(status):
+                assert status is not None
+                self._store.outbox_delivered(d.id, status, now, attempts=d.attempts)
+                log.info(
+                    "event=callback_delivered call_id=%s callback=%s id=%d status=%d attempts=%d",
+                    d.call_id,
+                    d.event,
+                    d.id,
+                    status,
+                    d.attempts,
+                )
+                if not d.delivered.done():
+                    d.delivered.set_result(True)
+                return
+            d.last_error = error
+            deadline = d.created_at + self._give_up_after
+            if now >= deadline:
+                reason = f"gave up after {d.attempts} attempts: {error}"
+                self._store.outbox_gave_up(d.id, now, reason, attempts=d.attempts)
+                log.warning(
+                    "event=callback_gave_up call_id=%s callback=%s id=%d attempts=%d error=%r",
+                    d.call_id,
+                    d.event,
+                    d.id,
+                    d.attempts,
+                    error,
+                )
+                if not d.delivered.done():
+                    d.delivered.set_result(False)
+                return
+            # The last attempt happens at the deadline itself rather than one step past it.
+            d.next_attempt_at = min(now + backoff_delay(self._backoff, d.attempts), deadline)
+            self._store.outbox_attempted(d.id, d.attempts, d.next_attempt_at, error)
+            log.info(
+                "event=callback_retry call_id=%s callback=%s id=%d attempts=%d error=%r retry_in=%.3f",
+                d.call_id,
+                d.event,
+                d.id,
+                d.attempts,
+                error,
+                d.next_attempt_at - now,
+            )
+
+    async def _attempt(self, d: Delivery) -> tuple[int | None, str | None]:
+        """One POST. Returns (HTTP status, None) for any answer that is 2xx, (status, error) for any other
+        answer, (None, error) when no answer came."""
+        response, error = await self._post(
+            d.app_key, d.url, d.body, d.attempt_timeout, {IDEMPOTENCY_HEADER: d.idempotency_key}
+        )
+        if response is None:
+            return None, error
+        if _is_success(response.status_code):
+            return response.status_code, None
+        return response.status_code, f"HTTP {response.status_code}"
+
+    async def _post(
+        self, app_key: str, url: str, body: bytes, timeout: float, extra: dict[str, str] | None = None
+    ) -> tuple[httpx.Response | None, str | None]:
+        secret = self._secrets(app_key)
+        if secret is None:
+            return None, f"no secret for application key {app_key!r}"
+        now = datetime.fromtimestamp(self._clock(), UTC)
+        try:
+            headers = callback_headers(app_key, secret, url, body, now)
+        except ValueError as exc:
+            return None, str(exc)
+        if extra:
+            headers.update(extra)
+        try:
+            # asyncio.timeout bounds the whole exchange (connect, send, response); httpx's own timeout
+            # only bounds each phase.
+            async with asyncio.timeout(timeout):
+                response = await self._client.post(url, content=body, headers=headers, timeout=timeout)
+        except (TimeoutError, httpx.TimeoutException):
+            return None, f"timeout after {timeout:g} s"
+        except (httpx.HTTPError, httpx.InvalidURL, OSError) as exc:
+            return None, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        return response, None
+
+    # -- synchronous callbacks (ICE, ACE) ----------------------------------------------------------
+
+    async def request_sync(
+        self,
+        app_key: str,
+        url: str,
+        body: dict[str, Any],
+        timeout: float = SYNC_TIMEOUT,
+        *,
+        fallback_url: str | None = None,
+    ) -> httpx.Response | None:
+        """POST a signed callback whose answer the call waits for; neither stored nor retried.
+
+        Returns the 2xx response, or None when the application gave no usable answer: connection error,
+        timeout (`timeout` seconds per URL) or a non-2xx status. When the primary fails and
+        `fallback_url` is given, the same bytes go there (re-signed for its path). On None the caller
+        applies the safe default (ICE: hang up with reason CALLBACKERROR; ACE: continue).
+        """
+        data = encode_body(body)
+        event = body.get("event", "?")
+        call_id = body.get("callid", "?")
+        for target in (url, fallback_url):
+            if not target:
+                continue
+            response, error = await self._post(app_key, target, data, timeout)
+            if response is not None and _is_success(response.status_code):
+                return response
+            if response is not None:
+                error = f"HTTP {response.status_code}"
+            log.warning(
+                "event=callback_failed call_id=%s callback=%s url=%s error=%r", call_id, event, target, error
+            )
+        return None

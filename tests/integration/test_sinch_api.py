@@ -1,0 +1,182 @@
+"""The Sinch Voice API with the official `sinch` SDK 1.1.4 as the client and a real backend receiving and
+verifying every callback; calls go to SIPp behind the trunk and to `tonebridge phone`."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import urllib.error
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from backend import Backend
+from harness import HOST, free_port, phone
+from sipp import start_uas
+
+pytestmark = pytest.mark.integration
+
+KEY = "5f1c3c2a-0000-4000-8000-000000000001"
+SECRET = base64.b64encode(b"my-secret-in-base64").decode()
+OTHER_KEY = "5f1c3c2a-0000-4000-8000-000000000002"
+OTHER_SECRET = base64.b64encode(b"another-secret").decode()
+NUMBER = "+15550001111"
+
+
+def app_config(backend: Backend, trunk_port: int | None = None) -> str:
+    text = (f'[[applications]]\nkey = "{KEY}"\nsecret = "{SECRET}"\ncallback_url = "{backend.url}"\n'
+            f'numbers = ["{NUMBER}"]\n\n'
+            f'[[applications]]\nkey = "{OTHER_KEY}"\nsecret = "{OTHER_SECRET}"\n')
+    if trunk_port:
+        text += f'\n[[trunks]]\nname = "sipp"\nuri = "sip:{HOST}:{trunk_port}"\n'
+    return text
+
+
+def sdk(server):  # type: ignore[no-untyped-def]
+    from sinch import SinchClient
+
+    client = SinchClient(application_key=KEY, application_secret=SECRET)
+    client.configuration.voice_origin = f"{HOST}:{server.server.http_port}"
+    client.configuration.disable_https = True
+    return client
+
+
+def signed(server, method: str, path: str, body: dict | None = None, *, key: str = KEY,  # type: ignore[no-untyped-def]
+           secret: str = SECRET, timestamp: str | None = None, signature: str | None = None):
+    data = json.dumps(body).encode() if body is not None else b""
+    content_type = "application/json" if body is not None else ""
+    timestamp = timestamp or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    md5 = base64.b64encode(hashlib.md5(data).digest()).decode() if data else ""
+    text = f"{method}\n{md5}\n{content_type}\nx-timestamp:{timestamp}\n{path}"
+    sig = signature or base64.b64encode(hmac.new(base64.b64decode(secret), text.encode(), hashlib.sha256).digest()).decode()
+    request = urllib.request.Request(f"http://{HOST}:{server.server.http_port}{path}", data=data or None,
+                                     method=method)
+    request.add_header("Authorization", f"Application {key}:{sig}")
+    request.add_header("x-timestamp", timestamp)
+    if content_type:
+        request.add_header("Content-Type", content_type)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            raw = reply.read()
+            return reply.status, json.loads(raw) if raw else None
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+
+
+@pytest.fixture
+def backend() -> Backend:
+    server = Backend(KEY, SECRET, free_port())
+    yield server
+    server.stop()
+
+
+def test_conference_callout_detect_pie_and_participant_control(in_process_server, backend, tmp_path: Path) -> None:
+    (tmp_path / "pcap").symlink_to("/usr/share/sip-tester")
+    uas, uas_port, _ = start_uas(tmp_path, scenario="uas_answer_press_42.xml", echo=False, calls=1)
+    server = in_process_server(app_config(backend, uas_port))
+    client = sdk(server)
+    from sinch.domains.voice.models import ConferenceDTMFOptions, Destination  # noqa: F401 (typing of the SDK)
+
+    response = client.voice.callouts.conference(
+        destination={"type": "number", "endpoint": "+15559990000"}, conference_id="myconf#1",
+        cli="+15550000000", conference_dtmf_options={"mode": "detect", "max_digits": 2, "timeout_mills": 2500},
+        enable_dice=True, custom="ticket-7")
+    call_id = response.call_id
+    backend.wait(lambda: len(backend.events("pie", call_id)) == 1)
+    pie = backend.events("pie", call_id)[0]
+    assert pie["menuResult"] == {"menuId": "myconf#1", "type": "sequence", "value": "42", "inputMethod": "dtmf"}
+    assert pie["conferenceId"] == "myconf#1" and pie["custom"] == "ticket-7" and pie["applicationKey"] == KEY
+    # The SDK does not percent-encode ids; this one has none of the characters that would break it.
+    client.voice.callouts.conference(destination={"type": "sip", "endpoint": f"sip:nobody@{HOST}:{free_port()}"},
+                                     conference_id="room2")
+    status, info = signed(server, "GET", "/calling/v1/conferences/id/myconf%231")
+    assert status == 200 and [p["id"] for p in info["participants"]] == [call_id]
+    assert set(info["participants"][0]) == {"cli", "id", "duration", "muted", "onhold"}
+    for command in ("mute", "onhold", "resume", "unmute"):
+        status, _ = signed(server, "PATCH", f"/calling/v1/conferences/id/myconf%231/{call_id}", {"command": command})
+        assert status == 200
+    status, info = signed(server, "GET", "/calling/v1/conferences/id/myconf%231")
+    assert info["participants"][0]["muted"] is False and info["participants"][0]["onhold"] is False
+    status, _ = signed(server, "DELETE", f"/calling/v1/conferences/id/myconf%231/{call_id}")
+    assert status == 200
+    backend.wait(lambda: len(backend.events("dice", call_id)) == 1)
+    dice = backend.events("dice", call_id)[0]
+    assert dice["result"] == "ANSWERED" and dice["reason"] == "MANAGERHANGUP"
+    assert backend.bad_signatures == 0
+    status, info = signed(server, "GET", f"/calling/v1/calls/id/{call_id}")
+    assert status == 200 and info["status"] == "FINAL" and info["callId"] == call_id
+    uas.wait_exit(10)
+
+
+def test_sdk_conference_get_and_kick_all(in_process_server, backend, tmp_path: Path) -> None:
+    server = in_process_server(app_config(backend))
+    client = sdk(server)
+    answerer = phone("answer", "--calls", "1")
+    port = int(answerer.wait_for(r"event=listening sip=127.0.0.1:(\d+)").group(1))
+    call_id = client.voice.callouts.conference(
+        destination={"type": "sip", "endpoint": f"sip:bob@127.0.0.1:{port}"}, conference_id="room1",
+        enable_dice=True).call_id
+    answerer.wait_for(r"event=answered")
+    server.run(_wait_joined(server, call_id))
+    conference = client.voice.conferences.get("room1")
+    assert [p.id for p in conference.participants] == [call_id]
+    client.voice.conferences.manage_participant(conference_id="room1", call_id=call_id, command="mute")
+    assert client.voice.conferences.get("room1").participants[0].muted is True
+    client.voice.conferences.kick_all("room1")
+    backend.wait(lambda: len(backend.events("dice", call_id)) == 1)
+    answerer.wait_for(r"event=ended")
+
+
+async def _wait_joined(server, call_id: str) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+
+    while call_id not in server.server.conferences.members:
+        await asyncio.sleep(0.02)
+
+
+def test_inbound_ice_connect_conf_forward(in_process_server, backend) -> None:
+    backend.answers["ice"] = lambda event: {
+        "action": {"name": "ConnectConf", "conferenceId": "fwd",
+                   "conferenceDtmfOptions": {"mode": "forward"}}}
+    server = in_process_server(app_config(backend))
+    port = server.server.stack.port
+    listener = phone("dial", f"sip:{NUMBER}@127.0.0.1:{port}", stdin=True)
+    listener.wait_for(r"event=answered")
+    sender = phone("dial", f"sip:{NUMBER}@127.0.0.1:{port}", "--dtmf", "159", "--dtmf-delay", "0.8")
+    sender.wait_for(r"event=dtmf_sent")
+    listener.wait_for_count(r"^event=dtmf ", 3)
+    assert "".join(m.group(1) for m in listener.matches(r"^event=dtmf .*digit=(\S)")) == "159"
+    ice = backend.events("ice")
+    assert len(ice) == 2 and ice[0]["to"] == {"type": "did", "endpoint": NUMBER}
+
+
+def test_unknown_number_gets_404_and_bad_requests_get_sinch_errors(in_process_server, backend) -> None:
+    server = in_process_server(app_config(backend))
+    status, body = signed(server, "POST", "/calling/v1/callouts", {"method": "conferenceCallout",
+                                                                  "conferenceCallout": {"conferenceId": "x"}})
+    assert status == 400 and body["errorCode"] == 40002 and "destination" in body["message"]
+    status, body = signed(server, "POST", "/calling/v1/callouts", {
+        "method": "conferenceCallout", "conferenceCallout": {
+            "destination": {"type": "number", "endpoint": "+1"}, "conferenceId": "x",
+            "conferenceDtmfOptions": {"mode": "shout"}}})
+    assert status == 400 and "mode" in body["message"]
+    status, body = signed(server, "GET", "/calling/v1/calls/id/nope")
+    assert status == 404 and body["errorCode"] == 40400
+    status, body = signed(server, "GET", "/calling/v1/calls/id/nope", signature="AAAA")
+    assert status == 401 and body["errorCode"] == 40102
+    status, body = signed(server, "GET", "/calling/v1/calls/id/nope", timestamp="2014-06-04T13:41:58Z")
+    assert status == 401 and body["errorCode"] == 40101
+    status, body = signed(server, "GET", "/calling/v1/calls/id/nope", key="unknown")
+    assert status == 401
+    call_id = signed(server, "POST", "/calling/v1/callouts", {
+        "method": "conferenceCallout", "conferenceCallout": {
+            "destination": {"type": "number", "endpoint": "+15550000001"}, "conferenceId": "nowhere",
+            "enableDice": True}})[1]["callId"]
+    backend.wait(lambda: len(backend.events("dice", call_id)) == 1)
+    assert backend.events("dice", call_id)[0]["result"] == "FAILED"
+    # Another application's call is not there for it.
+    status, _ = signed(server, "GET", f"/calling/v1/calls/id/{call_id}", key=OTHER_KEY, secret=OTHER_SECRET)
+    assert status == 404
