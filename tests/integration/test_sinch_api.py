@@ -180,3 +180,67 @@ def test_unknown_number_gets_404_and_bad_requests_get_sinch_errors(in_process_se
     # Another application's call is not there for it.
     status, _ = signed(server, "GET", f"/calling/v1/calls/id/{call_id}", key=OTHER_KEY, secret=OTHER_SECRET)
     assert status == 404
+
+
+MENU = {"action": {
+    "name": "runMenu", "barge": True, "mainMenu": "main", "menus": [{
+        "id": "main", "mainPrompt": "#tts[Press one for sales or two for support]", "repeats": 0,
+        "timeoutMills": 1500,
+        "options": [{"dtmf": "1", "action": "return(sales)"}, {"dtmf": "2", "action": "return(support)"}]}]}}
+
+
+def test_run_menu_choice_and_timeout_arrive_in_pies(in_process_server, backend) -> None:
+    backend.answers["ice"] = lambda event: MENU
+    backend.answers["pie"] = lambda event: {"action": {"name": "hangup"}}
+    server = in_process_server(app_config(backend))
+    port = server.server.stack.port
+    chooser = phone("dial", f"sip:{NUMBER}@127.0.0.1:{port}", "--dtmf", "2", "--dtmf-delay", "1.0")
+    chooser.wait_for(r"event=ended", timeout=20)
+    silent = phone("dial", f"sip:{NUMBER}@127.0.0.1:{port}")
+    silent.wait_for(r"event=ended", timeout=30)
+    results = [e["menuResult"] for e in backend.events("pie")]
+    assert results[0] == {"menuId": "main", "type": "return", "value": "support", "inputMethod": "dtmf"}
+    assert results[1]["menuId"] == "main" and results[1]["type"] == "timeout"
+    assert backend.bad_signatures == 0
+
+
+def test_sdk_update_hangs_up_and_call_info_before_and_after(in_process_server, backend) -> None:
+    server = in_process_server(app_config(backend))
+    client = sdk(server)
+    answerer = phone("answer", "--calls", "1")
+    port = int(answerer.wait_for(r"event=listening sip=127.0.0.1:(\d+)").group(1))
+    call_id = client.voice.callouts.conference(
+        destination={"type": "sip", "endpoint": f"sip:carol@127.0.0.1:{port}"}, conference_id="upd",
+        enable_dice=True, custom="c-1").call_id
+    answerer.wait_for(r"event=answered")
+    server.run(_wait_joined(server, call_id))
+    status, live = signed(server, "GET", f"/calling/v1/calls/id/{call_id}")
+    assert status == 200 and live["status"] == "ONGOING" and live["custom"] == "c-1"
+    assert live["to"] == {"type": "sip", "endpoint": f"sip:carol@127.0.0.1:{port}"}
+    client.voice.calls.update(call_id=call_id, instructions=[], action={"name": "hangup"})
+    answerer.wait_for(r"event=ended")
+    backend.wait(lambda: len(backend.events("dice", call_id)) == 1)
+    status, final = signed(server, "GET", f"/calling/v1/calls/id/{call_id}")
+    assert status == 200 and final["status"] == "FINAL" and final["reason"] == "MANAGERHANGUP"
+    assert set(final) >= {"from", "to", "domain", "callId", "duration", "status", "result", "reason",
+                          "timestamp", "custom", "userRate", "debit"}
+    status, body = signed(server, "PATCH", f"/calling/v1/calls/id/{call_id}", {"action": {"name": "hangup"}})
+    assert status == 404
+
+
+def test_no_request_produces_a_server_error(in_process_server, backend, tmp_path: Path) -> None:
+    """schemathesis, a CI-sized run over the OpenAPI document, authenticated with Basic credentials."""
+    import shutil
+    import subprocess
+    import sys
+
+    server = in_process_server(app_config(backend))
+    base = f"http://{HOST}:{server.server.http_port}"
+    basic = base64.b64encode(f"{KEY}:{SECRET}".encode()).decode()
+    cli = shutil.which("schemathesis", path=str(Path(sys.executable).parent)) or "schemathesis"
+    completed = subprocess.run(
+        [cli, "run", f"{base}/tonebridge/v1/openapi.json", "--url", base, "--checks", "not_a_server_error",
+         "--max-examples", "25", "--header", f"Authorization: Basic {basic}", "--exclude-path-regex",
+         "^/tonebridge/v1/events", "--seed", "1"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert completed.returncode == 0, completed.stdout[-5000:] + completed.stderr[-2000:]

@@ -57,7 +57,7 @@ def test_ice_join_alone_is_answered_first() -> None:
 
 def test_answered_call_gets_no_answer() -> None:
     assert ops({"instructions": [{"name": "say", "text": "x"}], "action": CONF}, ACE) == [
-        Play((Prompt("tts", "x"),), "en-US"),
+        Play((Prompt("tts", "x"),)),
         JoinConference("room"),
     ]
 
@@ -74,7 +74,7 @@ def test_cookies_do_not_answer_the_call_but_the_next_prompt_does() -> None:
     assert ops(document, ICE) == [
         SetCookie("k", "v"),
         Answer(),
-        Play((Prompt("file", "welcome"),), "en-US"),
+        Play((Prompt("file", "welcome"),), None),
         SendDigits("1w2"),
         Hangup(),
     ]
@@ -91,18 +91,28 @@ def test_explicit_answer_is_kept_in_place_and_not_doubled() -> None:
 
 
 def test_answer_instruction_on_an_answered_call_is_dropped() -> None:
-    assert ops({"instructions": [{"name": "answer"}, {"name": "answer"}], "action": {"name": "continue"}}, PATCH) == [
-        Continue()
-    ]
+    assert ops(
+        {"instructions": [{"name": "answer"}, {"name": "answer"}], "action": {"name": "continue"}}, PATCH
+    ) == [Continue()]
     unanswered = CallContext("patch", answered=False)
-    assert ops({"instructions": [{"name": "answer"}, {"name": "answer"}]}, unanswered) == [Answer(), Continue()]
+    assert ops({"instructions": [{"name": "answer"}, {"name": "answer"}]}, unanswered) == [
+        Answer(),
+        Continue(),
+    ]
 
 
 def test_hangup_and_bridges_do_not_answer() -> None:
     assert ops({"action": {"name": "hangup"}}, ICE) == [Hangup()]
-    assert ops({"action": {"name": "connectPstn", "number": "+15551234"}}, ICE) == [DialPstn(number="+15551234")]
-    sip = {"name": "connectSip", "destination": "a@b", "transport": "tcp",
-           "callHeaders": [{"key": "X-A", "value": "1"}], "maxDuration": 60}
+    assert ops({"action": {"name": "connectPstn", "number": "+15551234"}}, ICE) == [
+        DialPstn(number="+15551234")
+    ]
+    sip = {
+        "name": "connectSip",
+        "destination": "a@b",
+        "transport": "tcp",
+        "callHeaders": [{"key": "X-A", "value": "1"}],
+        "maxDuration": 60,
+    }
     result = ops({"action": sip}, ICE)
     assert len(result) == 1 and isinstance(result[0], DialSip)
     assert (result[0].destination, result[0].transport, result[0].max_duration) == ("a@b", "tcp", 60)
@@ -112,13 +122,32 @@ def test_hangup_and_bridges_do_not_answer() -> None:
 
 
 def test_dial_pstn_carries_every_field() -> None:
-    document = {"action": {"name": "connectPstn", "number": "+4670", "cli": "private", "maxDuration": 600,
-                           "dialTimeout": 20, "dtmf": "1#", "indications": "se", "locale": "sv-SE",
-                           "suppressCallbacks": True, "amd": {"enabled": True}}}
+    document = {
+        "action": {
+            "name": "connectPstn",
+            "number": "+4670",
+            "cli": "private",
+            "maxDuration": 600,
+            "dialTimeout": 20,
+            "dtmf": "1#",
+            "indications": "se",
+            "locale": "sv-SE",
+            "suppressCallbacks": True,
+            "amd": {"enabled": True},
+        }
+    }
     (dial,) = ops(document, ICE)
     assert isinstance(dial, DialPstn)
-    assert (dial.number, dial.cli, dial.max_duration, dial.dial_timeout, dial.dtmf, dial.indications,
-            dial.locale, dial.suppress_callbacks) == ("+4670", "private", 600, 20, "1#", "se", "sv-SE", True)
+    assert (
+        dial.number,
+        dial.cli,
+        dial.max_duration,
+        dial.dial_timeout,
+        dial.dtmf,
+        dial.indications,
+        dial.locale,
+        dial.suppress_callbacks,
+    ) == ("+4670", "private", 600, 20, "1#", "se", "sv-SE", True)
     assert dial.amd is not None and dial.amd.enabled and not dial.amd.async_
 
 
@@ -126,16 +155,32 @@ def test_menu_and_park_answer_first() -> None:
     result = ops({"action": MENU}, ICE)
     assert result[0] == Answer() and isinstance(result[1], RunMenu)
     assert isinstance(result[1].menu_spec, RunMenuAction) and result[1].menu_spec.menus[0].id == "main"
-    park = ops({"action": {"name": "park", "introPrompt": "#tts[Hold on]", "holdPrompt": "music",
-                           "maxDuration": 120, "locale": "fr-FR"}}, ICE)
+    park = ops(
+        {
+            "action": {
+                "name": "park",
+                "introPrompt": "#tts[Hold on]",
+                "holdPrompt": "music",
+                "maxDuration": 120,
+                "locale": "fr-FR",
+            }
+        },
+        ICE,
+    )
     assert park == [Answer(), Park((Prompt("tts", "Hold on"),), (Prompt("file", "music"),), "fr-FR", 120)]
 
 
 def test_recording_answers_first_but_stopping_does_not() -> None:
-    assert ops({"instructions": [{"name": "startRecording", "options": {"format": "wav"}}],
-                "action": {"name": "hangup"}}, ICE) == [Answer(), StartRecording({"format": "wav"}), Hangup()]
+    assert ops(
+        {
+            "instructions": [{"name": "startRecording", "options": {"format": "wav"}}],
+            "action": {"name": "hangup"},
+        },
+        ICE,
+    ) == [Answer(), StartRecording({"format": "wav"}), Hangup()]
     assert ops({"instructions": [{"name": "stopRecording"}], "action": {"name": "hangup"}}, ICE) == [
-        StopRecording(), Hangup()
+        StopRecording(),
+        Hangup(),
     ]
 
 
@@ -160,8 +205,16 @@ def test_continue_is_refused_on_ice() -> None:
     assert info.value.path == "action.name"
 
 
-@pytest.mark.parametrize("action", [CONF, MENU, {"name": "connectPstn"}, {"name": "connectSip", "destination": "a@b"},
-                                    {"name": "connectMxp", "destination": "bob"}])
+@pytest.mark.parametrize(
+    "action",
+    [
+        CONF,
+        MENU,
+        {"name": "connectPstn"},
+        {"name": "connectSip", "destination": "a@b"},
+        {"name": "connectMxp", "destination": "bob"},
+    ],
+)
 def test_patch_of_a_live_call_allows_only_hangup_continue_park(action: dict[str, object]) -> None:
     with pytest.raises(SvamlError) as info:
         ops({"action": action}, PATCH)
@@ -171,7 +224,7 @@ def test_patch_of_a_live_call_allows_only_hangup_continue_park(action: dict[str,
 
 def test_patch_allowed_actions() -> None:
     document = {"instructions": [{"name": "say", "text": "Cancelled"}], "action": {"name": "hangup"}}
-    assert ops(document, PATCH) == [Play((Prompt("tts", "Cancelled"),), "en-US"), Hangup()]
+    assert ops(document, PATCH) == [Play((Prompt("tts", "Cancelled"),)), Hangup()]
     assert ops({"action": {"name": "continue"}}, PATCH) == [Continue()]
     assert isinstance(ops({"action": {"name": "park"}}, PATCH)[-1], Park)
 
@@ -184,13 +237,24 @@ def test_patch_of_a_parked_call_takes_the_ice_answer() -> None:
 
 @pytest.mark.parametrize("context", [ACE, PIE])
 def test_ace_and_pie_accept_every_action(context: CallContext) -> None:
-    for action in (CONF, MENU, {"name": "hangup"}, {"name": "continue"}, {"name": "connectPstn"}, {"name": "park"}):
+    for action in (
+        CONF,
+        MENU,
+        {"name": "hangup"},
+        {"name": "continue"},
+        {"name": "connectPstn"},
+        {"name": "park"},
+    ):
         assert ops({"action": action}, context)
 
 
 def test_play_files_locale_and_prompt_order() -> None:
-    document = {"instructions": [{"name": "playFiles", "ids": ["#tts[one];two", "#ssml[<speak>three</speak>]"],
-                                  "locale": "sv-SE"}], "action": {"name": "hangup"}}
+    document = {
+        "instructions": [
+            {"name": "playFiles", "ids": ["#tts[one];two", "#ssml[<speak>three</speak>]"], "locale": "sv-SE"}
+        ],
+        "action": {"name": "hangup"},
+    }
     assert ops(document, ACE)[0] == Play(
         (Prompt("tts", "one"), Prompt("file", "two"), Prompt("ssml", "three")), "sv-SE"
     )
@@ -199,3 +263,13 @@ def test_play_files_locale_and_prompt_order() -> None:
 def test_context_rejects_unknown_events() -> None:
     with pytest.raises(ValueError):
         CallContext("dice", answered=True)  # type: ignore[arg-type]
+
+
+def test_locale_is_none_when_the_document_gives_none() -> None:
+    # The engine then falls back on the call's own locale (a callout's), else en-US.
+    (play, _) = ops({"instructions": [{"name": "say", "text": "x"}], "action": {"name": "continue"}}, ACE)
+    assert isinstance(play, Play) and play.locale is None
+    (park,) = ops({"action": {"name": "park"}}, PATCH)
+    assert isinstance(park, Park) and park.locale is None
+    (dial,) = ops({"action": {"name": "connectPstn"}}, ICE)
+    assert isinstance(dial, DialPstn) and dial.locale is None

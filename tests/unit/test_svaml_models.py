@@ -126,8 +126,15 @@ def test_unknown_names_raise_unknown_name_with_path() -> None:
 
 
 def test_unknown_fields_and_nulls_are_ignored() -> None:
-    conf = action(name="connectConf", conferenceId="c", cli="123", suppressCallbacks=True, record=None,
-                  moh=None, conferenceDtmfOptions=None)
+    conf = action(
+        name="connectConf",
+        conferenceId="c",
+        cli="123",
+        suppressCallbacks=True,
+        record=None,
+        moh=None,
+        conferenceDtmfOptions=None,
+    )
     assert conf == ConnectConfAction(conference_id="c")
 
 
@@ -142,7 +149,11 @@ def test_to_json_round_trips_in_camel_case() -> None:
             "name": "runMenu",
             "barge": False,
             "menus": [
-                {"id": "main", "mainPrompt": "#tts[Press 1]", "options": [{"dtmf": "1", "action": "return(one)"}]}
+                {
+                    "id": "main",
+                    "mainPrompt": "#tts[Press 1]",
+                    "options": [{"dtmf": "1", "action": "return(one)"}],
+                }
             ],
         },
     }
@@ -182,7 +193,9 @@ def test_connect_conf_sdk_snake_case() -> None:
 
 
 def test_connect_conf_seed_spelling_and_legacy_dtmf_mode() -> None:
-    conf = action(name="ConnectConf", conferenceId="c", conferenceDtmfOptions={"mode": "detect", "timoutMills": 2500})
+    conf = action(
+        name="ConnectConf", conferenceId="c", conferenceDtmfOptions={"mode": "detect", "timoutMills": 2500}
+    )
     assert isinstance(conf, ConnectConfAction) and conf.conference_dtmf_options.timeout_ms == 2500
     legacy = action(name="connectConf", conferenceId="c", dtmfMode="Forward")
     assert isinstance(legacy, ConnectConfAction) and legacy.conference_dtmf_options.mode is DtmfMode.FORWARD
@@ -200,8 +213,14 @@ def test_camel_case_wins_over_snake_case() -> None:
         ({"conferenceId": ""}, "action.conferenceId"),
         ({"conferenceId": "x" * 65}, "action.conferenceId"),
         ({"conferenceId": 7}, "action.conferenceId"),
-        ({"conferenceId": "c", "conferenceDtmfOptions": {"maxDigits": 0}}, "action.conferenceDtmfOptions.maxDigits"),
-        ({"conferenceId": "c", "conferenceDtmfOptions": {"mode": "shout"}}, "action.conferenceDtmfOptions.mode"),
+        (
+            {"conferenceId": "c", "conferenceDtmfOptions": {"maxDigits": 0}},
+            "action.conferenceDtmfOptions.maxDigits",
+        ),
+        (
+            {"conferenceId": "c", "conferenceDtmfOptions": {"mode": "shout"}},
+            "action.conferenceDtmfOptions.mode",
+        ),
         (
             {"conferenceId": "c", "conferenceDtmfOptions": {"timoutMills": 5}},
             "action.conferenceDtmfOptions.timoutMills",
@@ -226,13 +245,27 @@ def test_connect_conf_errors_name_the_path(fields: dict[str, object], path: str)
 
 def test_connect_pstn_all_fields_in_both_spellings() -> None:
     camel = action(
-        name="connectPstn", number="+46700000000", cli="private", maxDuration=3600, dialTimeout=30,
-        dtmf="1w2#", indications="SE", locale="sv-SE", suppressCallbacks=True,
+        name="connectPstn",
+        number="+46700000000",
+        cli="private",
+        maxDuration=3600,
+        dialTimeout=30,
+        dtmf="1w2#",
+        indications="SE",
+        locale="sv-SE",
+        suppressCallbacks=True,
         amd={"enabled": True, "async": True},
     )
     snake = action(
-        name="connectpstn", number="+46700000000", cli="private", max_duration=3600,
-        dial_timeout=30, dtmf="1W2#", indications="se", locale="sv-SE", suppress_callbacks=True,
+        name="connectpstn",
+        number="+46700000000",
+        cli="private",
+        max_duration=3600,
+        dial_timeout=30,
+        dtmf="1W2#",
+        indications="se",
+        locale="sv-SE",
+        suppress_callbacks=True,
         amd={"enabled": True, "async": True},
     )
     assert camel == snake
@@ -247,20 +280,29 @@ def test_connect_pstn_defaults_and_errors() -> None:
     assert error_of({"action": {"name": "connectPstn", "max_duration": "60"}}).path == "action.max_duration"
     assert error_of({"action": {"name": "connectPstn", "number": "call me"}}).path == "action.number"
     assert error_of({"action": {"name": "connectPstn", "dtmf": "12x"}}).path == "action.dtmf"
-    assert error_of({"action": {"name": "connectPstn", "suppressCallbacks": "yes"}}).path == "action.suppressCallbacks"
+    assert (
+        error_of({"action": {"name": "connectPstn", "suppressCallbacks": "yes"}}).path
+        == "action.suppressCallbacks"
+    )
     # A CR/LF in anything that reaches a SIP header would inject header lines (RFC 3261 §7.3.1).
     assert error_of({"action": {"name": "connectPstn", "cli": "1\r\nX-Evil: 1"}}).path == "action.cli"
 
 
 def test_connect_sip() -> None:
     sip = action(
-        name="connectSip", destination={"type": "sip", "endpoint": "alice@example.org"}, cli="+1555",
-        transport="TLS", callHeaders=[{"key": "X-Ref", "value": "42"}], moh="ring",
+        name="connectSip",
+        destination={"type": "sip", "endpoint": "alice@example.org"},
+        cli="+1555",
+        transport="TLS",
+        callHeaders=[{"key": "X-Ref", "value": "42"}],
+        moh="ring",
     )
     assert isinstance(sip, ConnectSipAction)
     assert sip.destination.endpoint == "alice@example.org" and sip.transport == "tls"
     assert sip.call_headers[0].key == "X-Ref" and sip.call_headers[0].value == "42"
-    bare = action(name="connectSip", destination="bob@example.org", call_headers=[{"key": "X-A", "value": "1"}])
+    bare = action(
+        name="connectSip", destination="bob@example.org", call_headers=[{"key": "X-A", "value": "1"}]
+    )
     assert isinstance(bare, ConnectSipAction) and bare.destination.endpoint == "bob@example.org"
     assert bare.transport == "udp" and bare.call_headers[0].key == "X-A"
 
@@ -272,9 +314,18 @@ def test_connect_sip() -> None:
         ({"destination": {"type": "sip"}}, "action.destination.endpoint"),
         ({"destination": ""}, "action.destination.endpoint"),
         ({"destination": "a@b", "transport": "sctp"}, "action.transport"),
-        ({"destination": "a@b", "callHeaders": [{"key": "X-A"}, {"key": "bad key"}]}, "action.callHeaders[1].key"),
-        ({"destination": "a@b", "callHeaders": [{"key": "X-A", "value": "a\nb"}]}, "action.callHeaders[0].value"),
-        ({"destination": "a@b", "callHeaders": [{"key": "X-A", "value": "v" * 1022}]}, "action.callHeaders[0].value"),
+        (
+            {"destination": "a@b", "callHeaders": [{"key": "X-A"}, {"key": "bad key"}]},
+            "action.callHeaders[1].key",
+        ),
+        (
+            {"destination": "a@b", "callHeaders": [{"key": "X-A", "value": "a\nb"}]},
+            "action.callHeaders[0].value",
+        ),
+        (
+            {"destination": "a@b", "callHeaders": [{"key": "X-A", "value": "v" * 1022}]},
+            "action.callHeaders[0].value",
+        ),
         ({"destination": "a@b", "moh": "silence"}, "action.moh"),
     ],
 )
@@ -286,15 +337,25 @@ def test_call_header_limit_is_1024_bytes_of_key_and_value() -> None:
     ok = action(name="connectSip", destination="a@b", callHeaders=[{"key": "X-A", "value": "v" * 1021}])
     assert isinstance(ok, ConnectSipAction)
     # Bytes, not characters: "é" is two bytes in UTF-8.
-    err = error_of({"action": {"name": "connectSip", "destination": "a@b",
-                               "callHeaders": [{"key": "X-A", "value": "é" * 511}]}})
+    err = error_of(
+        {
+            "action": {
+                "name": "connectSip",
+                "destination": "a@b",
+                "callHeaders": [{"key": "X-A", "value": "é" * 511}],
+            }
+        }
+    )
     assert err.path == "action.callHeaders[0].value" and "1025 bytes" in err.message
 
 
 def test_connect_mxp_accepts_the_java_sdk_lower_case_callheaders() -> None:
     for key in ("callHeaders", "callheaders", "call_headers"):
-        mxp = action(name="connectMxp", destination={"type": "username", "endpoint": "bob"},
-                     **{key: [{"key": "X-A", "value": "1"}]})
+        mxp = action(
+            name="connectMxp",
+            destination={"type": "username", "endpoint": "bob"},
+            **{key: [{"key": "X-A", "value": "1"}]},
+        )
         assert isinstance(mxp, ConnectMxpAction) and mxp.call_headers[0].value == "1"
 
 
@@ -351,9 +412,15 @@ def test_run_menu_snake_case_and_aliases() -> None:
             "main_menu": "start",
             "enable_voice": True,
             "menus": [
-                {"id": "start", "main_prompt": "hello", "repeat_prompt": "again", "max_digits": 3,
-                 "timeout_mills": 1000, "max_timeout_mills": 9000,
-                 "options": [{"dtmf": 7, "action": "Return ( seven )"}]},
+                {
+                    "id": "start",
+                    "main_prompt": "hello",
+                    "repeat_prompt": "again",
+                    "max_digits": 3,
+                    "timeout_mills": 1000,
+                    "max_timeout_mills": 9000,
+                    "options": [{"dtmf": 7, "action": "Return ( seven )"}],
+                },
             ],
         }
     }
@@ -372,17 +439,36 @@ def test_run_menu_snake_case_and_aliases() -> None:
         ({"menus": []}, "action.menus"),
         ({"menus": [{"id": "other"}]}, "action.mainMenu"),
         ({"menus": [{"id": "main"}, {"id": "main"}]}, "action.menus[1].id"),
-        ({"menus": [{"id": "main", "options": [{"dtmf": "1", "action": "menu(gone)"}]}]},
-         "action.menus[0].options[0].action"),
-        ({"menus": [{"id": "main", "options": [{"dtmf": "1", "action": "jump(x)"}]}]},
-         "action.menus[0].options[0].action"),
-        ({"menus": [{"id": "main", "options": [{"dtmf": "x", "action": "return(a)"}]}]},
-         "action.menus[0].options[0].dtmf"),
-        ({"menus": [{"id": "main", "options": [{"dtmf": "1", "action": "return(a)"},
-                                               {"dtmf": "1", "action": "return(b)"}]}]},
-         "action.menus[0].options[1].dtmf"),
-        ({"menus": [{"id": "main", "options": [{"dtmf": "12", "action": "return(a)"}]}]},
-         "action.menus[0].options[0].dtmf"),
+        (
+            {"menus": [{"id": "main", "options": [{"dtmf": "1", "action": "menu(gone)"}]}]},
+            "action.menus[0].options[0].action",
+        ),
+        (
+            {"menus": [{"id": "main", "options": [{"dtmf": "1", "action": "jump(x)"}]}]},
+            "action.menus[0].options[0].action",
+        ),
+        (
+            {"menus": [{"id": "main", "options": [{"dtmf": "x", "action": "return(a)"}]}]},
+            "action.menus[0].options[0].dtmf",
+        ),
+        (
+            {
+                "menus": [
+                    {
+                        "id": "main",
+                        "options": [
+                            {"dtmf": "1", "action": "return(a)"},
+                            {"dtmf": "1", "action": "return(b)"},
+                        ],
+                    }
+                ]
+            },
+            "action.menus[0].options[1].dtmf",
+        ),
+        (
+            {"menus": [{"id": "main", "options": [{"dtmf": "12", "action": "return(a)"}]}]},
+            "action.menus[0].options[0].dtmf",
+        ),
         ({"menus": [{"id": "main", "maxDigits": 0}]}, "action.menus[0].maxDigits"),
         ({"menus": [{"id": "main", "timeoutMills": 10}]}, "action.menus[0].timeoutMills"),
         ({"menus": [{"id": "main", "mainPrompt": "#bogus[x]"}]}, "action.menus[0].mainPrompt"),
@@ -398,8 +484,14 @@ def test_run_menu_errors(change: dict[str, object], path: str) -> None:
 
 
 def test_multi_key_options_are_allowed_in_collecting_menus() -> None:
-    doc = {"action": {"name": "runMenu", "menus": [
-        {"id": "main", "maxDigits": 4, "options": [{"dtmf": "1234", "action": "return(secret)"}]}]}}
+    doc = {
+        "action": {
+            "name": "runMenu",
+            "menus": [
+                {"id": "main", "maxDigits": 4, "options": [{"dtmf": "1234", "action": "return(secret)"}]}
+            ],
+        }
+    }
     run = parse_svaml(doc).action
     assert isinstance(run, RunMenuAction) and run.menus[0].options[0].dtmf == "1234"
 
@@ -408,24 +500,36 @@ def test_multi_key_options_are_allowed_in_collecting_menus() -> None:
 
 
 def test_instructions_parse() -> None:
-    svaml = parse_svaml({"instructions": [
-        {"name": "playFiles", "ids": ["#tts[Hello]", "welcome;#href[https://x.example/a.wav]"], "locale": "en-GB"},
-        {"name": "say", "text": "Goodbye", "locale": "de-DE"},
-        {"name": "sendDtmf", "value": "12w#*ab"},
-        {"name": "setCookie", "key": "step", "value": "2"},
-        {"name": "answer"},
-        {"name": "startRecording", "options": {"destinationUrl": "s3://bucket/"}},
-        {"name": "stopRecording"},
-    ]})
+    svaml = parse_svaml(
+        {
+            "instructions": [
+                {
+                    "name": "playFiles",
+                    "ids": ["#tts[Hello]", "welcome;#href[https://x.example/a.wav]"],
+                    "locale": "en-GB",
+                },
+                {"name": "say", "text": "Goodbye", "locale": "de-DE"},
+                {"name": "sendDtmf", "value": "12w#*ab"},
+                {"name": "setCookie", "key": "step", "value": "2"},
+                {"name": "answer"},
+                {"name": "startRecording", "options": {"destinationUrl": "s3://bucket/"}},
+                {"name": "stopRecording"},
+            ]
+        }
+    )
     play, say, dtmf, cookie, _answer, start, _stop = svaml.instructions
     assert isinstance(play, PlayFilesInstruction)
     assert play.prompts == (
-        Prompt("tts", "Hello"), Prompt("file", "welcome"), Prompt("href", "https://x.example/a.wav")
+        Prompt("tts", "Hello"),
+        Prompt("file", "welcome"),
+        Prompt("href", "https://x.example/a.wav"),
     )
     assert isinstance(say, SayInstruction) and (say.text, say.locale) == ("Goodbye", "de-DE")
     assert isinstance(dtmf, SendDtmfInstruction) and dtmf.value == "12w#*AB"
     assert isinstance(cookie, SetCookieInstruction) and (cookie.key, cookie.value) == ("step", "2")
-    assert isinstance(start, StartRecordingInstruction) and start.options == {"destinationUrl": "s3://bucket/"}
+    assert isinstance(start, StartRecordingInstruction) and start.options == {
+        "destinationUrl": "s3://bucket/"
+    }
 
 
 def test_legacy_recording_action_becomes_instruction_then_continue() -> None:
@@ -439,21 +543,33 @@ def test_text_limit_is_600_characters() -> None:
     assert parse_svaml({"instructions": [{"name": "say", "text": "é" * 600}]}).instructions
     err = error_of({"instructions": [{"name": "say", "text": "a" * 601}]})
     assert err.path == "instructions[0].text" and "600" in err.message
-    err = error_of({"instructions": [{"name": "playFiles", "ids": ["#tts[" + "a" * 400 + "]", "#tts[" + "b" * 201 + "]"]}]})
+    err = error_of(
+        {
+            "instructions": [
+                {"name": "playFiles", "ids": ["#tts[" + "a" * 400 + "]", "#tts[" + "b" * 201 + "]"]}
+            ]
+        }
+    )
     assert err.path == "instructions[0].ids"
     err = error_of(menu_doc(menus=[{"id": "main", "mainPrompt": "#tts[" + "a" * 601 + "]"}]))
     assert err.path == "action.menus[0].mainPrompt"
 
 
 def test_cookie_limit_is_1024_bytes() -> None:
-    assert parse_svaml({"instructions": [{"name": "setCookie", "key": "k", "value": "v" * 1023}]}).instructions
+    assert parse_svaml(
+        {"instructions": [{"name": "setCookie", "key": "k", "value": "v" * 1023}]}
+    ).instructions
     err = error_of({"instructions": [{"name": "setCookie", "key": "k", "value": "v" * 1024}]})
     assert err.path == "instructions[0].value"
     # All cookies of one document together.
-    err = error_of({"instructions": [
-        {"name": "setCookie", "key": "a", "value": "v" * 600},
-        {"name": "setCookie", "key": "b", "value": "v" * 600},
-    ]})
+    err = error_of(
+        {
+            "instructions": [
+                {"name": "setCookie", "key": "a", "value": "v" * 600},
+                {"name": "setCookie", "key": "b", "value": "v" * 600},
+            ]
+        }
+    )
     assert err.path == "instructions"
     assert error_of({"instructions": [{"name": "setCookie", "key": ""}]}).path == "instructions[0].key"
 
@@ -490,12 +606,15 @@ def test_prompt_forms() -> None:
 
 def test_prompt_kinds_ignore_case_and_brackets_and_semicolons_inside_text() -> None:
     assert parse_prompts("#TTS[Press [1]; or wait];#Tts[then]") == [
-        Prompt("tts", "Press [1]; or wait"), Prompt("tts", "then")
+        Prompt("tts", "Press [1]; or wait"),
+        Prompt("tts", "then"),
     ]
 
 
 def test_ssml_is_read_as_text() -> None:
-    prompts = parse_prompts('#ssml[<speak>Hello <break time="1s"/><emphasis>there</emphasis> &amp; bye</speak>]')
+    prompts = parse_prompts(
+        '#ssml[<speak>Hello <break time="1s"/><emphasis>there</emphasis> &amp; bye</speak>]'
+    )
     assert prompts == [Prompt("ssml", "Hello there & bye")]
     assert prompts[0].is_speech
 
@@ -513,15 +632,22 @@ def test_bad_prompts(text: str) -> None:
 
 
 speech = st.text(
-    alphabet=st.characters(blacklist_characters="[]", blacklist_categories=("Cs", "Cc")), min_size=1, max_size=40
+    alphabet=st.characters(blacklist_characters="[]", blacklist_categories=("Cs", "Cc")),
+    min_size=1,
+    max_size=40,
 ).filter(lambda s: s.strip() == s and s)
 file_id = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789_-./", min_size=1, max_size=20)
 
 
-@given(st.lists(st.one_of(
-    st.builds(Prompt, st.just("tts"), speech),
-    st.builds(Prompt, st.just("file"), file_id),
-    st.builds(Prompt, st.just("href"), file_id.map(lambda s: "https://h/" + s)),
-), max_size=6))
+@given(
+    st.lists(
+        st.one_of(
+            st.builds(Prompt, st.just("tts"), speech),
+            st.builds(Prompt, st.just("file"), file_id),
+            st.builds(Prompt, st.just("href"), file_id.map(lambda s: "https://h/" + s)),
+        ),
+        max_size=6,
+    )
+)
 def test_format_then_parse_is_identity(prompts: list[Prompt]) -> None:
     assert parse_prompts(format_prompts(prompts)) == prompts

@@ -39,6 +39,7 @@ def create_app(server: Server) -> Starlette:
             "sip": dict(server.stack.transport.stats.counters),
             "calls": {"active": server.engine.active_calls, "total": len(server.engine.sessions)},
             "tasks": len(asyncio.all_tasks()),
+            "outbox": {"pending": len(server.outbox.pending()) if server.outbox is not None else 0},
             "conferences": {
                 "rooms": len(server.conferences.rooms),
                 "participants": len(server.conferences.members),

@@ -497,7 +497,7 @@ class CallEngine:
         leg = self._new_leg(call)
         try:
             uri, peer, trunk = self.resolve(destination)
-        except LookupError as exc:
+        except (LookupError, ValueError) as exc:
             call.remote_uri = destination.endpoint
             session = Session(call, leg, Request("INVITE", f"sip:{destination.endpoint}@invalid"),
                               Peer("UDP", "0.0.0.0", 0), local_tag=secrets.token_hex(6))

@@ -35,6 +35,7 @@ from tonebridge.conference.options import (
 from tonebridge.config import Config
 from tonebridge.media.endpoint import Press
 from tonebridge.media.wav import WavPlayer
+from tonebridge.sip.message import SipUri
 from tonebridge.svaml import interpreter as ops
 from tonebridge.svaml.models import Prompt, SvamlError, UnknownName, parse_svaml
 
@@ -677,6 +678,13 @@ def parse_destination(params: dict[str, Any], method: str) -> dict[str, str]:
         raise missing(f"{method}.destination.endpoint")
     if not isinstance(endpoint, str) or not endpoint or len(endpoint) > 256:
         raise invalid(f"{method}.destination.endpoint", "must be a non-empty string")
+    if kind.lower() == "sip":
+        try:
+            SipUri.parse(endpoint if endpoint.lower().startswith(("sip:", "sips:")) else f"sip:{endpoint}")
+        except ValueError as exc:
+            raise invalid(f"{method}.destination.endpoint", f"not a SIP URI ({exc})") from None
+    elif not re.fullmatch(r"[A-Za-z0-9+._\-]{1,64}", endpoint):
+        raise invalid(f"{method}.destination.endpoint", "must be a number or user name (letters, digits, + . _ -)")
     return {"type": kind.lower(), "endpoint": endpoint}
 
 

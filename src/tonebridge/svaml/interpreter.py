@@ -10,6 +10,8 @@ Rules where Sinch's documents are silent (docs/svaml.md lists them all):
   media towards the caller (a prompt, digits, recording, a conference, a menu, park), unless an ``answer``
   instruction came first; bridging actions (connectPstn/Sip/Mxp) and hangup do not answer it;
 - an ``answer`` instruction on an answered call is dropped;
+- a locale the document does not give stays None in ``Play``, ``Park`` and ``DialPstn``: the engine then
+  uses the call's own locale (a callout's ``locale``), else ``DEFAULT_LOCALE`` (en-US);
 - a document without an action ends with ``Hangup`` when it answers an ICE (there is no planned call to go
   on with) and ``Continue`` otherwise;
 - a PATCH of a live call allows only hangup, continue and park (the SDKs' ``ManagedCallSvamlAction``); a
@@ -27,7 +29,6 @@ from typing import Any, Literal
 
 from tonebridge.conference.options import DtmfOptions
 from tonebridge.svaml.models import (
-    DEFAULT_LOCALE,
     Action,
     AmdOptions,
     AnswerInstruction,
@@ -52,7 +53,6 @@ from tonebridge.svaml.models import (
 )
 
 __all__ = [
-    "DEFAULT_LOCALE",
     "Answer",
     "CallContext",
     "CallEvent",
@@ -102,10 +102,11 @@ class Answer:
 
 @dataclass(frozen=True, slots=True)
 class Play:
-    """Play ``prompts`` to the caller, back to back; speech in ``locale``."""
+    """Play ``prompts`` to the caller, back to back; speech in ``locale`` (None: the document named none,
+    so the call's own locale applies, else :data:`DEFAULT_LOCALE`)."""
 
     prompts: tuple[Prompt, ...]
-    locale: str = DEFAULT_LOCALE
+    locale: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,7 +172,7 @@ class DialPstn:
     dial_timeout: int | None = None
     dtmf: str | None = None
     indications: str | None = None
-    locale: str = DEFAULT_LOCALE
+    locale: str | None = None
     suppress_callbacks: bool = False
     amd: AmdOptions | None = None
 
@@ -203,7 +204,7 @@ class Park:
 
     intro_prompts: tuple[Prompt, ...]
     hold_prompts: tuple[Prompt, ...]
-    locale: str = DEFAULT_LOCALE
+    locale: str | None = None
     max_duration: int = 600
 
 
@@ -247,7 +248,7 @@ def _terminal(action: Action | None, context: CallContext) -> TerminalOperation:
             dial_timeout=action.dial_timeout,
             dtmf=action.dtmf,
             indications=action.indications,
-            locale=action.locale or DEFAULT_LOCALE,
+            locale=action.locale,
             suppress_callbacks=action.suppress_callbacks,
             amd=action.amd,
         )
@@ -267,7 +268,7 @@ def _terminal(action: Action | None, context: CallContext) -> TerminalOperation:
         return Park(
             intro_prompts=action.intro_prompt,
             hold_prompts=action.hold_prompt,
-            locale=action.locale or DEFAULT_LOCALE,
+            locale=action.locale,
             max_duration=action.max_duration,
         )
     raise AssertionError(f"unhandled action {action!r}")  # every Action member is handled above
@@ -285,9 +286,9 @@ def plan(svaml: Svaml, context: CallContext) -> list[Operation]:
         if isinstance(instruction, AnswerInstruction):
             body.append(Answer())
         elif isinstance(instruction, PlayFilesInstruction):
-            body.append(Play(instruction.prompts, instruction.locale or DEFAULT_LOCALE))
+            body.append(Play(instruction.prompts, instruction.locale))
         elif isinstance(instruction, SayInstruction):
-            body.append(Play((Prompt("tts", instruction.text),), instruction.locale or DEFAULT_LOCALE))
+            body.append(Play((Prompt("tts", instruction.text),), instruction.locale))
         elif isinstance(instruction, SendDtmfInstruction):
             body.append(SendDigits(instruction.value))
         elif isinstance(instruction, SetCookieInstruction):

@@ -71,7 +71,12 @@ class MenuResult:
     input_method: str = "dtmf"
 
     def to_json(self) -> dict[str, Any]:
-        return {"menuId": self.menu_id, "type": self.type, "value": self.value, "inputMethod": self.input_method}
+        return {
+            "menuId": self.menu_id,
+            "type": self.type,
+            "value": self.value,
+            "inputMethod": self.input_method,
+        }
 
 
 MenuEffect = PlayPrompt | StopPrompt | MenuResult

@@ -373,9 +373,7 @@ def _dtmf_options(value: object) -> DtmfOptions:
         if exc.field == "conferenceDtmfOptions":
             _fail(exc.message)
         # The inner field, as the client spelt it, is appended to the path by _validate.
-        raise PydanticCustomError(
-            "svaml_nested", "{msg}", {"msg": exc.message, "field": exc.field}
-        ) from None
+        raise PydanticCustomError("svaml_nested", "{msg}", {"msg": exc.message, "field": exc.field}) from None
 
 
 def _transport(value: str) -> str:
@@ -942,9 +940,7 @@ def parse_svaml(obj: object) -> Svaml:
             raw_action = {"name": "continue"}
     if raw_action is not None:
         action = _named(raw_action, "action", _ACTIONS, "action")
-    total = sum(
-        cookie_bytes(i.key, i.value) for i in instructions if isinstance(i, SetCookieInstruction)
-    )
+    total = sum(cookie_bytes(i.key, i.value) for i in instructions if isinstance(i, SetCookieInstruction))
     if total > MAX_COOKIE_BYTES:
         raise SvamlError("instructions", f"cookies add up to {total} bytes; at most {MAX_COOKIE_BYTES}")
     return Svaml(instructions=instructions, action=action)
