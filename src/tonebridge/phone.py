@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
+import stat
 import sys
 from pathlib import Path
 
@@ -178,6 +180,9 @@ async def _script(engine: CallEngine, session: Session, args: argparse.Namespace
 
 async def _read_commands(engine: CallEngine, app: PhoneApplication, args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
+    mode = os.fstat(sys.stdin.fileno()).st_mode if not sys.stdin.closed else 0
+    if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or sys.stdin.isatty()):
+        return  # /dev/null or a file: there are no commands to wait for, flags alone drive the phone
     reader = asyncio.StreamReader()
     try:
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)

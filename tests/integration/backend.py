@@ -32,6 +32,7 @@ class Backend:
         self.headers: list[dict[str, str]] = []
         self.bad_signatures = 0
         self.answers: dict[str, Callable[[dict[str, Any]], dict[str, Any] | None]] = {}
+        self.files: dict[str, bytes] = {}  # served on GET, e.g. WAV prompts for #href[...]
         self.changed = threading.Condition()
         self._server: ThreadingHTTPServer | None = None
         self.start()
@@ -46,6 +47,13 @@ class Backend:
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args: object) -> None:
                 pass
+
+            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+                data = backend.files.get(urlsplit(self.path).path)
+                self.send_response(200 if data is not None else 404)
+                self.send_header("Content-Length", str(len(data or b"")))
+                self.end_headers()
+                self.wfile.write(data or b"")
 
             def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
                 length = int(self.headers.get("Content-Length") or 0)

@@ -111,23 +111,36 @@ def test_conference_callout_detect_pie_and_participant_control(in_process_server
     uas.wait_exit(10)
 
 
-def test_sdk_conference_get_and_kick_all(in_process_server, backend, tmp_path: Path) -> None:
+def test_sdk_conference_get_manage_kick_and_kick_all(in_process_server, backend, tmp_path: Path) -> None:
     server = in_process_server(app_config(backend))
     client = sdk(server)
-    answerer = phone("answer", "--calls", "1")
-    port = int(answerer.wait_for(r"event=listening sip=127.0.0.1:(\d+)").group(1))
-    call_id = client.voice.callouts.conference(
-        destination={"type": "sip", "endpoint": f"sip:bob@127.0.0.1:{port}"}, conference_id="room1",
-        enable_dice=True).call_id
-    answerer.wait_for(r"event=answered")
-    server.run(_wait_joined(server, call_id))
-    conference = client.voice.conferences.get("room1")
-    assert [p.id for p in conference.participants] == [call_id]
-    client.voice.conferences.manage_participant(conference_id="room1", call_id=call_id, command="mute")
-    assert client.voice.conferences.get("room1").participants[0].muted is True
+    answerers, call_ids = [], []
+    for name in ("bob", "eve"):
+        answerer = phone("answer", "--calls", "1")
+        port = int(answerer.wait_for(r"event=listening sip=127.0.0.1:(\d+)").group(1))
+        call_id = client.voice.callouts.conference(
+            destination={"type": "sip", "endpoint": f"sip:{name}@127.0.0.1:{port}"}, conference_id="room1",
+            enable_dice=True).call_id
+        answerer.wait_for(r"event=answered")
+        server.run(_wait_joined(server, call_id))
+        answerers.append(answerer)
+        call_ids.append(call_id)
+    bob, eve = call_ids
+    assert sorted(p.id for p in client.voice.conferences.get("room1").participants) == sorted(call_ids)
+    client.voice.conferences.manage_participant(conference_id="room1", call_id=bob, command="mute")
+    client.voice.conferences.manage_participant(conference_id="room1", call_id=eve, command="onhold", moh="music2")
+    state = {p.id: p for p in client.voice.conferences.get("room1").participants}
+    assert state[bob].muted is True and state[eve].onhold is True
+    client.voice.conferences.manage_participant(conference_id="room1", call_id=eve, command="resume")
+    assert {p.id: p for p in client.voice.conferences.get("room1").participants}[eve].onhold is False
+    client.voice.conferences.kick_participant(conference_id="room1", call_id=bob)
+    backend.wait(lambda: len(backend.events("dice", bob)) == 1)
+    assert [p.id for p in client.voice.conferences.get("room1").participants] == [eve]
     client.voice.conferences.kick_all("room1")
-    backend.wait(lambda: len(backend.events("dice", call_id)) == 1)
-    answerer.wait_for(r"event=ended")
+    backend.wait(lambda: len(backend.events("dice", eve)) == 1)
+    assert backend.events("dice", eve)[0]["reason"] == "MANAGERHANGUP"
+    for answerer in answerers:
+        answerer.wait_for(r"event=ended")
 
 
 async def _wait_joined(server, call_id: str) -> None:  # type: ignore[no-untyped-def]
@@ -244,3 +257,82 @@ def test_no_request_produces_a_server_error(in_process_server, backend, tmp_path
          "^/tonebridge/v1/events", "--seed", "1"],
         capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert completed.returncode == 0, completed.stdout[-5000:] + completed.stderr[-2000:]
+
+
+def test_connect_sip_bridges_two_phones_and_either_hangup_ends_both(in_process_server, backend, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import numpy as np
+    from audio import dominant_frequency, read_wav
+
+    callee = phone("answer", "--calls", "1", "--tone", "700", "--level", "-15")
+    callee_port = int(callee.wait_for(r"event=listening sip=127.0.0.1:(\d+)").group(1))
+    backend.answers["ice"] = lambda event: {"action": {"name": "connectSip",
+                                                       "destination": {"endpoint": f"sip:bob@127.0.0.1:{callee_port}"}}}
+    server = in_process_server(app_config(backend))
+    wav = tmp_path / "caller.wav"
+    caller = phone("dial", f"sip:{NUMBER}@127.0.0.1:{server.server.stack.port}", "--tone", "500", "--level", "-15",
+                   "--record", str(wav), stdin=True)
+    caller.wait_for(r"event=answered")
+    callee.wait_for(r"event=answered")
+    caller.wait_for(r"event=heard .*seconds=4", timeout=20)
+    caller.send("hangup")
+    callee.wait_for(r"event=ended .*reason=CALLERHANGUP", timeout=10)  # the bridge, its caller, hung up
+    caller.wait_for(r"event=recorded")
+    samples, _ = read_wav(wav)
+    assert abs(dominant_frequency(samples[-16000:-4000].astype(np.int16)) - 700.0) < 5.0
+    backend.wait(lambda: len(backend.events("dice")) == 1)
+
+
+def test_park_plays_href_prompt_until_a_patch_unparks_into_a_conference(in_process_server, backend, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import io
+    import wave
+
+    import numpy as np
+
+    tone = (3000 * np.sin(2 * np.pi * 600 * np.arange(8000) / 8000)).astype(np.int16)
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(8000)
+        out.writeframes(tone.tobytes())
+    backend.files["/hold.wav"] = buffer.getvalue()
+    backend.answers["ice"] = lambda event: {"action": {
+        "name": "park", "introPrompt": "#tts[Please hold]", "holdPrompt": f"#href[{backend.url[:-10]}/hold.wav]",
+        "maxDuration": 60}}
+    server = in_process_server(app_config(backend))
+    wav = tmp_path / "parked.wav"
+    caller = phone("dial", f"sip:{NUMBER}@127.0.0.1:{server.server.stack.port}", "--record", str(wav), stdin=True)
+    caller.wait_for(r"event=answered")
+    backend.wait(lambda: len(backend.events("ice")) == 1)
+    call_id = backend.events("ice")[0]["callid"]
+    caller.wait_for(r"event=heard .*seconds=4", timeout=20)
+    status, _ = signed(server, "PATCH", f"/calling/v1/calls/id/{call_id}",
+                       {"action": {"name": "connectConf", "conferenceId": "after-park"}})
+    assert status == 200
+    server.run(_wait_joined(server, call_id))
+    status, info = signed(server, "GET", "/calling/v1/conferences/id/after-park")
+    assert [p["id"] for p in info["participants"]] == [call_id]
+    caller.send("hangup")
+    caller.wait_for(r"event=recorded")
+    from audio import dominant_frequency, read_wav
+
+    heard, _ = read_wav(wav)
+    # After "Please hold", the fetched 600 Hz prompt loops (seconds 2 to 4 of the call).
+    assert abs(dominant_frequency(heard[2 * 8000:4 * 8000]) - 600.0) < 5.0
+
+
+def test_ace_answer_decides_what_an_answered_callout_does(in_process_server, backend) -> None:
+    backend.answers["ace"] = lambda event: {"action": {"name": "connectConf", "conferenceId": "from-ace"}}
+    server = in_process_server(app_config(backend))
+    answerer = phone("answer", "--calls", "1")
+    port = int(answerer.wait_for(r"event=listening sip=127.0.0.1:(\d+)").group(1))
+    status, body = signed(server, "POST", "/calling/v1/callouts", {"method": "customCallout", "customCallout": {
+        "destination": {"type": "sip", "endpoint": f"sip:dan@127.0.0.1:{port}"}, "ace": backend.url}})
+    assert status == 200
+    call_id = body["callId"]
+    server.run(_wait_joined(server, call_id))
+    assert backend.events("ace", call_id)[0]["applicationKey"] == KEY
+    status, info = signed(server, "GET", "/calling/v1/conferences/id/from-ace")
+    assert [p["id"] for p in info["participants"]] == [call_id]
+    status, _ = signed(server, "DELETE", "/calling/v1/conferences/id/from-ace")
+    answerer.wait_for(r"event=ended")

@@ -15,6 +15,7 @@ import logging
 import re
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +28,7 @@ from tonebridge.calls.call import CallState, Direction, EndReason
 from tonebridge.calls.engine import CallEngine, Destination, Session
 from tonebridge.conference.collector import CollectionDone
 from tonebridge.conference.options import (
+    DtmfMode,
     DtmfOptions,
     InvalidField,
     validate_conference_id,
@@ -34,6 +36,7 @@ from tonebridge.conference.options import (
 )
 from tonebridge.config import Config
 from tonebridge.media.endpoint import Press
+from tonebridge.media.players import make_moh
 from tonebridge.media.wav import WavPlayer
 from tonebridge.sip.message import SipUri
 from tonebridge.svaml import interpreter as ops
@@ -259,10 +262,13 @@ class SinchApplication:
             await self.run_menu(session, call, op)
         elif isinstance(op, ops.Continue):
             pass
+        elif isinstance(op, (ops.DialPstn, ops.DialSip)):
+            await self.bridge(session, call, op)
+        elif isinstance(op, ops.Park):
+            await self.park(session, call, op)
         else:
             log.warning("event=svaml_not_supported call_id=%s operation=%s", session.call_id, type(op).__name__)
-            if isinstance(op, (ops.DialPstn, ops.DialSip, ops.Park)):
-                await engine.hangup(session, EndReason.GENERAL_ERROR)
+            await engine.hangup(session, EndReason.GENERAL_ERROR)
 
     async def _ensure_answered(self, session: Session) -> None:
         if session.call.state is not CallState.ANSWERED and session.incoming is not None:
@@ -281,14 +287,73 @@ class SinchApplication:
         self.conferences.join(session, conference_id, options, moh)
         self._save(session, call)
 
-    async def play(self, session: Session, prompts: list[Any], locale: str) -> None:
-        """Play prompts to a call that is not in a conference, and wait until they are heard."""
+    async def bridge(self, session: Session, call: SinchCall, op: Any) -> None:
+        """connectPstn / connectSip: dial the other party and, once it answers, bridge the two legs in a
+        private two-party room (forward mode, so key presses pass across). Either hanging up ends both."""
+        engine = self.engine
+        assert engine is not None and self.conferences is not None
+        if isinstance(op, ops.DialPstn):
+            destination = Destination("number", op.number or call.destination.get("endpoint", ""))
+            ring_timeout = float(op.dial_timeout or 60)
+        else:
+            destination = Destination("sip", op.destination)
+            ring_timeout = 60.0
+        await self._ensure_answered(session)
+        session.leg.source = make_moh("ring")  # the caller hears ring-back while the other side rings
+        other = await engine.originate(destination, cli=op.cli or call.cli, ring_timeout=ring_timeout)
+        session.data["bridge_peer"] = other
+        other.data["bridge_peer"] = session
+        answered = await other.wait_answered(ring_timeout + 5)
+        session.leg.source = None
+        if not answered or not session.call.active:
+            if session.call.active:
+                await engine.hangup(session, other.call.reason or EndReason.GENERAL_ERROR)
+            if other.call.active:
+                await engine.hangup(other, EndReason.MANAGER_HANGUP)
+            return
+        if op.dtmf if isinstance(op, ops.DialPstn) else False:
+            await self.send_digits(other, op.dtmf)
+        room = f"bridge:{session.call_id}"
+        forward = DtmfOptions(mode=DtmfMode.FORWARD)
+        self.conferences.join(session, room, forward)
+        self.conferences.join(other, room, forward)
+        max_duration = op.max_duration
+        if max_duration:
+            engine._spawn(self._limit(session, float(max_duration)))
+
+    async def _limit(self, session: Session, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(session.ended_event.wait(), seconds)
+        except TimeoutError:
+            await self.engine.hangup(session, EndReason.TIMEOUT)  # type: ignore[union-attr]
+
+    async def park(self, session: Session, call: SinchCall, op: Any) -> None:
+        """park: the intro once, then the hold prompts looped, until a PATCH unparks the call or
+        maxDuration passes (then the call ends with reason TIMEOUT)."""
+        locale = op.locale or call.locale
+        session.data["parked"] = True
+        deadline = time.monotonic() + op.max_duration
+        still_parked = lambda: bool(session.data.get("parked"))  # noqa: E731
+        await self.play(session, list(op.intro_prompts), locale, until=still_parked)
+        while session.call.active and still_parked() and time.monotonic() < deadline:
+            if op.hold_prompts:
+                await self.play(session, list(op.hold_prompts), locale, until=still_parked)
+            else:
+                await asyncio.sleep(0.2)  # nothing to play: look again for an unpark or the deadline
+        if session.call.active and still_parked():
+            session.data["parked"] = False
+            await self.engine.hangup(session, EndReason.TIMEOUT)  # type: ignore[union-attr]
+
+    async def play(self, session: Session, prompts: list[Any], locale: str,
+                   until: Callable[[], bool] | None = None) -> None:
+        """Play prompts to a call that is not in a conference, and wait until they are heard (or `until`
+        turns false)."""
         samples = await asyncio.get_running_loop().run_in_executor(None, self._render, prompts, locale)
         if samples.size == 0:
             return
         player = WavPlayer(samples)
         session.leg.source = player
-        while not player.finished and session.call.active:
+        while not player.finished and session.call.active and (until is None or until()):
             await asyncio.sleep(0.02)  # paced by the media tick that drains the player
         session.leg.source = None
 
@@ -297,8 +362,13 @@ class SinchApplication:
 
         parts: list[np.ndarray] = []
         for prompt in prompts:
+            if prompt.kind == "href":
+                fetched = fetch_wav(prompt.value)
+                if fetched is not None:
+                    parts.append(fetched)
+                continue
             if not prompt.is_speech:
-                log.info("event=prompt_not_played kind=%s reason=not_yet_supported", prompt.kind)
+                log.info("event=prompt_not_played kind=%s reason=no_file_store", prompt.kind)
                 continue
             try:
                 parts.append(synthesize(prompt.value, locale, cache_dir=self.tts_dir))
@@ -447,6 +517,10 @@ class SinchApplication:
         return first_attempt()
 
     def on_ended(self, engine: CallEngine, session: Session) -> None:
+        peer = session.data.get("bridge_peer")
+        if isinstance(peer, Session) and peer.call.active:
+            reason = EndReason.CALLER_HANGUP if peer.call.direction is Direction.INBOUND else EndReason.CALLEE_HANGUP
+            engine._spawn(engine.hangup(peer, reason))
         call = self.calls.get(session.call_id)
         if call is None:
             engine.forget(session)
@@ -526,11 +600,15 @@ class SinchApplication:
         if session is None or not session.call.active:
             raise ApiError(NOT_FOUND, f"callId: call {call_id!r} not found or ended")
         call = self.calls[call_id]
+        parked = bool(session.data.get("parked"))
         try:
             svaml = parse_svaml(body)
-            plan = ops.plan(svaml, ops.CallContext(event="patch", answered=session.call.state is CallState.ANSWERED))
+            plan = ops.plan(svaml, ops.CallContext(event="patch", answered=session.call.state is CallState.ANSWERED,
+                                                   parked=parked))
         except SvamlError as exc:
             raise invalid(exc.path, exc.message) from None
+        if parked:
+            session.data["parked"] = False  # the PATCH is the postponed ICE answer
         self.engine._spawn(self._run_all(session, call, plan))  # type: ignore[union-attr]
 
     async def _run_all(self, session: Session, call: SinchCall, plan: list[Any]) -> None:
@@ -636,6 +714,32 @@ class SinchApplication:
         digits = re.sub(r"[^0-9]", "", number)
         return {"countryId": "", "numberType": "Unknown", "normalizedNumber": f"+{digits}" if digits else number,
                 "restricted": False, "rate": {"currencyId": "USD", "amount": 0.0}}
+
+
+MAX_HREF_BYTES = 10 * 1024 * 1024
+
+
+def fetch_wav(url: str) -> np.ndarray | None:
+    """A `#href[URL]` prompt: a WAV fetched over http(s), as 8 kHz samples; None (logged) when it fails."""
+    import io
+
+    import httpx
+
+    from tonebridge.media.wav import WavError, read_wav
+
+    if not url.startswith(("http://", "https://")):
+        log.warning("event=href_refused url=%r reason=scheme", url[:200])
+        return None
+    try:
+        with httpx.Client(timeout=5.0, trust_env=False, follow_redirects=True) as client:
+            response = client.get(url)
+        if response.status_code != 200 or len(response.content) > MAX_HREF_BYTES:
+            log.warning("event=href_failed url=%r status=%s", url[:200], response.status_code)
+            return None
+        return read_wav(io.BytesIO(response.content))
+    except (httpx.HTTPError, WavError, OSError, EOFError) as exc:
+        log.warning("event=href_failed url=%r reason=%r", url[:200], str(exc))
+        return None
 
 
 def _Text(text: str) -> Prompt:  # noqa: N802 (reads as the prompt it makes)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import wave
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -54,10 +55,10 @@ def resample(samples: np.ndarray, src_rate: int, dst_rate: int) -> np.ndarray:
     return out
 
 
-def read_wav(path: str | Path) -> np.ndarray:
-    """A WAV file as 8 kHz mono int16 samples."""
+def read_wav(path: str | Path | BinaryIO) -> np.ndarray:
+    """A WAV file (a path, or a binary file object) as 8 kHz mono int16 samples."""
     try:
-        with wave.open(str(path), "rb") as wav:
+        with wave.open(path if hasattr(path, "read") else str(path), "rb") as wav:  # type: ignore[arg-type]
             channels = wav.getnchannels()
             width = wav.getsampwidth()
             rate = wav.getframerate()

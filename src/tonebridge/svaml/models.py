@@ -435,8 +435,6 @@ class _Model(BaseModel):
         frozen=True,
         extra="ignore",
         arbitrary_types_allowed=True,
-        validate_by_name=True,
-        validate_by_alias=True,
         alias_generator=AliasGenerator(validation_alias=_aliases, serialization_alias=to_camel),
     )
 
@@ -611,7 +609,9 @@ class AmdOptions(_Model):
     """Answering-machine detection on ``connectPstn``: ``{enabled, async}``."""
 
     enabled: StrictBool = False
-    async_: StrictBool = Field(False, validation_alias=AliasChoices("async"), serialization_alias="async")
+    async_: StrictBool = Field(
+        False, validation_alias=AliasChoices("async", "async_"), serialization_alias="async"
+    )
 
 
 class ConnectPstnAction(_Named):
