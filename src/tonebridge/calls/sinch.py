@@ -266,6 +266,9 @@ class SinchApplication:
             await self.bridge(session, call, op)
         elif isinstance(op, ops.Park):
             await self.park(session, call, op)
+        elif isinstance(op, (ops.StartRecording, ops.StopRecording)):
+            log.info("event=svaml_ignored call_id=%s operation=%s reason=recording_not_yet_supported",
+                     session.call_id, type(op).__name__)
         else:
             log.warning("event=svaml_not_supported call_id=%s operation=%s", session.call_id, type(op).__name__)
             await engine.hangup(session, EndReason.GENERAL_ERROR)
