@@ -361,7 +361,7 @@ class SinchApplication:
         session.leg.source = None
 
     def _render(self, prompts: list[Any], locale: str) -> np.ndarray:
-        from tonebridge.media.tts import TtsUnavailable, synthesize
+        from tonebridge.media.tts import TtsError, synthesize
 
         parts: list[np.ndarray] = []
         for prompt in prompts:
@@ -375,7 +375,7 @@ class SinchApplication:
                 continue
             try:
                 parts.append(synthesize(prompt.value, locale, cache_dir=self.tts_dir))
-            except TtsUnavailable as exc:
+            except TtsError as exc:
                 log.warning("event=tts_unavailable reason=%r", str(exc))
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int16)
 
