@@ -176,6 +176,24 @@ def test_unknown_number_gets_404_and_bad_requests_get_sinch_errors(in_process_se
             "destination": {"type": "number", "endpoint": "+1"}, "conferenceId": "x",
             "conferenceDtmfOptions": {"mode": "shout"}}})
     assert status == 400 and "mode" in body["message"]
+    status, body = signed(server, "POST", "/calling/v1/callouts", {"method": "videoCallout"})
+    assert status == 400 and body["errorCode"] == 40001 and "method" in body["message"]
+    status, body = signed(server, "POST", "/calling/v1/callouts", {
+        "method": "conferenceCallout", "conferenceCallout": {
+            "destination": {"type": "number", "endpoint": "+1"}, "conferenceId": "x",
+            "conferenceDtmfOptions": {"mode": "detect", "maxDigits": 1000}}})
+    assert status == 400 and "maxDigits" in body["message"]
+    request = urllib.request.Request(f"http://{HOST}:{server.server.http_port}/calling/v1/callouts",
+                                     data=b"{not json", method="POST",
+                                     headers={"Authorization": "Basic " + base64.b64encode(f"{KEY}:{SECRET}".encode()).decode(),
+                                              "Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(request, timeout=10)
+    assert caught.value.code == 400 and "JSON" in json.loads(caught.value.read())["message"]
+    unsigned = urllib.request.Request(f"http://{HOST}:{server.server.http_port}/calling/v1/calls/id/nope")
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(unsigned, timeout=10)
+    assert caught.value.code == 401 and json.loads(caught.value.read())["errorCode"] == 40100
     status, body = signed(server, "GET", "/calling/v1/calls/id/nope")
     assert status == 404 and body["errorCode"] == 40400
     status, body = signed(server, "GET", "/calling/v1/calls/id/nope", signature="AAAA")
@@ -184,6 +202,7 @@ def test_unknown_number_gets_404_and_bad_requests_get_sinch_errors(in_process_se
     assert status == 401 and body["errorCode"] == 40101
     status, body = signed(server, "GET", "/calling/v1/calls/id/nope", key="unknown")
     assert status == 401
+    assert server.engine.sessions == {}  # none of the refused requests placed a call
     call_id = signed(server, "POST", "/calling/v1/callouts", {
         "method": "conferenceCallout", "conferenceCallout": {
             "destination": {"type": "number", "endpoint": "+15550000001"}, "conferenceId": "nowhere",
