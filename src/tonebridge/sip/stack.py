@@ -148,6 +148,7 @@ class SipStack:
         """Send what a transaction produced and act on its events."""
         key = transaction.key  # type: ignore[attr-defined]
         peer = self._peers.get(key)
+        self.table.touch(transaction)  # type: ignore[arg-type]
         for outgoing in transaction.pop_outgoing():  # type: ignore[attr-defined]
             if peer is not None:
                 self.transport.send(outgoing, peer)

@@ -13,6 +13,7 @@ transaction moves straight to Terminated, which is what a zero-second timer amou
 
 from __future__ import annotations
 
+import heapq
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -669,10 +670,34 @@ class TransactionTable:
 
     Terminated transactions are dropped when `handle_timers` runs and are never returned by a match, so a
     message arriving after its transaction ended is treated as new (or stray), as §17 intends.
+
+    Deadlines are kept in a heap, so the earliest timer is found without visiting every transaction: a
+    server under load holds thousands (Timers J and L keep each one for 32 s). Whoever drives a transaction
+    calls `touch` afterwards so its new deadline is filed; stale heap entries are skipped when reached.
     """
 
     def __init__(self) -> None:
         self._transactions: dict[TransactionKey, Transaction] = {}
+        self._deadlines: list[tuple[float, int, Transaction]] = []
+        self._filed: dict[int, float] = {}  # id(transaction) -> the deadline its newest heap entry holds
+        self._sequence = 0
+
+    def touch(self, transaction: Transaction) -> None:
+        """File the transaction's current deadline (after it was fed a message, a response or a timer)."""
+        if transaction.terminated:
+            self._filed.pop(id(transaction), None)
+            if self._transactions.get(transaction.key) is transaction:
+                del self._transactions[transaction.key]
+            return
+        deadline = transaction.next_timer()
+        if deadline is None:
+            self._filed.pop(id(transaction), None)
+            return
+        if self._filed.get(id(transaction)) == deadline:
+            return
+        self._filed[id(transaction)] = deadline
+        self._sequence += 1
+        heapq.heappush(self._deadlines, (deadline, self._sequence, transaction))
 
     def __len__(self) -> int:
         return sum(1 for t in self._transactions.values() if not t.terminated)
@@ -689,6 +714,7 @@ class TransactionTable:
         if existing is not None and not existing.terminated and existing is not transaction:
             raise TransactionError(f"a live transaction already holds key {transaction.key}")
         self._transactions[transaction.key] = transaction
+        self.touch(transaction)
 
     def get(self, key: TransactionKey) -> Transaction | None:
         transaction = self._transactions.get(key)
@@ -722,18 +748,29 @@ class TransactionTable:
 
     def next_timer(self) -> float | None:
         """The earliest deadline over every live transaction."""
-        deadlines = [t.next_timer() for t in self._transactions.values() if not t.terminated]
-        return min((d for d in deadlines if d is not None), default=None)
+        while self._deadlines:
+            deadline, _, transaction = self._deadlines[0]
+            if self._current(deadline, transaction):
+                return deadline
+            heapq.heappop(self._deadlines)
+        return None
+
+    def _current(self, deadline: float, transaction: Transaction) -> bool:
+        """Whether a heap entry still holds the transaction's deadline (not superseded, not ended)."""
+        return (not transaction.terminated and self._filed.get(id(transaction)) == deadline
+                and transaction.next_timer() == deadline)
 
     def handle_timers(self, now: float) -> list[Transaction]:
         """Fire what is due; returns the transactions that acted (pump their output), drops ended ones."""
         fired: list[Transaction] = []
-        for transaction in list(self._transactions.values()):
-            deadline = transaction.next_timer()
-            if deadline is not None and deadline <= now:
-                transaction.handle_timer(now)
-                fired.append(transaction)
-        self.purge()
+        while self._deadlines and self._deadlines[0][0] <= now:
+            deadline, _, transaction = heapq.heappop(self._deadlines)
+            if not self._current(deadline, transaction):
+                continue
+            self._filed.pop(id(transaction), None)
+            transaction.handle_timer(now)
+            fired.append(transaction)
+            self.touch(transaction)
         return fired
 
     def purge(self) -> None:
