@@ -108,6 +108,11 @@ def main() -> None:
                     print(f"probe rate={mid:g}/s {result}", flush=True)
                     if sustained(result, args.probe_seconds):
                         best = mid
+            if args.rate is None:
+                # A fresh server for the long run: the failing probe leaves a backlog behind it.
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(30)
+                proc, sip_port = start_server(workdir)
             result = run_sipp(workdir, sip_port, best, args.seconds, args.hold_ms)
             print(f"sustained rate={best:g}/s for {args.seconds:g}s: {result}", flush=True)
             clean = sustained(result, args.seconds)
