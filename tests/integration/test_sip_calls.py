@@ -216,3 +216,24 @@ def test_tcp_stream_that_never_ends_its_headers_is_cut_off(start_server) -> None
     # The kernel's socket buffers take more than the server reads; the server itself stopped at its limit.
     assert closed, f"connection still open after {sent} bytes of headers"
     assert metrics(server)["sip"]["tcp_framing_errors"] == 1
+
+
+def test_outbound_digest_auth_to_trunk_and_record_route(in_process_server, tmp_path: Path) -> None:
+    """The trunk challenges (401) and checks our digest answer; its 200 comes through a record-routing
+    proxy, so our BYE must carry the Route header."""
+    uas, uas_port, stat_file = start_uas(tmp_path, scenario="uas_auth_record_route.xml", echo=False, calls=1)
+    server = in_process_server(f'[[trunks]]\nname = "carrier"\nuri = "sip:{HOST}:{uas_port}"\n'
+                               'username = "trunkuser"\npassword = "trunkpass"\n')
+    engine = server.engine
+    from tonebridge.calls.engine import Destination
+
+    async def call():  # type: ignore[no-untyped-def]
+        session = await engine.originate(Destination("number", "+15550003333"))
+        assert await session.wait_answered(10), session.call
+        await engine.hangup(session)
+        return session
+
+    session = server.run(call())
+    assert session.dialog.route_set, "the Record-Route of the 200 made no route set"
+    stats = uas_stats(uas, stat_file)
+    assert (stats.successful, stats.failed, stats.unexpected) == (1, 0, 0), stats.output[-3000:]
