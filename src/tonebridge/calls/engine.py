@@ -694,8 +694,7 @@ class CallEngine:
             else:
                 session.leg.send_digit(digit, duration_ms=duration_ms,
                                        method="rfc4733" if method == "rfc4733" else "inband")
-                while session.leg.digits_pending and session.call.active:
-                    await asyncio.sleep(0.02)  # paced by the media tick that drains the queue
+                await self.clock.until(lambda: not session.leg.digits_pending or not session.call.active)
 
     def _finish(self, session: Session, reason: EndReason, *, result: CallResult | None = None,
                 sip_status: int | None = None) -> None:

@@ -253,8 +253,9 @@ class SinchApplication:
             self.join(session, call, op.conference_id, op.options, op.moh)
         elif isinstance(op, ops.Hangup):
             if session.call.state is CallState.ANSWERED or session.incoming is None:
-                await engine.hangup(session, EndReason.MANAGER_HANGUP if event == "patch" else EndReason.CALLEE_HANGUP
-                                    if session.call.direction is Direction.INBOUND else EndReason.MANAGER_HANGUP)
+                # The application ends the call: for an inbound call answered by it, it is the callee.
+                by_callee = event != "patch" and session.call.direction is Direction.INBOUND
+                await engine.hangup(session, EndReason.CALLEE_HANGUP if by_callee else EndReason.MANAGER_HANGUP)
             else:
                 engine.reject(session, 486, EndReason.MANAGER_HANGUP)
         elif isinstance(op, ops.RunMenu):
@@ -342,7 +343,8 @@ class SinchApplication:
             if op.hold_prompts:
                 await self.play(session, list(op.hold_prompts), locale, until=still_parked)
             else:
-                await asyncio.sleep(0.2)  # nothing to play: look again for an unpark or the deadline
+                await self.engine.clock.until(  # type: ignore[union-attr]
+                    lambda: not still_parked() or not session.call.active or time.monotonic() >= deadline)
         if session.call.active and still_parked():
             session.data["parked"] = False
             await self.engine.hangup(session, EndReason.TIMEOUT)  # type: ignore[union-attr]
@@ -356,8 +358,8 @@ class SinchApplication:
             return
         player = WavPlayer(samples)
         session.leg.source = player
-        while not player.finished and session.call.active and (until is None or until()):
-            await asyncio.sleep(0.02)  # paced by the media tick that drains the player
+        await self.engine.clock.until(  # type: ignore[union-attr]
+            lambda: player.finished or not session.call.active or (until is not None and not until()))
         session.leg.source = None
 
     def _render(self, prompts: list[Any], locale: str) -> np.ndarray:

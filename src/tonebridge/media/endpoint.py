@@ -340,6 +340,7 @@ class MediaClock:
 
     def __init__(self) -> None:
         self.detection = InbandDetection()
+        self._tick_waiters: list[asyncio.Future[None]] = []
         self.legs: set[MediaLeg] = set()
         self.tick_hooks: list[Callable[[float], None]] = []
         self._task: asyncio.Task[None] | None = None
@@ -347,6 +348,13 @@ class MediaClock:
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def until(self, condition: Callable[[], bool]) -> None:
+        """Wait, tick by tick, until `condition()` holds (a player drained, a digit queue sent...)."""
+        while not condition():
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._tick_waiters.append(waiter)
+            await waiter
 
     async def stop(self) -> None:
         if self._task:
@@ -384,3 +392,7 @@ class MediaClock:
                 self.detection.run(now)
             except Exception:
                 log.exception("event=inband_detection_failed")
+            waiters, self._tick_waiters = self._tick_waiters, []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
