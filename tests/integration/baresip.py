@@ -64,6 +64,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import harness
+
 HOST = "127.0.0.1"
 MODULE_PATH = Path("/usr/lib/baresip/modules")
 # Length of the silent WAV played when the caller gives no source: longer than any test call.
@@ -84,17 +86,9 @@ def free_port(exclude: Iterable[int] = ()) -> int:
     """A port free for both UDP and TCP on 127.0.0.1 right now (and not in `exclude`)."""
     excluded = set(exclude)
     for _ in range(500):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind((HOST, 0))
-            port = udp.getsockname()[1]
-            if port in excluded:
-                continue
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-                try:
-                    tcp.bind((HOST, port))
-                except OSError:
-                    continue
-                return port
+        port = harness.free_port()
+        if port not in excluded:
+            return port
     raise BaresipError("no free UDP+TCP port on 127.0.0.1")
 
 

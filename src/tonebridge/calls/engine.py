@@ -76,7 +76,6 @@ class Session:
     answered_event: asyncio.Event = field(default_factory=asyncio.Event)
     ended_event: asyncio.Event = field(default_factory=asyncio.Event)
     ack_event: asyncio.Event = field(default_factory=asyncio.Event)
-    presses: list[Press] = field(default_factory=list)
     trunk: TrunkConfig | None = None
     data: dict[str, object] = field(default_factory=dict)
 
@@ -167,7 +166,6 @@ class CallEngine:
     def _press(self, session: Session, press: Press) -> None:
         if press.started:
             self._log("dtmf", session, digit=press.digit, source=press.source)
-            session.presses.append(press)
         try:
             self.application.on_press(self, session, press)
         except Exception:

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -56,12 +56,10 @@ class LegStats:
     packets_received: int = 0
     packets_sent: int = 0
     packets_dropped: int = 0  # unparseable or of an unexpected payload type
-    ssrc_changes: int = 0
     latched: bool = False
     rtcp_received: int = 0
     remote_fraction_lost: float = 0.0
     remote_jitter: int = 0
-    extra: dict[str, int] = field(default_factory=dict)
 
 
 class _RtpProtocol(asyncio.DatagramProtocol):
@@ -104,7 +102,6 @@ class MediaLeg:
         self._tones_out = DtmfToneRenderer()
         self.detection = detection or InbandDetection()
         self._inband = False
-        self._ssrc: int | None = None
         self._last_rtcp = 0.0
         self._last_arrival_ts = 0
 
@@ -243,9 +240,6 @@ class MediaLeg:
             # Symmetric RTP: send to where the peer really is (RFC 4961), once its packets arrive.
             self.remote = addr
             self.stats.latched = True
-        if self._ssrc is not None and packet.ssrc != self._ssrc:
-            self.stats.ssrc_changes += 1
-        self._ssrc = packet.ssrc
         self.stats.packets_received += 1
         self._receive_stats.update(packet, int(time.monotonic() * 8000) & 0xFFFFFFFF)
         now = time.monotonic()
@@ -278,11 +272,16 @@ class MediaLeg:
         if self._rtcp is None or self._stream is None or self.remote is None:
             return
         try:
-            data = rtcp.build_report(self._stream, self._receive_stats if self._ssrc is not None else None)
+            data = rtcp.build_report(self._stream, self._receive_stats if self._receive_stats.ssrc is not None else None)
         except Exception:  # a report we cannot build is skipped, never fatal to the call
             log.exception("event=rtcp_build_failed call_id=%s", self.call_id)
             return
         self._rtcp.sendto(data, (self.remote[0], self.remote[1] + 1))
+
+    @property
+    def ssrc_changes(self) -> int:
+        """How often the peer's RTP source changed mid-call (SIPp's pcaps do; each is followed at once)."""
+        return self._receive_stats.ssrc_changes
 
     @property
     def loss_and_jitter(self) -> tuple[int, float]:
