@@ -124,8 +124,14 @@ class TrunkConfig(_Strict):
         return value
 
 
+class CallbacksConfig(_Strict):
+    # Delivered and given-up callbacks stay in the store (the delivery log) this long, then are pruned.
+    retention_seconds: Annotated[float, Field(gt=0)] = 7 * 86400.0
+
+
 class Config(_Strict):
     server: ServerConfig = ServerConfig()
+    callbacks: CallbacksConfig = CallbacksConfig()
     applications: list[ApplicationConfig] = []
     users: list[UserConfig] = []
     trunks: list[TrunkConfig] = []

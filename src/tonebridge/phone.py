@@ -40,6 +40,7 @@ class PhoneApplication:
         self.sessions: list[Session] = []
         self.ended = asyncio.Event()
         self.answered: asyncio.Queue[Session] = asyncio.Queue()
+        self._pressed_at: dict[str, float] = {}  # call id -> when the key now held went down
 
     def source(self) -> WavPlayer | None:
         if self.args.play:
@@ -72,7 +73,12 @@ class PhoneApplication:
 
     def on_press(self, engine: CallEngine, session: Session, press: Press) -> None:
         if press.started:
+            self._pressed_at[session.call_id] = press.time
             emit("dtmf", call_id=session.call_id, digit=press.digit, source=press.source)
+        else:
+            started = self._pressed_at.pop(session.call_id, press.time)
+            emit("dtmf_ended", call_id=session.call_id, digit=press.digit, source=press.source,
+                 held_ms=round((press.time - started) * 1000))
 
     def on_ended(self, engine: CallEngine, session: Session) -> None:
         call = session.call

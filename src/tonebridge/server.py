@@ -62,7 +62,8 @@ class Server:
         data_dir = Path(config.server.data_dir)
         data_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store(data_dir / "tonebridge.sqlite3")
-        self.outbox = Outbox(self.store, lambda key: self.sinch.secret_for(key) if self.sinch else None)
+        self.outbox = Outbox(self.store, lambda key: self.sinch.secret_for(key) if self.sinch else None,
+                             retention=config.callbacks.retention_seconds)
         self.sinch = SinchApplication(config, self.store, self.outbox, base_url=f"http://{config.server.http}",
                                       tts_dir=data_dir / "tts")
         return self.sinch

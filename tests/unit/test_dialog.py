@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tonebridge.sip.dialog import Dialog, DialogError, DialogKey, DialogState
+from tonebridge.sip.dialog import Dialog, DialogError, DialogKey, DialogState, contact_problem
 from tonebridge.sip.message import Headers, Request, Response, Via, parse_message
 from tonebridge.sip.transaction import MAGIC_COOKIE, make_response, new_branch
 
@@ -306,6 +306,29 @@ def test_uas_needs_contact_and_tag() -> None:
         Dialog.from_uas_request(inv, "t", BOB_CONTACT)
     with pytest.raises(DialogError):
         Dialog.from_uas_request(invite(), "", BOB_CONTACT)
+
+
+@pytest.mark.parametrize(("contacts", "problem"), [
+    ([ALICE_CONTACT], None),
+    (['"Alice" <sips:alice@192.0.2.10;transport=tcp>;expires=60'], None),
+    (["sip:alice@192.0.2.10:5060;q=0.5"], None),
+    ([], "Missing Contact"),
+    ([ALICE_CONTACT, "<sip:alice@192.0.2.11>"], "More Than One Contact"),
+    ([f"{ALICE_CONTACT}, <sip:alice@192.0.2.11>"], "More Than One Contact"),
+    (["*"], "Contact * Outside REGISTER"),
+    (["<sip:alice@>"], "Malformed Contact"),
+    (["<tel:+15550001111>"], "Contact Is Not a SIP URI"),
+])
+def test_contact_problem_says_why_a_dialog_cannot_be_made(contacts: list[str], problem: str | None) -> None:
+    inv = invite()
+    inv.headers.remove("Contact")
+    for value in contacts:
+        inv.headers.add("Contact", value)
+    assert contact_problem(inv) == problem
+    if problem is None:
+        Dialog.from_uas_request(inv, "bobtag", BOB_CONTACT)
+    # A target refresh may leave Contact out (§12.2.2), but one it carries is judged alike.
+    assert contact_problem(inv, required=False) == (None if problem == "Missing Contact" else problem)
 
 
 def test_response_key_matches_uac_dialog() -> None:

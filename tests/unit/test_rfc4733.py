@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from tonebridge.media.rfc4733 import (
     DIGITS,
+    RETRANSMIT_WINDOW_SECONDS,
     PressEnded,
     PressStarted,
     TelephoneEvent,
@@ -161,6 +162,58 @@ def test_late_packets_of_an_older_event_are_ignored() -> None:
         ("PressStarted", "2"),
         ("PressEnded", "2"),
     ]
+
+
+def test_same_packets_within_the_window_after_the_end_are_retransmissions() -> None:
+    receiver = TelephoneEventReceiver()
+    press = sipp_like_press(1, 13280)
+    events = feed(receiver, press)
+    last_end = (len(press) - 1) * 0.02
+    assert [type(e) for e in events] == [PressStarted, PressEnded]
+    # Its start, updates and end again, up to the window's last instant: all of them the press already over.
+    late = press[:3] + press[-1:]
+    step = (RETRANSMIT_WINDOW_SECONDS - 0.001) / len(late)
+    ignored = receiver.ignored
+    assert [receiver.receive(p, last_end + step * (i + 1)) for i, p in enumerate(late)] == [[]] * 4
+    assert receiver.ignored == ignored + 4
+
+
+def test_the_window_runs_from_the_last_end_packet() -> None:
+    receiver = TelephoneEventReceiver()
+    press = sipp_like_press(6, 4000)
+    events = feed(receiver, press[:-2])
+    end = press[-1]
+    # End packets spread out, each one within the window of the one before: still one press.
+    t = (len(press) - 3) * 0.02
+    for _ in range(3):
+        t += RETRANSMIT_WINDOW_SECONDS * 0.9
+        events += receiver.receive(end, t)
+    assert [type(e) for e in events] == [PressStarted, PressEnded]
+
+
+def test_same_packets_after_the_window_are_a_new_press() -> None:
+    """A sender that replays one recorded press for each press of a repeated digit (SIPp's pcaps)."""
+    receiver = TelephoneEventReceiver()
+    press = sipp_like_press(1, 13280)
+    events = feed(receiver, press)
+    last_end = (len(press) - 1) * 0.02
+    events += feed(receiver, press, t0=last_end + RETRANSMIT_WINDOW_SECONDS + 0.02)
+    assert events == [PressStarted("1", 13280, 1), PressEnded("1", 13280, 1, 2240)] * 2
+    # The replay's own repeated end packets are again retransmissions of it.
+    assert receiver.receive(press[-1], last_end * 2 + RETRANSMIT_WINDOW_SECONDS + 0.1) == []
+
+
+def test_sipp_pcaps_played_1_1_2_give_three_presses() -> None:
+    """dtmf_2833_1.pcap twice then dtmf_2833_2.pcap, 700 ms apart: one SSRC, recorded timestamps."""
+    receiver = TelephoneEventReceiver()
+    started = []
+    for index, (event, timestamp, seq0) in enumerate(((1, 13280, 7984), (1, 13280, 7984), (2, 23200, 8042))):
+        packets = [ev(event, timestamp, 320 * i, seq=seq0 + i, ssrc=0x0E05384E, marker=(i == 0)) for i in range(7)]
+        packets += [ev(event, timestamp, 2240, end=True, seq=seq0 + 7, ssrc=0x0E05384E)] * 3
+        times = [index * 0.7 + min(i, 7) * 0.02 for i in range(len(packets))]
+        for packet, now in zip(packets, times, strict=True):
+            started += [e.digit for e in receiver.receive(packet, now) if isinstance(e, PressStarted)]
+    assert "".join(started) == "112"
 
 
 def test_non_dtmf_and_malformed_payloads_are_counted_not_reported() -> None:

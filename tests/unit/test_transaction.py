@@ -218,6 +218,46 @@ def test_transport_error_informs_tu_and_terminates() -> None:
     assert t.pop_events() == [TransportError("connection refused"), Terminated()]
 
 
+@pytest.mark.parametrize("state", ["calling", "proceeding", "completed"])
+def test_transport_error_ends_the_client_invite_without_waiting_for_timers(state: str) -> None:
+    # §17.1.1.2, Figure 5: from Calling, Proceeding and Completed alike (there, the ACK failed to go).
+    invite = request()
+    t = ClientInviteTransaction(invite, reliable=False, now=0.0)
+    if state == "proceeding":
+        t.receive_response(response_to(invite, 180), 0.1)
+    elif state == "completed":
+        t.receive_response(response_to(invite, 503), 0.1)
+    t.pop_events()
+    t.pop_outgoing()
+    t.transport_error(0.2, "connect failed: Connection refused")
+    assert t.pop_events() == [TransportError("connect failed: Connection refused"), Terminated()]
+    assert t.state is S.TERMINATED
+    assert t.next_timer() is None
+    assert t.pop_outgoing() == []
+
+
+@pytest.mark.parametrize("provisional", [False, True])
+def test_transport_error_ends_the_client_non_invite(provisional: bool) -> None:
+    # §17.1.2.2, Figure 6: from Trying and Proceeding, before Timer F.
+    options = request("OPTIONS")
+    t = ClientNonInviteTransaction(options, reliable=True, now=0.0)
+    if provisional:
+        t.receive_response(response_to(options, 100), 0.1)
+    t.pop_events()
+    t.transport_error(0.2, "connection closed")
+    assert t.pop_events() == [TransportError("connection closed"), Terminated()]
+    assert t.next_timer() is None
+
+
+def test_transport_error_after_the_end_is_ignored() -> None:
+    invite = request()
+    t = ClientInviteTransaction(invite, reliable=True, now=0.0)
+    t.receive_response(response_to(invite, 486), 0.1)  # TCP: Completed lasts zero seconds
+    t.pop_events()
+    t.transport_error(0.2, "late report")
+    assert t.pop_events() == []
+
+
 # Client non-INVITE (§17.1.2) --------------------------------------------------------------------------
 
 
@@ -598,6 +638,53 @@ def test_table_routes_messages_and_drives_all_timers() -> None:
     table.handle_timers(40.0)  # B fires for the INVITE; the server waits on its TU forever
     assert len(table) == 1
     assert table.match_response(response_to(invite, 200)) is None
+
+
+def test_table_finds_the_transaction_that_sent_a_message() -> None:
+    # What a transport error report is routed by (§17.1.4, §17.2.4): the message the transport failed on.
+    table = TransactionTable()
+    invite = request()
+    client = ClientInviteTransaction(invite, reliable=False, now=0.0)
+    options = request("OPTIONS")
+    client2 = ClientNonInviteTransaction(options, reliable=True, now=0.0)
+    incoming = request("INVITE", branch="z9hG4bKincoming")
+    server = ServerInviteTransaction(incoming, reliable=False, now=0.0)
+    for t in (client, client2, server):
+        table.add(t)
+    assert table.match_sent(invite) is client
+    assert table.match_sent(options) is client2
+    assert table.match_sent(copy(options)) is None  # an equal message is not one the transaction sent
+
+    client.receive_response(response_to(invite, 486), 0.1)
+    assert client.ack is not None
+    assert table.match_sent(client.ack) is client  # the ACK for a non-2xx rides the INVITE's transaction
+
+    ringing = response_to(incoming, 180)
+    final = response_to(incoming, 200)
+    server.send_response(ringing, 0.0)
+    server.send_response(final, 0.1)
+    # A report about the 180 may come after the 200 went out: it still belongs to the server transaction.
+    assert table.match_sent(ringing) is server
+    assert table.match_sent(final) is server
+    assert table.match_sent(response_to(incoming, 200)) is None  # not sent by it (a stateless answer)
+
+    # The ACK for a 2xx has no transaction (§13.2.2.4): nobody to tell.
+    ack_2xx = request("ACK")
+    assert table.match_sent(ack_2xx) is None
+
+    client2.transport_error(0.2, "connection closed")
+    table.touch(client2)
+    assert table.match_sent(options) is None  # ended: the report has nowhere to go
+
+
+def test_rfc2543_server_responses_are_found_by_scan() -> None:
+    table = TransactionTable()
+    invite = request(branch="1")
+    server = ServerInviteTransaction(invite, reliable=True, now=0.0)
+    table.add(server)
+    busy = response_to(invite, 486)
+    server.send_response(busy, 0.0)
+    assert table.match_sent(busy) is server
 
 
 def test_rfc2543_requests_match_without_magic_cookie() -> None:

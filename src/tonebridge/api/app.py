@@ -9,25 +9,42 @@ from __future__ import annotations
 
 import asyncio
 import json
-import statistics
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
 from tonebridge.api.errors import ApiError, api_error_handler, http_error_handler, unexpected_error_handler
+from tonebridge.api.limits import BodyLimit
 from tonebridge.api.openapi import document as openapi_document
 
 if TYPE_CHECKING:
     from tonebridge.server import Server
 
 
-def _median(values: list[float]) -> float | None:
-    return round(statistics.median(values), 2) if values else None
+def _quantile(values: Iterable[float], q: float) -> float | None:
+    ordered = sorted(values)
+    if not ordered:
+        return None
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)
+
+
+_OUTCOMES = {"delivered": "delivered", "failed_attempt": "failedAttempts", "given_up": "givenUp"}
+
+
+def _callback_counters(server: Server) -> dict[str, dict[str, int]]:
+    """Callbacks by event and outcome: delivered, failed attempts (each retried or not), given up."""
+    if server.outbox is None:
+        return {}
+    out: dict[str, dict[str, int]] = {}
+    for (event, outcome), count in sorted(server.outbox.counters.items()):
+        out.setdefault(event, dict.fromkeys(_OUTCOMES.values(), 0))[_OUTCOMES[outcome]] = count
+    return out
 
 
 def create_app(server: Server) -> Starlette:
@@ -39,16 +56,24 @@ def create_app(server: Server) -> Starlette:
             "sip": dict(server.stack.transport.stats.counters),
             "calls": {"active": server.engine.active_calls, "total": len(server.engine.sessions)},
             "tasks": len(asyncio.all_tasks()),
-            "outbox": {"pending": len(server.outbox.pending()) if server.outbox is not None else 0},
+            "outbox": {"pending": len(server.outbox.pending()) if server.outbox is not None else 0,
+                       "pruned": server.outbox.pruned if server.outbox is not None else 0},
             "conferences": {
                 "rooms": len(server.conferences.rooms),
                 "participants": len(server.conferences.members),
                 "counters": dict(server.conferences.events.counters),
-                "pieLatencyMsP50": _median(server.conferences.pie_latency_ms),
+                # From the end of a collection to the application's answer to its PIE (and, "Request", to
+                # the PIE leaving); over the latest 1,000 collections.
+                "pieLatencyMsP50": _quantile(server.conferences.pie_answered_ms, 0.5),
+                "pieLatencyMsP99": _quantile(server.conferences.pie_answered_ms, 0.99),
+                "pieRequestLatencyMsP50": _quantile(server.conferences.pie_sent_ms, 0.5),
+                "pieRequestLatencyMsP99": _quantile(server.conferences.pie_sent_ms, 0.99),
                 "eventSubscribers": server.conferences.events.subscribers,
             },
+            "callbacks": _callback_counters(server),
+            # A leg in a room is ticked by its room, not by the clock: both carry audio.
             "media": {"lateTicks": server.clock.late_ticks, "portsInUse": server.engine.ports.in_use,
-                      "legs": len(server.clock.legs)},
+                      "legs": len(server.clock.legs) + len(server.conferences.members)},
         })
 
     async def events(request: Request) -> StreamingResponse:
@@ -86,7 +111,7 @@ def create_app(server: Server) -> Starlette:
         from tonebridge.api.calling import routes as calling_routes
 
         routes += calling_routes(sinch)
-    return Starlette(routes=routes, exception_handlers={
+    return Starlette(routes=routes, middleware=[Middleware(BodyLimit)], exception_handlers={
         ApiError: api_error_handler,
         HTTPException: http_error_handler,
         Exception: unexpected_error_handler,

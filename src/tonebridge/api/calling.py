@@ -14,15 +14,19 @@ from urllib.parse import unquote
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Match, Route
+from starlette.types import Scope
 
 from tonebridge.api.errors import INVALID_REQUEST, ApiError, invalid, missing
+from tonebridge.api.limits import MAX_BODY
 from tonebridge.callbacks.signing import AuthError, verify_request
 
 if TYPE_CHECKING:
     from tonebridge.calls.sinch import SinchApplication
 
-MAX_BODY = 64 * 1024
+__all__ = ["MAX_BODY", "MAX_DEPTH", "RawPathRoute", "read_json", "routes"]
+
+MAX_DEPTH = 64
 SKEW = timedelta(minutes=15)
 
 
@@ -31,20 +35,83 @@ def empty() -> Response:
 
 
 async def read_json(request: Request, *, required: bool = True) -> dict[str, Any]:
+    """The body as a JSON object whose every string can be encoded as UTF-8 (the store, the callbacks and
+    the logs all encode them), nested no deeper than MAX_DEPTH (so that nothing downstream recurses past
+    Python's limit). The size limit is BodyLimit's, applied before the body was read."""
     body = await request.body()
     if not body.strip():
         if required:
             raise ApiError(INVALID_REQUEST, "request body: a JSON object is required")
         return {}
-    if len(body) > MAX_BODY:
-        raise ApiError(INVALID_REQUEST, f"request body: larger than {MAX_BODY} bytes")
     try:
         value = json.loads(body)
+    except RecursionError:
+        raise ApiError(INVALID_REQUEST, f"request body: nested deeper than {MAX_DEPTH} levels") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(INVALID_REQUEST, f"request body: not valid JSON ({exc})") from None
     if not isinstance(value, dict):
         raise ApiError(INVALID_REQUEST, "request body: must be a JSON object")
+    _check_text(value)
     return value
+
+
+def _check_text(document: dict[str, Any]) -> None:
+    # Iterative, so that the walk itself cannot exhaust the stack.
+    pending: list[tuple[str, int, Any]] = [("", 1, document)]
+    while pending:
+        path, depth, value = pending.pop()
+        if depth > MAX_DEPTH:
+            raise ApiError(INVALID_REQUEST, f"request body: nested deeper than {MAX_DEPTH} levels")
+        if isinstance(value, dict):
+            for key, item in value.items():
+                field = f"{path}.{_printable(key)}" if path else _printable(key)
+                _check_utf8(field, key, "name")
+                pending.append((field, depth + 1, item))
+        elif isinstance(value, list):
+            pending.extend((f"{path}[{index}]", depth + 1, item) for index, item in enumerate(value))
+        elif isinstance(value, str):
+            _check_utf8(path, value, "value")
+
+
+def _check_utf8(field: str, text: str, what: str) -> None:
+    if text.isascii():
+        return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise invalid(field, f"{what} is not valid Unicode text (lone surrogate U+{ord(text[exc.start]):04X} "
+                             f"at {exc.start})") from None
+
+
+def _printable(key: str) -> str:
+    # A field name goes into the error message, which must itself encode as UTF-8.
+    return key.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+class RawPathRoute(Route):
+    """A route matched on the path as sent when it holds an encoded slash.
+
+    Starlette matches the decoded path, where `c7%2F1` has already become two segments; the path as sent
+    keeps it in one. Each parameter is then percent-decoded exactly once, as Starlette decodes it."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        raw = scope.get("raw_path")
+        if scope["type"] != "http" or raw is None or b"%2f" not in raw.lower():
+            return super().matches(scope)
+        path = raw.decode("latin-1").partition("?")[0]
+        root_path = scope.get("root_path", "")
+        if root_path and path.startswith(root_path):
+            path = path[len(root_path):]
+        match = self.path_regex.match(path)
+        if match is None:
+            return Match.NONE, {}
+        params = dict(scope.get("path_params", {}))
+        for name, value in match.groupdict().items():
+            params[name] = self.param_convertors[name].convert(unquote(value))
+        child_scope = {"endpoint": self.endpoint, "path_params": params}
+        if self.methods and scope["method"] not in self.methods:
+            return Match.PARTIAL, child_scope
+        return Match.FULL, child_scope
 
 
 def routes(app: SinchApplication) -> list[Route]:
@@ -84,24 +151,24 @@ def routes(app: SinchApplication) -> list[Route]:
 
     async def get_conference(request: Request) -> JSONResponse:
         key = await authenticate(request)
-        conference_id = unquote(request.path_params["conference_id"])
+        conference_id = request.path_params["conference_id"]
         return JSONResponse({"participants": app.conference_participants(key, conference_id)})
 
     async def kick_all(request: Request) -> Response:
         key = await authenticate(request)
-        app.kick_all(key, unquote(request.path_params["conference_id"]))
+        app.kick_all(key, request.path_params["conference_id"])
         return empty()
 
     async def manage_participant(request: Request) -> Response:
         key = await authenticate(request)
         body = await read_json(request)
-        app.manage_participant(key, unquote(request.path_params["conference_id"]), request.path_params["call_id"],
+        app.manage_participant(key, request.path_params["conference_id"], request.path_params["call_id"],
                                body)
         return empty()
 
     async def kick_participant(request: Request) -> Response:
         key = await authenticate(request)
-        app.kick_participant(key, unquote(request.path_params["conference_id"]), request.path_params["call_id"])
+        app.kick_participant(key, request.path_params["conference_id"], request.path_params["call_id"])
         return empty()
 
     async def numbers(request: Request) -> Response:
@@ -135,14 +202,17 @@ def routes(app: SinchApplication) -> list[Route]:
 
     return [
         Route("/calling/v1/callouts", callouts, methods=["POST"]),
-        Route("/calling/v1/calls/id/{call_id}", get_call, methods=["GET"]),
-        Route("/calling/v1/calls/id/{call_id}", update_call, methods=["PATCH"]),
-        Route("/calling/v1/calls/id/{call_id}/leg/{leg}", update_call_leg, methods=["PATCH"]),
-        Route("/calling/v1/conferences/id/{conference_id}", get_conference, methods=["GET"]),
-        Route("/calling/v1/conferences/id/{conference_id}", kick_all, methods=["DELETE"]),
-        Route("/calling/v1/conferences/id/{conference_id}/{call_id}", manage_participant, methods=["PATCH"]),
-        Route("/calling/v1/conferences/id/{conference_id}/{call_id}", kick_participant, methods=["DELETE"]),
+        RawPathRoute("/calling/v1/calls/id/{call_id}", get_call, methods=["GET"]),
+        RawPathRoute("/calling/v1/calls/id/{call_id}", update_call, methods=["PATCH"]),
+        RawPathRoute("/calling/v1/calls/id/{call_id}/leg/{leg}", update_call_leg, methods=["PATCH"]),
+        RawPathRoute("/calling/v1/conferences/id/{conference_id}", get_conference, methods=["GET"]),
+        RawPathRoute("/calling/v1/conferences/id/{conference_id}", kick_all, methods=["DELETE"]),
+        RawPathRoute("/calling/v1/conferences/id/{conference_id}/{call_id}", manage_participant,
+                     methods=["PATCH"]),
+        RawPathRoute("/calling/v1/conferences/id/{conference_id}/{call_id}", kick_participant,
+                     methods=["DELETE"]),
         Route("/v1/configuration/numbers", numbers, methods=["GET", "POST", "DELETE"]),
-        Route("/v1/configuration/callbacks/applications/{application_key}", callback_urls, methods=["GET", "POST"]),
-        Route("/v1/calling/query/number/{number}", query_number, methods=["GET"]),
+        RawPathRoute("/v1/configuration/callbacks/applications/{application_key}", callback_urls,
+                     methods=["GET", "POST"]),
+        RawPathRoute("/v1/calling/query/number/{number}", query_number, methods=["GET"]),
     ]

@@ -105,7 +105,7 @@ def _path_param(name: str, schema: dict[str, Any] | None = None) -> dict[str, An
 
 
 def document() -> dict[str, Any]:
-    errors = _error_responses(400, 401, 404)
+    errors = _error_responses(400, 401, 404, 413)
     participant = {
         "type": "object",
         "required": ["cli", "id", "duration", "muted", "onhold"],

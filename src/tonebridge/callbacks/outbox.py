@@ -10,6 +10,9 @@ Rules (docs/callbacks.md):
   steps, the last step repeating, until `give_up_after` seconds have passed since enqueue; then the row is
   marked given up and stays in the delivery log.
 - Every attempt carries the row's `X-Idempotency-Key` and fresh signing headers.
+- Delivered and given-up rows are kept for `retention` seconds after they finish, then pruned.
+- Every callback is counted by event and outcome (`delivered`, `failed_attempt`, `given_up`) in
+  `counters`, for the metrics.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import json
 import logging
 import time
 import uuid
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -45,6 +48,9 @@ log = logging.getLogger("tonebridge.callbacks")
 DEFAULT_BACKOFF: tuple[float, ...] = (1, 2, 4, 8, 15, 30, 60)
 DEFAULT_GIVE_UP_AFTER = 86400.0
 DEFAULT_ATTEMPT_TIMEOUT = 5.0
+DEFAULT_RETENTION = 7 * 86400.0
+# Pruning is cheap (one indexed DELETE) but need not be frequent; a short retention prunes sooner.
+MAX_PRUNE_INTERVAL = 3600.0
 # Sinch publishes no ICE/ACE timeout; 5 s keeps a caller from waiting in silence much longer than a ring.
 SYNC_TIMEOUT = 5.0
 IDEMPOTENCY_HEADER = "X-Idempotency-Key"
@@ -77,7 +83,8 @@ class Delivery:
       enqueue plus one timeout when an earlier callback of the call is still being retried: bound the wait
       (`asyncio.wait_for(delivery.first_attempt, 2)` for a conference PIE, conference-dtmf.md §3 rule 4).
     - `delivered` resolves True on a 2xx, False when given up.
-    Both are cancelled by `Outbox.close()` if still open (the row stays pending in the store).
+    - `first_sent` resolves when the first attempt's request leaves (its signing time).
+    All are cancelled by `Outbox.close()` if still open (the row stays pending in the store).
     """
 
     id: int
@@ -91,6 +98,7 @@ class Delivery:
     attempt_timeout: float
     first_attempt: asyncio.Future[int | None]
     delivered: asyncio.Future[bool]
+    first_sent: asyncio.Future[None]
     attempts: int = 0
     next_attempt_at: float = 0.0
     last_error: str | None = field(default=None)
@@ -115,11 +123,14 @@ class Outbox:
         backoff: Sequence[float] = DEFAULT_BACKOFF,
         give_up_after: float = DEFAULT_GIVE_UP_AFTER,
         attempt_timeout: float = DEFAULT_ATTEMPT_TIMEOUT,
+        retention: float = DEFAULT_RETENTION,
     ) -> None:
         if not backoff or any(step < 0 for step in backoff):
             raise ValueError("backoff needs at least one step, none negative")
         if attempt_timeout <= 0:
             raise ValueError("attempt_timeout must be positive")
+        if retention <= 0:
+            raise ValueError("retention must be positive")
         self._store = store
         self._secrets = secrets
         self._own_client = client is None
@@ -132,6 +143,10 @@ class Outbox:
         self._backoff = tuple(float(step) for step in backoff)
         self._give_up_after = float(give_up_after)
         self._attempt_timeout = float(attempt_timeout)
+        self._retention = float(retention)
+        self._pruner: asyncio.Task[None] | None = None
+        self.counters: Counter[tuple[str, str]] = Counter()  # (event, outcome) -> count
+        self.pruned = 0
         self._queues: dict[str, deque[Delivery]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._known: dict[int, Delivery] = {}
@@ -164,6 +179,24 @@ class Outbox:
                 queue.extend(ordered)
         for call_id in list(self._queues):
             self._ensure_worker(call_id)
+        self._pruner = asyncio.get_running_loop().create_task(self._prune_forever(), name="outbox:prune")
+
+    def prune(self) -> int:
+        """Delete delivered and given-up rows that finished more than `retention` seconds ago."""
+        removed = self._store.outbox_prune(self._clock() - self._retention)
+        if removed:
+            self.pruned += removed
+            log.info("event=outbox_pruned rows=%d", removed)
+        return removed
+
+    async def _prune_forever(self) -> None:
+        interval = min(MAX_PRUNE_INTERVAL, max(self._retention / 2, 0.5))
+        while True:
+            try:
+                self.prune()
+            except Exception:
+                log.exception("event=outbox_prune_failed")
+            await asyncio.sleep(interval)
 
     async def close(self) -> None:
         """Stop delivering. Rows not yet delivered stay pending in the store for the next start();
@@ -172,12 +205,15 @@ class Outbox:
             return
         self._closed = True
         workers = list(self._workers.values())
+        if self._pruner is not None:
+            workers.append(self._pruner)
         for task in workers:
             task.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
         for delivery in self._known.values():
             delivery.first_attempt.cancel()
             delivery.delivered.cancel()
+            delivery.first_sent.cancel()
         if self._own_client:
             await self._client.aclose()
 
@@ -214,6 +250,7 @@ class Outbox:
             attempt_timeout=self._attempt_timeout if attempt_timeout is None else float(attempt_timeout),
             first_attempt=loop.create_future(),
             delivered=loop.create_future(),
+            first_sent=loop.create_future(),
             next_attempt_at=now,
         )
         self._add(delivery)
@@ -240,6 +277,7 @@ class Outbox:
             attempt_timeout=self._attempt_timeout,
             first_attempt=loop.create_future(),
             delivered=loop.create_future(),
+            first_sent=loop.create_future(),
             attempts=row.attempts,
             next_attempt_at=row.next_attempt_at,
             last_error=row.last_error,
@@ -288,6 +326,7 @@ class Outbox:
             now = self._clock()
             if not d.first_attempt.done():
                 d.first_attempt.set_result(status)
+            self.counters[(d.event, "delivered" if _is_success(status) else "failed_attempt")] += 1
             if _is_success(status):
                 assert status is not None
                 self._store.outbox_delivered(d.id, status, now, attempts=d.attempts)
@@ -305,6 +344,7 @@ class Outbox:
             d.last_error = error
             deadline = d.created_at + self._give_up_after
             if now >= deadline:
+                self.counters[(d.event, "given_up")] += 1
                 reason = f"gave up after {d.attempts} attempts: {error}"
                 self._store.outbox_gave_up(d.id, now, reason, attempts=d.attempts)
                 log.warning(
@@ -335,7 +375,8 @@ class Outbox:
         """One POST. Returns (HTTP status, None) for any answer that is 2xx, (status, error) for any other
         answer, (None, error) when no answer came."""
         response, error = await self._post(
-            d.app_key, d.url, d.body, d.attempt_timeout, {IDEMPOTENCY_HEADER: d.idempotency_key}
+            d.app_key, d.url, d.body, d.attempt_timeout, {IDEMPOTENCY_HEADER: d.idempotency_key},
+            sent=None if d.first_sent.done() else d.first_sent,
         )
         if response is None:
             return None, error
@@ -344,7 +385,8 @@ class Outbox:
         return response.status_code, f"HTTP {response.status_code}"
 
     async def _post(
-        self, app_key: str, url: str, body: bytes, timeout: float, extra: dict[str, str] | None = None
+        self, app_key: str, url: str, body: bytes, timeout: float, extra: dict[str, str] | None = None,
+        sent: asyncio.Future[None] | None = None,
     ) -> tuple[httpx.Response | None, str | None]:
         secret = self._secrets(app_key)
         if secret is None:
@@ -356,6 +398,8 @@ class Outbox:
             return None, str(exc)
         if extra:
             headers.update(extra)
+        if sent is not None and not sent.done():
+            sent.set_result(None)
         try:
             # asyncio.timeout bounds the whole exchange (connect, send, response); httpx's own timeout
             # only bounds each phase.
@@ -393,10 +437,14 @@ class Outbox:
                 continue
             response, error = await self._post(app_key, target, data, timeout)
             if response is not None and _is_success(response.status_code):
+                self.counters[(event, "delivered")] += 1
                 return response
+            self.counters[(event, "failed_attempt")] += 1
             if response is not None:
                 error = f"HTTP {response.status_code}"
             log.warning(
                 "event=callback_failed call_id=%s callback=%s url=%s error=%r", call_id, event, target, error
             )
+        # A synchronous callback is not retried: the call goes on without its answer.
+        self.counters[(event, "given_up")] += 1
         return None

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, assert_never
 
 import numpy as np
 
@@ -36,9 +36,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tonebridge.conference")
 
-FORWARDED_PRESS_MS = 120  # Q.24: at least 40 ms of tone; the sender's 60 ms gap then separates repeats
-RENDERED_PRESS_MS = 120
+# A forwarded or rendered key lasts as long as it is held at its source, and at least this long: a press
+# known only by its instant (SIP INFO, an in-band press reported when it ends) must still be heard as one.
+# Q.24 asks for 40 ms of tone; 120 ms leaves margin, and the sender's 60 ms gap separates repeats.
+FORWARDED_PRESS_MIN_MS = 120
+RENDERED_PRESS_MIN_MS = 120
 GATE_DELAY_FRAMES = 3
+PIE_LATENCY_SAMPLES = 1000
 
 CollectionConsumer = Callable[["Session", CollectionDone], Awaitable[None] | None]
 
@@ -52,8 +56,12 @@ class InbandGate:
         self.frames: deque[np.ndarray] = deque([SILENCE] * delay)
         self.blank: deque[bool] = deque([False] * delay)
         self.hangover = 0
+        # While the room forwards this leg's own in-band key, none of its audio may reach the mix, even
+        # where the classifier loses the tone (its tail, a twist it does not accept).
+        self.suppressing = False
 
     def push(self, frame: np.ndarray, tone: bool) -> np.ndarray:
+        tone = tone or self.suppressing
         if tone:
             # Blank what is still in the line: the tone's onset precedes its first confident block.
             for i in range(len(self.blank)):
@@ -72,7 +80,9 @@ class ConferenceService:
     def __init__(self, engine: CallEngine, consumer: CollectionConsumer, events: EventBus | None = None) -> None:
         self.engine = engine
         self.events = events or EventBus()
-        self.pie_latency_ms: list[float] = []  # end of collection to the consumer (the PIE) being called
+        # From the end of a collection to its PIE request leaving, and to the application's answer to it.
+        self.pie_sent_ms: deque[float] = deque(maxlen=PIE_LATENCY_SAMPLES)
+        self.pie_answered_ms: deque[float] = deque(maxlen=PIE_LATENCY_SAMPLES)
         self.consumer = consumer
         self.rooms = r.Conferences()
         self.mixer = Mixer(FRAME_SAMPLES)
@@ -186,51 +196,81 @@ class ConferenceService:
                 listener(effect)
 
     def _apply_one(self, effect: r.Effect) -> None:
-        if isinstance(effect, r.MixState):
-            if effect.call_id not in self.mixer:
-                return
-            self.mixer.set_contributing(effect.call_id, effect.contributes)
-            self.mixer.set_hearing(effect.call_id, effect.hears_room)
-            self.mixer.set_override(effect.call_id, self._moh_source(effect.moh) if effect.moh else None)
-        elif isinstance(effect, r.ForwardPress):
-            target = self.members.get(effect.to_call_id)
-            if target is not None:
-                target.leg.send_digit(effect.digit, FORWARDED_PRESS_MS)
-        elif isinstance(effect, r.RenderTone):
-            renderer = self._renderers.get(effect.call_id)
-            if renderer is not None:
-                renderer.press(effect.digit, RENDERED_PRESS_MS)
-        elif isinstance(effect, CollectionDone):
-            self._collection_done(effect)
-        elif isinstance(effect, r.PressHandled):
-            self.events.counters[f"presses.{effect.source.value}.{effect.mode.value}"] += 1
-            self.events.publish({"type": "press", "callId": effect.call_id, "conferenceId": effect.conference_id,
-                                 "digit": effect.digit, "source": effect.source.value, "mode": effect.mode.value,
-                                 "outcome": effect.describe(), "receivers": list(effect.receivers)})
-            session = self.members.get(effect.call_id)
-            self.engine._log("conference_press", session, conference_id=effect.conference_id,
-                             digit=effect.digit, source=effect.source.value, mode=effect.mode.value,
-                             outcome=effect.describe().replace(" ", "_"))
-        elif isinstance(effect, (r.LeftMix, r.ReturnedToMix)):
-            self.events.publish({"type": "left_mix" if isinstance(effect, r.LeftMix) else "returned_to_mix",
-                                 "callId": effect.call_id, "conferenceId": effect.conference_id})
-            session = self.members.get(effect.call_id)
-            self.engine._log("conference_left_mix" if isinstance(effect, r.LeftMix) else "conference_returned",
-                             session, conference_id=effect.conference_id)
-        elif isinstance(effect, r.ParticipantJoined):
-            self.events.publish({"type": "joined", "callId": effect.call_id, "conferenceId": effect.conference_id})
-        elif isinstance(effect, r.ParticipantLeft):
-            self.events.publish({"type": "left", "callId": effect.call_id, "conferenceId": effect.conference_id,
-                                 "reason": effect.reason.value})
-            self._forget(effect.call_id)
-            session = self.engine.find(effect.call_id)
-            if session is not None:
-                self.engine._log("conference_left", session, conference_id=effect.conference_id,
-                                 reason=effect.reason.value)
-                if effect.reason is r.LeaveReason.KICKED and session.call.active:
-                    self.engine._spawn(self.engine.hangup(session, EndReason.MANAGER_HANGUP))
-        elif isinstance(effect, r.ConferenceEnded):
-            log.info("event=conference_ended conference_id=%s", effect.conference_id)
+        # Exhaustive: a new kind of room effect fails the type check here instead of being dropped.
+        match effect:
+            case r.MixState():
+                if effect.call_id not in self.mixer:
+                    return
+                self.mixer.set_contributing(effect.call_id, effect.contributes)
+                self.mixer.set_hearing(effect.call_id, effect.hears_room)
+                self.mixer.set_override(effect.call_id, self._moh_source(effect.moh) if effect.moh else None)
+            case r.ForwardPress():
+                target = self.members.get(effect.to_call_id)
+                if target is not None:
+                    target.leg.hold_digit(effect.digit, FORWARDED_PRESS_MIN_MS)
+            case r.ForwardPressEnded():
+                target = self.members.get(effect.to_call_id)
+                if target is not None:
+                    target.leg.release_digit(effect.digit)
+            case r.RenderTone():
+                renderer = self._renderers.get(effect.call_id)
+                if renderer is not None:
+                    renderer.hold(effect.digit, RENDERED_PRESS_MIN_MS)
+            case r.RenderToneEnded():
+                renderer = self._renderers.get(effect.call_id)
+                if renderer is not None:
+                    renderer.release(effect.digit)
+            case r.SuppressInband():
+                gate = self._gates.get(effect.call_id)
+                if gate is not None:
+                    gate.suppressing = True
+            case r.SuppressInbandEnded():
+                gate = self._gates.get(effect.call_id)
+                if gate is not None:
+                    gate.suppressing = False
+            case CollectionDone():
+                self._collection_done(effect)
+            case r.PressHandled():
+                self.events.counters[f"presses.{effect.source.value}.{effect.mode.value}"] += 1
+                self.events.publish({"type": "press", "callId": effect.call_id,
+                                     "conferenceId": effect.conference_id, "digit": effect.digit,
+                                     "source": effect.source.value, "mode": effect.mode.value,
+                                     "outcome": effect.describe(), "receivers": list(effect.receivers)})
+                self.engine._log("conference_press", self.members.get(effect.call_id),
+                                 conference_id=effect.conference_id, digit=effect.digit,
+                                 source=effect.source.value, mode=effect.mode.value,
+                                 outcome=effect.describe().replace(" ", "_"))
+            case r.LeftMix() | r.ReturnedToMix():
+                left = isinstance(effect, r.LeftMix)
+                self.events.publish({"type": "left_mix" if left else "returned_to_mix",
+                                     "callId": effect.call_id, "conferenceId": effect.conference_id})
+                self.engine._log("conference_left_mix" if left else "conference_returned",
+                                 self.members.get(effect.call_id), conference_id=effect.conference_id)
+            case r.OptionsChanged():
+                self.events.publish({"type": "options_changed", "callId": effect.call_id,
+                                     "conferenceId": effect.conference_id, "mode": effect.options.mode.value})
+                self._update_gate(effect.call_id)
+            case r.ParticipantJoined():
+                self.events.publish({"type": "joined", "callId": effect.call_id,
+                                     "conferenceId": effect.conference_id})
+            case r.ParticipantLeft():
+                self.events.publish({"type": "left", "callId": effect.call_id,
+                                     "conferenceId": effect.conference_id, "reason": effect.reason.value})
+                self._forget(effect.call_id)
+                session = self.engine.find(effect.call_id)
+                if session is not None:
+                    self.engine._log("conference_left", session, conference_id=effect.conference_id,
+                                     reason=effect.reason.value)
+                    if effect.reason is r.LeaveReason.KICKED and session.call.active:
+                        self.engine._spawn(self.engine.hangup(session, EndReason.MANAGER_HANGUP))
+            case r.ConferenceStarted():
+                log.info("event=conference_started conference_id=%s", effect.conference_id)
+                self.events.publish({"type": "conference_started", "conferenceId": effect.conference_id})
+            case r.ConferenceEnded():
+                log.info("event=conference_ended conference_id=%s", effect.conference_id)
+                self.events.publish({"type": "conference_ended", "conferenceId": effect.conference_id})
+            case _:
+                assert_never(effect)
 
     def _collection_done(self, done: CollectionDone) -> None:
         session = self.members.get(done.call_id) or self.engine.find(done.call_id)
@@ -241,8 +281,6 @@ class ConferenceService:
                              "digits": done.digits, "reason": done.reason.value})
         if session is None:
             return
-        self.pie_latency_ms.append((self.engine.now() - done.ended_at) * 1000 if done.ended_at else 0.0)
-        del self.pie_latency_ms[:-1000]
         self.events.publish({"type": "pie_sent", "callId": done.call_id, "conferenceId": done.conference_id})
         try:
             result = self.consumer(session, done)
@@ -252,6 +290,9 @@ class ConferenceService:
             self.collection_completed(done.call_id, done.seq)
             return
         if result is None:
+            # Handled on the spot (the demo prints it): sent and answered now.
+            self.pie_sent(done)
+            self.pie_answered(done)
             self._pie_answered(done)
             return
 
@@ -265,6 +306,17 @@ class ConferenceService:
                 self._pie_answered(done)
 
         self.engine._spawn(await_consumer())
+
+    def _since_collection_ms(self, done: CollectionDone) -> float:
+        return (self.engine.now() - done.ended_at) * 1000 if done.ended_at else 0.0
+
+    def pie_sent(self, done: CollectionDone) -> None:
+        """The collection's PIE request has left (its first attempt)."""
+        self.pie_sent_ms.append(self._since_collection_ms(done))
+
+    def pie_answered(self, done: CollectionDone) -> None:
+        """The application accepted the collection's PIE (a 2xx, on whichever attempt)."""
+        self.pie_answered_ms.append(self._since_collection_ms(done))
 
     def _pie_answered(self, done: CollectionDone) -> None:
         self.events.publish({"type": "pie_answered", "callId": done.call_id, "conferenceId": done.conference_id})
@@ -294,6 +346,8 @@ class ConferenceService:
         self._renderers.pop(call_id, None)
         if self._gates.pop(call_id, None) is not None:
             self._classifier.remove(call_id)
+        if session is not None:
+            session.leg.release_held_digits()
         if session is not None and session.call.active:
             # Out of the room but still on the line: its own tick takes over again.
             self.engine.clock.legs.add(session.leg)

@@ -707,12 +707,17 @@ class CallEngine:
         self._log("call_ended", session, reason=reason.value, result=session.call.result.value,  # type: ignore[union-attr]
                   duration=session.call.duration(self.now()), rtp_in=session.leg.stats.packets_received,
                   rtp_out=session.leg.stats.packets_sent, lost=lost, jitter_ms=f"{jitter:.1f}")
+        # The listeners (the conference room among them) go first: what the call's end completes there,
+        # a collection's PIE, must reach the application before the call's own end (its DiCE).
+        for listener in self.ended_listeners:
+            try:
+                listener(session)
+            except Exception:
+                log.exception("event=ended_listener_failed call_id=%s", session.call_id)
         try:
             self.application.on_ended(self, session)
         except Exception:
             log.exception("event=application_ended_failed call_id=%s", session.call_id)
-        for listener in self.ended_listeners:
-            listener(session)
 
     def forget(self, session: Session) -> None:
         self.sessions.pop(session.call_id, None)

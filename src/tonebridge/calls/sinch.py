@@ -34,6 +34,7 @@ from tonebridge.conference.options import (
     validate_conference_id,
     validate_moh_class,
 )
+from tonebridge.conference.room import ConferenceEnded
 from tonebridge.config import Config
 from tonebridge.media.endpoint import Press
 from tonebridge.media.players import make_moh
@@ -119,6 +120,12 @@ class SinchApplication:
     def attach(self, conferences: ConferenceService) -> None:
         self.conferences = conferences
         self.engine = conferences.engine
+        conferences.listeners.append(self._room_effect)
+
+    def _room_effect(self, effect: object) -> None:
+        if isinstance(effect, ConferenceEnded):
+            # A conference id belongs to an application only while the conference lasts.
+            self.conference_owner.pop(effect.conference_id, None)
 
     # Lookups -------------------------------------------------------------------------------------------
 
@@ -218,7 +225,9 @@ class SinchApplication:
 
     # SVAML -----------------------------------------------------------------------------------------------
 
-    async def execute(self, session: Session, call: SinchCall, document: dict, event: str) -> None:
+    async def execute(self, session: Session, call: SinchCall, document: dict, event: str) -> bool:
+        """Run an SVAML answer; True when its action was `continue` (explicit, or what an empty or
+        unusable ACE answer means), so the call goes on with what was already planned for it."""
         assert self.engine is not None
         try:
             svaml = parse_svaml(document)
@@ -231,8 +240,9 @@ class SinchApplication:
             plan = [ops.Continue()] if event == "ace" else [ops.Hangup()]
         for op in plan:
             if not session.call.active:
-                return
+                return False
             await self._run(session, call, op, event)
+        return bool(plan) and isinstance(plan[-1], ops.Continue)
 
     async def _run(self, session: Session, call: SinchCall, op: object, event: str) -> None:
         engine = self.engine
@@ -282,13 +292,14 @@ class SinchApplication:
     def join(self, session: Session, call: SinchCall, conference_id: str, options: DtmfOptions | None,
              moh: str | None) -> None:
         assert self.conferences is not None
-        owner = self.conference_owner.setdefault(conference_id, call.app_key)
-        if owner != call.app_key:
+        owner = self.conference_owner.get(conference_id)
+        if owner is not None and owner != call.app_key and conference_id in self.conferences.rooms:
             log.warning("event=conference_foreign call_id=%s conference_id=%s", session.call_id, conference_id)
             self.engine._spawn(self.engine.hangup(session, EndReason.GENERAL_ERROR))  # type: ignore[union-attr]
             return
         call.conference_id = conference_id
         self.conferences.join(session, conference_id, options, moh)
+        self.conference_owner[conference_id] = call.app_key
         self._save(session, call)
 
     async def bridge(self, session: Session, call: SinchCall, op: Any) -> None:
@@ -466,11 +477,13 @@ class SinchApplication:
 
     async def _answered(self, session: Session, call: SinchCall) -> None:
         if call.enable_ace or "ace" in call.custom_svaml:
+            # No answer (timeout, error, not JSON) and `continue` both mean: go on as the callout said.
+            # Only an answer naming another action replaces the callout's own plan.
             answer = await self._ask(session, call, "ace", self._event("ace", session, call))
-            if answer is not None:
-                await self.execute(session, call, answer, "ace")
-                if not session.call.active or call.conference_id or call.method == "customCallout":
-                    return
+            if answer is not None and not await self.execute(session, call, answer, "ace"):
+                return
+            if not session.call.active:
+                return
         if call.method == "customCallout":
             return
         if call.greeting:
@@ -512,6 +525,16 @@ class SinchApplication:
         delivery = self._notify(session, call, "pie", body, attempt_timeout=PIE_FIRST_ATTEMPT)
         if delivery is None:
             return None
+        conferences = self.conferences
+        assert conferences is not None and self.engine is not None
+
+        async def measure() -> None:
+            await delivery.first_sent
+            conferences.pie_sent(done)
+            if await delivery.delivered:
+                conferences.pie_answered(done)
+
+        self.engine._spawn(measure())
 
         async def first_attempt() -> None:
             try:

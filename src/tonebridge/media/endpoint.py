@@ -100,6 +100,7 @@ class MediaLeg:
         self._events_in = rfc4733.TelephoneEventReceiver()
         self._events_out: rfc4733.TelephoneEventSender | None = None
         self._tones_out = DtmfToneRenderer()
+        self._held: list[tuple[str, str]] = []  # digits started by hold_digit, oldest first, and their method
         self.detection = detection or InbandDetection()
         self._inband = False
         self._last_rtcp = 0.0
@@ -156,6 +157,36 @@ class MediaLeg:
             raise ValueError("the peer did not negotiate telephone-event")
         self._tones_out.press(digit, duration_ms=duration_ms)
         return "inband"
+
+    def hold_digit(self, digit: str, min_ms: int = 120) -> str:
+        """Start sending a digit that lasts until `release_digit` (at least `min_ms`): RFC 4733 when
+        negotiated, else an in-band tone; returns the method."""
+        if self._events_out is not None:
+            self._events_out.hold(digit, min_ms=min_ms)
+            method = "rfc4733"
+        else:
+            self._tones_out.hold(digit, min_ms=min_ms)
+            method = "inband"
+        self._held.append((digit, method))
+        return method
+
+    def release_digit(self, digit: str) -> None:
+        """End the oldest held `digit` by the method it was started with (a re-INVITE may have changed
+        what is negotiated since)."""
+        for index, (held, method) in enumerate(self._held):
+            if held == digit:
+                del self._held[index]
+                if method == "rfc4733":
+                    if self._events_out is not None:
+                        self._events_out.release(digit)
+                else:
+                    self._tones_out.release(digit)
+                return
+
+    def release_held_digits(self) -> None:
+        """End every held digit (the leg leaves the room whose presses held them)."""
+        for digit, _ in list(self._held):
+            self.release_digit(digit)
 
     @property
     def digits_pending(self) -> bool:

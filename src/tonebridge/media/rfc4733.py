@@ -8,7 +8,7 @@ press whose end packets were all lost; the sender is ticked once per packet inte
 from __future__ import annotations
 
 import struct
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 
 from tonebridge.media.rtp import RtpPacket, RtpStream, ts_diff
@@ -99,13 +99,22 @@ class _Press:
 # under one SSRC), and its event is a new press.
 LATE_WINDOW_SECONDS = 1.0
 
+# How long after a press's last end packet its (event, timestamp) still means that press. §2.5.1.4 has the
+# sender repeat the end packet three times at its update interval, which §2.5.1.2 lets it set to its audio
+# packet time or 50 ms: the repeats span two intervals (100 ms at 50 ms). 300 ms covers them with 200 ms to
+# spare for lateness in the network. Beyond it the same event and timestamp come from a sender that replays
+# recorded packets (SIPp plays the same DTMF pcap for each press of a repeated digit), so they are a new
+# press; a real sender's next press has a later timestamp and never depends on this window.
+RETRANSMIT_WINDOW_SECONDS = 0.3
+
 
 class TelephoneEventReceiver:
     """Turns incoming telephone-event packets into exactly one PressStarted and one PressEnded per press.
 
     A press is known by its event code and RTP timestamp (§2.5.2.1: all packets of one event share the
     timestamp of its start), not by SSRC: retransmitted start and update packets, the repeated end packets
-    (§2.5.1.4) and the same event resent under a new SSRC are all one press.
+    (§2.5.1.4) and the same event resent under a new SSRC are all one press. Once a press's end packet has
+    come, its key means that press for `RETRANSMIT_WINDOW_SECONDS` after the last one, and a new press after.
     """
 
     def __init__(self, clock_rate: int = 8000, timeout: float = 0.5, remembered: int = 32) -> None:
@@ -114,7 +123,10 @@ class TelephoneEventReceiver:
         self.malformed = 0
         self.ignored = 0  # events that are not DTMF keys, and packets of presses already over
         self._current: _Press | None = None
-        self._ended: deque[tuple[int, int]] = deque(maxlen=remembered)
+        self.remembered = remembered
+        # Ended presses by (event, timestamp), oldest first: when their last end packet came, or None for a
+        # press ended by the timer or by a newer event, whose own end packets may still straggle in.
+        self._ended: OrderedDict[tuple[int, int], float | None] = OrderedDict()
         self._last_ssrc: int | None = None
         self._last_timestamp: int | None = None  # of the newest press, to drop late packets of older ones
 
@@ -130,8 +142,14 @@ class TelephoneEventReceiver:
             return []
         key = (payload.event, packet.timestamp)
         if key in self._ended:
-            self.ignored += 1  # a retransmitted end packet, or a late update of a finished press
-            return []
+            last_end = self._ended[key]
+            if last_end is None or now - last_end <= RETRANSMIT_WINDOW_SECONDS:
+                # A retransmitted end packet, or a late update of a finished press.
+                if payload.end:
+                    self._ended[key] = now
+                self.ignored += 1
+                return []
+            del self._ended[key]  # the sender replays the same packets: a new press
         same_source = packet.ssrc == self._last_ssrc
         self._last_ssrc = packet.ssrc
         if (
@@ -158,11 +176,15 @@ class TelephoneEventReceiver:
             current.duration = max(current.duration, payload.duration)
             current.last_seen = now
         if payload.end:
-            out.append(self._finish(current, current.duration, timed_out=False))
+            out.append(self._finish(current, current.duration, timed_out=False, end_seen=now))
         return out
 
-    def _finish(self, press: _Press, duration: int, timed_out: bool) -> PressEnded:
-        self._ended.append((press.event, press.timestamp))
+    def _finish(
+        self, press: _Press, duration: int, timed_out: bool, end_seen: float | None = None
+    ) -> PressEnded:
+        self._ended[(press.event, press.timestamp)] = end_seen
+        while len(self._ended) > self.remembered:
+            self._ended.popitem(last=False)
         self._current = None
         return PressEnded(press.digit, press.timestamp, press.ssrc, duration, timed_out)
 
@@ -190,6 +212,8 @@ class _Queued:
     event: int
     samples: int
     volume: int
+    held: bool = False  # its end waits for release(); `samples` is then the cap
+    min_samples: int = 0
 
 
 class TelephoneEventSender:
@@ -228,6 +252,29 @@ class TelephoneEventSender:
         if not 0 <= volume <= 63:
             raise ValueError(f"volume {volume} out of range 0-63 (-dBm0)")
         self._queue.append(_Queued(digit_to_event(digit), samples, volume))
+
+    def hold(self, digit: str, min_ms: int = 120, volume: int = 10) -> None:
+        """Queue a press that lasts until `release(digit)`: at least `min_ms`, at most what one event's
+        duration field carries (§2.5.1.3 segments are not sent; a lost release ends it there)."""
+        min_samples = self.clock_rate * min_ms // 1000
+        if not self.tick_samples <= min_samples <= MAX_DURATION:
+            raise ValueError(f"a held press must last at least one packet interval, got {min_ms} ms")
+        cap = MAX_DURATION - MAX_DURATION % self.tick_samples
+        self._queue.append(_Queued(digit_to_event(digit), cap, volume, held=True, min_samples=min_samples))
+
+    def release(self, digit: str) -> None:
+        """End the oldest held press of `digit` (now, or once its minimum is sent); no-op when none."""
+        event = digit_to_event(digit)
+        current = self._current
+        if current is not None and current.held and current.event == event:
+            current.held = False
+            current.samples = max(current.min_samples, self._elapsed)
+            return
+        for queued in self._queue:
+            if queued.held and queued.event == event:
+                queued.held = False
+                queued.samples = queued.min_samples
+                return
 
     @property
     def active(self) -> bool:

@@ -80,17 +80,39 @@ def dtmf_samples(
 
 
 class DtmfToneRenderer:
-    """Plays queued key presses as in-band tones: each press is its tone, then 60 ms of silence."""
+    """Plays key presses as in-band tones, each followed by 60 ms of silence.
+
+    A press is either of a known length (`press`) or held (`hold`): a held tone sounds until `release`,
+    for at least its minimum length, so a key forwarded or rendered from another leg lasts as long as
+    the key is held there. A hold never released stops at `max_ms`, the longest one RFC 4733 event can
+    carry without segments, so a lost release cannot leave a tone on for ever.
+    """
 
     def __init__(self, level_dbm0: float = -10.0, sample_rate: int = 8000, frame_samples: int = 160) -> None:
         self.level_dbm0 = level_dbm0
         self.sample_rate = sample_rate
         self.frame_samples = frame_samples
-        self._chunks: deque[np.ndarray] = deque()
+        self._chunks: deque[np.ndarray | _HeldTone] = deque()
 
     def press(self, digit: str, duration_ms: int = 100) -> None:
         tone = dtmf_samples(digit, duration_ms, self.level_dbm0, self.sample_rate)
         self._chunks.append(tone)
+        self._silence()
+
+    def hold(self, digit: str, min_ms: int = 100, max_ms: int = 8000) -> None:
+        """Start a tone that lasts until `release(digit)` (at least `min_ms`, at most `max_ms`)."""
+        self._chunks.append(_HeldTone(ToneGenerator(_dtmf_pair(digit), self.level_dbm0, self.sample_rate),
+                                      digit, self.sample_rate * min_ms // 1000, self.sample_rate * max_ms // 1000))
+        self._silence()
+
+    def release(self, digit: str) -> None:
+        """End the oldest unreleased hold of `digit` once its minimum has played; no-op when none is held."""
+        for chunk in self._chunks:
+            if isinstance(chunk, _HeldTone) and chunk.digit == digit and not chunk.released:
+                chunk.released = True
+                return
+
+    def _silence(self) -> None:
         self._chunks.append(np.zeros(self.sample_rate * INTER_DIGIT_SILENCE_MS // 1000, dtype=np.int16))
 
     @property
@@ -106,7 +128,17 @@ class DtmfToneRenderer:
         filled = 0
         while filled < self.frame_samples and self._chunks:
             chunk = self._chunks[0]
-            take = min(chunk.size, self.frame_samples - filled)
+            wanted = self.frame_samples - filled
+            if isinstance(chunk, _HeldTone):
+                take = chunk.available(wanted)
+                if take == 0:
+                    self._chunks.popleft()
+                    continue
+                out[filled : filled + take] = chunk.generator.frame(take)
+                chunk.played += take
+                filled += take
+                continue
+            take = min(chunk.size, wanted)
             out[filled : filled + take] = chunk[:take]
             filled += take
             if take == chunk.size:
@@ -114,3 +146,20 @@ class DtmfToneRenderer:
             else:
                 self._chunks[0] = chunk[take:]
         return out
+
+
+class _HeldTone:
+    """A tone whose end is not known yet."""
+
+    def __init__(self, generator: ToneGenerator, digit: str, min_samples: int, max_samples: int) -> None:
+        self.generator = generator
+        self.digit = digit
+        self.min_samples = min_samples
+        self.max_samples = max(min_samples, max_samples)
+        self.played = 0
+        self.released = False
+
+    def available(self, wanted: int) -> int:
+        """Samples it may play now: up to its minimum, or on while held, never past its maximum."""
+        limit = self.max_samples if not self.released else self.min_samples
+        return max(0, min(wanted, limit - self.played))

@@ -77,6 +77,31 @@ def _contact_uri(message: Request | Response) -> str | None:
     return _uri_text(contacts[0])
 
 
+def contact_problem(request: Request, *, required: bool = True) -> str | None:
+    """Why `request` cannot give a dialog its remote target, in words for a 400's reason phrase; None if
+    it can.
+
+    §8.1.1.8: a request that can create a dialog carries exactly one Contact, and its URI is a SIP or SIPS
+    URI. `Contact: *` is REGISTER's alone (§10.2.2). A target refresh replaces the target only "if
+    present" (§12.2.2), so pass `required=False` for one: then only a Contact that is there is judged.
+    """
+    contacts = request.headers.values("Contact")
+    if not contacts:
+        return "Missing Contact" if required else None
+    if len(contacts) > 1:
+        return "More Than One Contact"
+    value = contacts[0].strip()
+    if value == "*":
+        return "Contact * Outside REGISTER"
+    try:
+        address = NameAddress.parse(value)
+    except ValueError:
+        return "Malformed Contact"
+    if address.uri.scheme not in ("sip", "sips"):
+        return "Contact Is Not a SIP URI"
+    return None
+
+
 def _initial_cseq() -> int:
     # §8.1.1.5: any value below 2**31; staying well below leaves room for a long dialog to count up.
     return secrets.randbelow(2**20) + 1

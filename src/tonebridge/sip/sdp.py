@@ -184,6 +184,9 @@ class SessionDescription:
         assert session is not None
         if not seen_origin:
             raise SdpError("SDP has no o= line")
+        if not session.timing:
+            # t= is required (RFC 4566 §5.9) and what serialize() writes when absent: read it so, too.
+            session.timing = [("t", "0 0")]
         for index, media in enumerate(session.media, 1):
             if media.port != 0 and media.connection is None and session.connection is None:
                 raise SdpError(f"m= section {index} ({media.media}) has no c= line and the session has none")

@@ -4,6 +4,11 @@ the transaction user (the call engine).
 
 The only waiting done here is one loop timer armed for the earliest transaction deadline, so every SIP
 timeout stays a property of transaction.py, testable without sleeping.
+
+Requests the transaction user could not act on are answered here, through their server transaction, before
+the TU sees them: an INVITE whose Contact cannot be a remote target gets a 400 (§8.1.1.8). A message the
+transport fails to send fails its transaction at once; a client transaction's waiter then gets a 503, as
+§8.1.3.1 says a transport error is to be treated.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from tonebridge.sip import transaction as tx
+from tonebridge.sip.dialog import contact_problem
 from tonebridge.sip.message import Message, Request, Response, SipUri, Via
 from tonebridge.sip.transport import Peer, SipTransport
 
@@ -23,6 +29,11 @@ log = logging.getLogger("tonebridge.sip")
 USER_AGENT = "Tonebridge/0.1"
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, REGISTER"
 ACCEPT = "application/sdp, application/dtmf-relay, application/dtmf"
+
+# Requests whose Contact the stack checks before the TU sees them: INVITE is the only dialog-creating
+# method served (the rest get 405). A re-INVITE (To tag set) may leave its Contact out (§12.2.2 refreshes
+# the target "if present"), but one it carries must be usable, as in a new INVITE.
+CONTACT_CHECKED = frozenset({"INVITE"})
 
 
 @dataclass
@@ -36,7 +47,7 @@ class IncomingRequest:
 
 class SipStack:
     def __init__(self, host: str, port: int, public_address: str | None = None) -> None:
-        self.transport = SipTransport(host, port, self._on_message)
+        self.transport = SipTransport(host, port, self._on_message, on_send_error=self._on_send_error)
         self.public_address = public_address or host
         self.table = tx.TransactionTable()
         self._peers: dict[object, Peer] = {}
@@ -162,6 +173,8 @@ class SipStack:
                 incoming = IncomingRequest(event.request, incoming_peer or peer or Peer("UDP", "0.0.0.0", 0),
                                            transaction)  # type: ignore[arg-type]
                 self._dispatch(incoming)
+            elif isinstance(event, tx.TransportError):
+                self._transport_failed(transaction, key, event.reason)
             elif isinstance(event, tx.Timeout):
                 future = self._waiters.pop(key, None)
                 if future is not None and not future.done():
@@ -175,6 +188,27 @@ class SipStack:
                     request = transaction.request  # type: ignore[attr-defined]
                     future.set_result(tx.make_response(request, 503, "Transport Failure"))
         self._schedule_timer()
+
+    def _on_send_error(self, peer: Peer, message: Message, reason: str) -> None:
+        transaction = self.table.match_sent(message)
+        if transaction is None:
+            # An ACK for a 2xx, a stateless answer, or a transaction already over: nobody waits on it.
+            log.info("event=sip_send_failed_untracked peer=%s:%s/%s message=%r reason=%r", peer.host, peer.port,
+                     peer.transport, message, reason)
+            return
+        transaction.transport_error(self.now(), reason)
+        self._pump(transaction)
+
+    def _transport_failed(self, transaction: object, key: object, reason: str) -> None:
+        request: Request = transaction.request  # type: ignore[attr-defined]
+        peer = self._peers.get(key)
+        where = f"{peer.host}:{peer.port}/{peer.transport}" if peer else "?"
+        log.warning("event=sip_transport_error method=%s call_id=%s peer=%s reason=%r", request.method,
+                    request.call_id, where, reason)
+        future = self._waiters.pop(key, None)
+        if future is not None and not future.done():
+            # §8.1.3.1: the TU treats a transport error like a 503; the reason phrase says which it was.
+            future.set_result(tx.make_response(request, 503, f"Service Unavailable - {reason}"[:120]))
 
     def _deliver_response(self, key: object, response: Response) -> None:
         if response.status < 200:
@@ -190,11 +224,28 @@ class SipStack:
             self.on_stray_response(response, self._peers.get(key) or Peer("UDP", "0.0.0.0", 0))
 
     def _dispatch(self, incoming: IncomingRequest) -> None:
+        if self._refused_at_edge(incoming):
+            return
         result = self.on_request(incoming)
         if asyncio.iscoroutine(result):
             task = asyncio.get_running_loop().create_task(result)
             self._tasks.add(task)
             task.add_done_callback(self._task_done)
+
+    def _refused_at_edge(self, incoming: IncomingRequest) -> bool:
+        """Answer what the TU could only fail on, so it never allocates anything for it."""
+        request = incoming.request
+        if request.method not in CONTACT_CHECKED:
+            return False
+        problem = contact_problem(request, required=not request.to.tag)
+        if problem is None:
+            return False
+        self.transport.stats.count("rejected_contact")
+        peer = incoming.peer
+        log.info("event=sip_rejected peer=%s:%s/%s method=%s call_id=%s status=400 reason=%r", peer.host, peer.port,
+                 peer.transport, request.method, request.call_id, problem)
+        self.respond(incoming, tx.make_response(request, 400, f"Bad Request - {problem}"))
+        return True
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)

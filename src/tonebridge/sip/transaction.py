@@ -292,6 +292,10 @@ class _Transaction:
         events, self._events = self._events, []
         return events
 
+    def sent(self, message: Request | Response) -> bool:
+        """Whether `message` is one this transaction handed out for sending (the very object)."""
+        return message is self.request
+
     def transport_error(self, now: float, reason: str = "") -> None:
         """The transport failed to send this transaction's message: inform the TU and end (§17.1.4, §17.2.4)."""
         if self.terminated:
@@ -376,6 +380,9 @@ class ClientInviteTransaction(ClientTransaction):
         if not reliable:
             self._arm("A", now + self._interval)
         self._arm("B", now + 64 * self.config.t1)
+
+    def sent(self, message: Request | Response) -> bool:
+        return message is self.request or (self.ack is not None and message is self.ack)
 
     def receive_response(self, response: Response, now: float) -> None:
         self._check(response)
@@ -489,6 +496,9 @@ class ServerTransaction(_Transaction):
             raise TransactionError("a request without Via cannot be answered (§8.2.6.2)")
         self._key = server_key(request)
         self.last_response: Response | None = None
+        # Every distinct response handed out: a report about an earlier one may arrive after a later one
+        # went out (a TCP connect finishes in its own time).
+        self._responses: list[Response] = []
         self._events.append(RequestReceived(request))
 
     @property
@@ -513,8 +523,13 @@ class ServerTransaction(_Transaction):
             raise TransactionError(f"a response with CSeq method {response.cseq.method} cannot answer "
                                    f"{self.request.method}")
 
+    def sent(self, message: Request | Response) -> bool:
+        return any(message is response for response in self._responses)
+
     def _send(self, response: Response) -> None:
         self.last_response = response
+        if not self.sent(response):
+            self._responses.append(response)
         self._outgoing.append(response)
 
 
@@ -736,6 +751,36 @@ class TransactionTable:
         transaction = self.get(client_key(response))
         assert transaction is None or isinstance(transaction, ClientTransaction)
         return transaction  # type: ignore[return-value]
+
+    def match_sent(self, message: Request | Response) -> Transaction | None:
+        """The live transaction that sent `message`, so a transport's failure to send it reaches the machine
+        that must hear of it (§17.1.4, §17.2.4). None for what no transaction sends: the ACK for a 2xx
+        (§13.2.2.4), a stateless error response, or a message whose transaction has ended.
+
+        A client sends its request and, for a non-2xx to INVITE, an ACK on the INVITE's branch; a server
+        sends responses carrying the request's top Via and CSeq method.
+        """
+        try:
+            via = message.top_via
+            branch = via.branch or ""
+            if isinstance(message, Request):
+                method = "INVITE" if message.method == "ACK" else message.method
+                key = TransactionKey(branch, "", method, server=False)
+            else:
+                sent_by = via.host.lower() + (f":{via.port}" if via.port else "")
+                key = TransactionKey(branch, sent_by, message.cseq.method, server=True)
+        except (ValueError, IndexError):
+            return None
+        transaction = self.get(key)
+        if transaction is not None and transaction.sent(message):
+            return transaction
+        if isinstance(message, Response) and not branch.startswith(MAGIC_COOKIE):
+            # An RFC 2543 server key holds request fields a response does not carry; such peers are rare
+            # and transport errors rarer, so a scan is cheap enough.
+            for candidate in self._transactions.values():
+                if not candidate.terminated and candidate.sent(message):
+                    return candidate
+        return None
 
     def match_cancel(self, cancel: Request) -> ServerInviteTransaction | None:
         """The INVITE server transaction a CANCEL targets (§9.2): same branch and sent-by, method INVITE."""

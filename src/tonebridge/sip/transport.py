@@ -3,12 +3,17 @@
 It turns datagrams and stream bytes into parsed messages for the stack, answers what fails to parse with
 the SIP error the parser names (or drops and counts garbage), and sends messages back to a `Peer`: for TCP
 over the connection the request came in on, opening one when there is none (RFC 3261 §18).
+
+A message that cannot be sent (the TCP connect fails, or the connection is closed or breaks on the write)
+is reported to `on_send_error` with its peer and a reason, always from a later turn of the loop, so the
+stack can fail the transaction at once (§17.1.4, §17.2.4) instead of waiting for Timer B or F.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -51,6 +56,7 @@ class TransportStats:
 
 
 MessageHandler = Callable[[Message, Peer], None]
+SendErrorHandler = Callable[[Peer, Message, str], None]
 
 
 class _Udp(asyncio.DatagramProtocol):
@@ -109,22 +115,32 @@ class _TcpConnection(asyncio.Protocol):
         if self.peer and self.owner._connections.get(self.peer) is self:
             del self.owner._connections[self.peer]
 
-    def send(self, data: bytes) -> None:
-        if self.transport and not self.transport.is_closing():
-            self.transport.write(data)
+    def send(self, data: bytes) -> str | None:
+        """Write `data`; the reason it could not be written, or None."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return "connection closed"
+        transport.write(data)
+        # asyncio reports a failed write (reset, broken pipe) by closing the transport, not by raising.
+        if transport.is_closing():
+            return "connection broke while sending"
+        return None
 
 
 class SipTransport:
     """UDP and TCP listeners on one host:port, delivering parsed messages to `handler`."""
 
-    def __init__(self, host: str, port: int, handler: MessageHandler) -> None:
+    def __init__(self, host: str, port: int, handler: MessageHandler,
+                 on_send_error: SendErrorHandler | None = None) -> None:
         self.host = host
         self.port = port
         self.handler = handler
+        self.on_send_error = on_send_error
         self.stats = TransportStats()
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp_server: asyncio.base_events.Server | None = None
         self._connections: dict[Peer, _TcpConnection] = {}
+        self._connecting: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -138,6 +154,8 @@ class SipTransport:
         return [f"sip:{self.host}:{self.port};transport=udp", f"sip:{self.host}:{self.port};transport=tcp"]
 
     async def close(self) -> None:
+        for task in list(self._connecting):
+            task.cancel()
         for connection in list(self._connections.values()):
             connection.close()
         if self._tcp_server:
@@ -199,25 +217,49 @@ class SipTransport:
         self.stats.count("sent")
         if peer.transport == "TCP":
             connection = self._connections.get(peer)
-            if connection is not None:
-                connection.send(data)
-            else:
-                asyncio.get_running_loop().create_task(self._connect_and_send(peer, data))
+            if connection is None:
+                task = asyncio.get_running_loop().create_task(self._connect_and_send(peer, message, data))
+                # The loop keeps only a weak reference to a task; a connect in flight must not vanish.
+                self._connecting.add(task)
+                task.add_done_callback(self._connecting.discard)
+                return
+            failure = connection.send(data)
+            if failure is not None:
+                self.stats.count("tcp_send_errors")
+                log.warning("event=tcp_send_failed peer=%s:%s reason=%r", peer.host, peer.port, failure)
+                # Later, not now: the caller may be in the middle of driving the very transaction to fail.
+                asyncio.get_running_loop().call_soon(self._send_failed, peer, message, failure)
             return
         if self._udp is not None:
             self._udp.sendto(data, (peer.host, peer.port))
 
-    async def _connect_and_send(self, peer: Peer, data: bytes) -> None:
+    async def _connect_and_send(self, peer: Peer, message: Message, data: bytes) -> None:
         loop = asyncio.get_running_loop()
         try:
             _, protocol = await loop.create_connection(lambda: _TcpConnection(self), peer.host, peer.port)
         except OSError as exc:
             self.stats.count("tcp_connect_errors")
             log.warning("event=tcp_connect_failed peer=%s:%s reason=%r", peer.host, peer.port, str(exc))
+            # asyncio's own wording names the address again; the errno's text is what a reason phrase wants.
+            detail = os.strerror(exc.errno) if exc.errno and exc.errno > 0 else str(exc)
+            self._send_failed(peer, message, f"connect failed: {detail}")
             return
         # The connection registers under its real peer address; also answer under the requested one.
         self._connections.setdefault(peer, protocol)
-        protocol.send(data)
+        failure = protocol.send(data)
+        if failure is not None:
+            self.stats.count("tcp_send_errors")
+            log.warning("event=tcp_send_failed peer=%s:%s reason=%r", peer.host, peer.port, failure)
+            self._send_failed(peer, message, failure)
+
+    def _send_failed(self, peer: Peer, message: Message, reason: str) -> None:
+        if self.on_send_error is None:
+            return
+        try:
+            self.on_send_error(peer, message, reason)
+        except Exception:  # as in _received: one message's trouble must not take the transport down
+            self.stats.count("handler_errors")
+            log.exception("event=sip_send_error_handler_failed peer=%s:%s", peer.host, peer.port)
 
     def response_peer(self, request: Request, peer: Peer) -> Peer:
         """Where responses to `request` go (RFC 3261 §18.2.2, RFC 3581 §4)."""
