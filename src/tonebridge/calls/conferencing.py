@@ -111,7 +111,7 @@ class ConferenceService:
         self._renderers[call_id] = DtmfToneRenderer()
         self._apply(effects)
         self._update_gate(call_id)
-        self.engine._log("conference_joined", session, conference_id=conference_id,
+        self.engine.log_event("conference_joined", session, conference_id=conference_id,
                          mode=(options or DtmfOptions()).mode.value)
 
     def leave(self, call_id: str) -> None:
@@ -236,7 +236,7 @@ class ConferenceService:
                                      "conferenceId": effect.conference_id, "digit": effect.digit,
                                      "source": effect.source.value, "mode": effect.mode.value,
                                      "outcome": effect.describe(), "receivers": list(effect.receivers)})
-                self.engine._log("conference_press", self.members.get(effect.call_id),
+                self.engine.log_event("conference_press", self.members.get(effect.call_id),
                                  conference_id=effect.conference_id, digit=effect.digit,
                                  source=effect.source.value, mode=effect.mode.value,
                                  outcome=effect.describe().replace(" ", "_"))
@@ -244,7 +244,7 @@ class ConferenceService:
                 left = isinstance(effect, r.LeftMix)
                 self.events.publish({"type": "left_mix" if left else "returned_to_mix",
                                      "callId": effect.call_id, "conferenceId": effect.conference_id})
-                self.engine._log("conference_left_mix" if left else "conference_returned",
+                self.engine.log_event("conference_left_mix" if left else "conference_returned",
                                  self.members.get(effect.call_id), conference_id=effect.conference_id)
             case r.OptionsChanged():
                 self.events.publish({"type": "options_changed", "callId": effect.call_id,
@@ -259,10 +259,10 @@ class ConferenceService:
                 self._forget(effect.call_id)
                 session = self.engine.find(effect.call_id)
                 if session is not None:
-                    self.engine._log("conference_left", session, conference_id=effect.conference_id,
+                    self.engine.log_event("conference_left", session, conference_id=effect.conference_id,
                                      reason=effect.reason.value)
                     if effect.reason is r.LeaveReason.KICKED and session.call.active:
-                        self.engine._spawn(self.engine.hangup(session, EndReason.MANAGER_HANGUP))
+                        self.engine.spawn(self.engine.hangup(session, EndReason.MANAGER_HANGUP))
             case r.ConferenceStarted():
                 log.info("event=conference_started conference_id=%s", effect.conference_id)
                 self.events.publish({"type": "conference_started", "conferenceId": effect.conference_id})
@@ -274,7 +274,7 @@ class ConferenceService:
 
     def _collection_done(self, done: CollectionDone) -> None:
         session = self.members.get(done.call_id) or self.engine.find(done.call_id)
-        self.engine._log("collection_done", session, conference_id=done.conference_id, digits=done.digits or '""',
+        self.engine.log_event("collection_done", session, conference_id=done.conference_id, digits=done.digits or '""',
                          reason=done.reason.value)
         self.events.counters["collections"] += 1
         self.events.publish({"type": "collection", "callId": done.call_id, "conferenceId": done.conference_id,
@@ -305,7 +305,7 @@ class ConferenceService:
             finally:
                 self._pie_answered(done)
 
-        self.engine._spawn(await_consumer())
+        self.engine.spawn(await_consumer())
 
     def _since_collection_ms(self, done: CollectionDone) -> float:
         return (self.engine.now() - done.ended_at) * 1000 if done.ended_at else 0.0

@@ -126,7 +126,8 @@ class CallEngine:
     def now() -> float:
         return time.monotonic()
 
-    def _spawn(self, coro: object) -> asyncio.Task[object]:
+    def spawn(self, coro: object) -> asyncio.Task[object]:
+        """Run a call's background work; the engine keeps it, logs its failure, cancels it at shutdown."""
         task = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
@@ -137,7 +138,8 @@ class CallEngine:
         if not task.cancelled() and task.exception() is not None:
             log.error("event=call_task_failed error=%r", task.exception(), exc_info=task.exception())
 
-    def _log(self, event: str, session: Session | None = None, **fields: object) -> None:
+    def log_event(self, event: str, session: Session | None = None, **fields: object) -> None:
+        """One `event=... call_id=... key=value` log line, the format every call event uses."""
         parts = [f"event={event}"]
         if session is not None:
             parts.append(f"call_id={session.call_id}")
@@ -165,7 +167,7 @@ class CallEngine:
 
     def _press(self, session: Session, press: Press) -> None:
         if press.started:
-            self._log("dtmf", session, digit=press.digit, source=press.source)
+            self.log_event("dtmf", session, digit=press.digit, source=press.source)
         try:
             self.application.on_press(self, session, press)
         except Exception:
@@ -201,7 +203,7 @@ class CallEngine:
                 self.stack.respond(incoming, response)
         except ValueError as exc:
             # A header that parsed structurally but cannot be used (bad SDP, bad Contact...).
-            self._log("request_rejected", method=method, reason=repr(str(exc)))
+            self.log_event("request_rejected", method=method, reason=repr(str(exc)))
             self.stack.respond(incoming, tx.make_response(request, 400, f"Bad Request - {exc}"[:120]))
 
     def _answer_options(self, incoming: IncomingRequest) -> None:
@@ -224,7 +226,7 @@ class CallEngine:
             if getattr(result, "stale", False):
                 self._challenge(incoming, stale=True)
                 return
-            self._log("register_refused", user=user, reason=repr(result.reason or "credentials"))
+            self.log_event("register_refused", user=user, reason=repr(result.reason or "credentials"))
             self.stack.respond(incoming, tx.make_response(request, 403, "Forbidden - wrong credentials"))
             return
         peer = incoming.peer
@@ -239,7 +241,7 @@ class CallEngine:
         for binding in bindings:
             response.headers.add("Contact", f"<{binding.contact}>;expires={max(0, int(binding.expires_at - now))}")
         self.stack.respond(incoming, response)
-        self._log("registered", user=user, contacts=len(bindings))
+        self.log_event("registered", user=user, contacts=len(bindings))
 
     def _password(self, username: str) -> str | None:
         user = self.config.user(username)
@@ -275,13 +277,13 @@ class CallEngine:
                                               session_id=session.sdp_session_id)
             except sdp.NoCommonCodec:
                 leg.close()
-                self._log("call_rejected", reason="no_common_codec", sip_call_id=request.call_id)
+                self.log_event("call_rejected", reason="no_common_codec", sip_call_id=request.call_id)
                 self.stack.respond(incoming, tx.make_response(request, 488, to_tag=session.local_tag))
                 return
             session.media = media
             session.data["answer_sdp"] = answer
         self._register_session(session)
-        self._log("call_incoming", session, sip_call_id=request.call_id, from_=call.remote_uri, to=request.uri,
+        self.log_event("call_incoming", session, sip_call_id=request.call_id, from_=call.remote_uri, to=request.uri,
                   transport=incoming.peer.transport)
         try:
             await self.application.incoming(self, session)
@@ -321,8 +323,8 @@ class CallEngine:
         session.call.answered(self.now())
         self.stack.respond(session.incoming, response)
         self.clock.legs.add(session.leg)
-        self._log("call_answered", session)
-        self._spawn(self._retransmit_2xx(session, response))
+        self.log_event("call_answered", session)
+        self.spawn(self._retransmit_2xx(session, response))
         session.answered_event.set()
         self.application.on_answered(self, session)
 
@@ -342,7 +344,7 @@ class CallEngine:
             except TimeoutError:
                 pass
             if self.now() >= deadline:
-                self._log("ack_timeout", session)
+                self.log_event("ack_timeout", session)
                 await self.hangup(session, EndReason.GENERAL_ERROR)
                 return
             if interval_cap is not None and session.call.active:
@@ -360,8 +362,8 @@ class CallEngine:
                 session.media = sdp.apply_answer(session.local_offer, sdp.SessionDescription.parse(request.body))
                 session.leg.configure(session.media)
             except (sdp.SdpError, sdp.NoCommonCodec) as exc:
-                self._log("ack_sdp_rejected", session, reason=repr(str(exc)))
-                self._spawn(self.hangup(session, EndReason.GENERAL_ERROR))
+                self.log_event("ack_sdp_rejected", session, reason=repr(str(exc)))
+                self.spawn(self.hangup(session, EndReason.GENERAL_ERROR))
 
     def _in_dialog(self, incoming: IncomingRequest) -> Session | None:
         session = self._by_sip_call_id.get(incoming.request.call_id)
@@ -402,12 +404,12 @@ class CallEngine:
             session.leg.configure(media)
             session.call.on_hold = media.direction != "sendrecv"
             body = answer.serialize()
-            self._log("call_media_updated", session, direction=media.direction, on_hold=session.call.on_hold)
+            self.log_event("call_media_updated", session, direction=media.direction, on_hold=session.call.on_hold)
         response = tx.make_response(request, 200, to_tag=session.local_tag, body=body, content_type="application/sdp")
         response.headers.set("Contact", self.stack.contact(transport=session.peer.transport))
         session.ack_event.clear()
         self.stack.respond(incoming, response)
-        self._spawn(self._retransmit_2xx(session, response))
+        self.spawn(self._retransmit_2xx(session, response))
 
     def _bye(self, incoming: IncomingRequest) -> None:
         session = self._in_dialog(incoming)
@@ -501,7 +503,7 @@ class CallEngine:
                               Peer("UDP", "0.0.0.0", 0), local_tag=secrets.token_hex(6))
             session.data.update(data or {})
             self.sessions[call.call_id] = session
-            self._log("call_failed", session, reason=repr(str(exc)))
+            self.log_event("call_failed", session, reason=repr(str(exc)))
             self._finish(session, EndReason.USER_NOT_FOUND, result=CallResult.FAILED, sip_status=404)
             return session
         await leg.open()
@@ -522,8 +524,8 @@ class CallEngine:
         session.data.update(data or {})
         invite.body = self._offer(session, direction).serialize()
         self._register_session(session)
-        self._log("call_outgoing", session, to=str(uri), peer=f"{peer.host}:{peer.port}/{peer.transport}")
-        self._spawn(self._run_outbound(session, ring_timeout))
+        self.log_event("call_outgoing", session, to=str(uri), peer=f"{peer.host}:{peer.port}/{peer.transport}")
+        self.spawn(self._run_outbound(session, ring_timeout))
         return session
 
     async def _run_outbound(self, session: Session, ring_timeout: float) -> None:
@@ -536,7 +538,7 @@ class CallEngine:
             try:
                 response = await asyncio.wait_for(asyncio.shield(future), ring_timeout)
             except TimeoutError:
-                self._log("call_ring_timeout", session)
+                self.log_event("call_ring_timeout", session)
                 self._send_cancel(session)
                 try:
                     response = await asyncio.wait_for(future, 64 * T1)
@@ -564,7 +566,7 @@ class CallEngine:
             return
         if response.status >= 300:
             result, reason = outcome_for_status(response.status)
-            self._log("call_refused", session, status=response.status)
+            self.log_event("call_refused", session, status=response.status)
             self._finish(session, reason, result=result, sip_status=response.status)
             return
         if not call.active:
@@ -574,7 +576,7 @@ class CallEngine:
             return
         call.answered(self.now())
         self.clock.legs.add(session.leg)
-        self._log("call_answered", session)
+        self.log_event("call_answered", session)
         session.answered_event.set()
         self.application.on_answered(self, session)
 
@@ -583,7 +585,7 @@ class CallEngine:
             session.call.ringing()
             if response.to.tag and "early_tag" not in session.data:
                 session.data["early_tag"] = response.to.tag
-            self._log("call_ringing", session, status=response.status)
+            self.log_event("call_ringing", session, status=response.status)
 
     def _confirm(self, session: Session, response: Response) -> None:
         """Build the dialog from the 2xx, ACK it, and apply the SDP answer."""
@@ -597,8 +599,8 @@ class CallEngine:
         try:
             session.media = sdp.apply_answer(session.local_offer, sdp.SessionDescription.parse(response.body))
         except (sdp.SdpError, sdp.NoCommonCodec) as exc:
-            self._log("answer_sdp_rejected", session, reason=repr(str(exc)))
-            self._spawn(self.hangup(session, EndReason.GENERAL_ERROR))
+            self.log_event("answer_sdp_rejected", session, reason=repr(str(exc)))
+            self.spawn(self.hangup(session, EndReason.GENERAL_ERROR))
             return
         session.leg.configure(session.media)
 
@@ -676,7 +678,7 @@ class CallEngine:
             session.media = sdp.apply_answer(offer, sdp.SessionDescription.parse(response.body))
             session.leg.configure(session.media)
             session.call.on_hold = direction != "sendrecv"
-            self._log("call_media_updated", session, direction=direction, on_hold=session.call.on_hold)
+            self.log_event("call_media_updated", session, direction=direction, on_hold=session.call.on_hold)
         return response
 
     async def send_dtmf(self, session: Session, digits: str, method: str = "rfc4733",
@@ -704,7 +706,7 @@ class CallEngine:
         session.ended_event.set()
         self._by_sip_call_id.pop(session.invite.call_id, None)
         lost, jitter = session.leg.loss_and_jitter if session.leg.stats.packets_received else (0, 0.0)
-        self._log("call_ended", session, reason=reason.value, result=session.call.result.value,  # type: ignore[union-attr]
+        self.log_event("call_ended", session, reason=reason.value, result=session.call.result.value,  # type: ignore[union-attr]
                   duration=session.call.duration(self.now()), rtp_in=session.leg.stats.packets_received,
                   rtp_out=session.leg.stats.packets_sent, lost=lost, jitter_ms=f"{jitter:.1f}")
         # The listeners (the conference room among them) go first: what the call's end completes there,
@@ -731,7 +733,7 @@ class CallEngine:
             # Each call is ended at once; waiting for the BYE answers is a courtesy bounded by this grace.
             await asyncio.wait_for(hangups, SHUTDOWN_GRACE)
         except TimeoutError:
-            self._log("shutdown_grace_expired", unanswered=sum(1 for s in active if s.call.active))
+            self.log_event("shutdown_grace_expired", unanswered=sum(1 for s in active if s.call.active))
         for task in list(self._tasks):
             task.cancel()
 

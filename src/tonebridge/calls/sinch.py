@@ -295,7 +295,7 @@ class SinchApplication:
         owner = self.conference_owner.get(conference_id)
         if owner is not None and owner != call.app_key and conference_id in self.conferences.rooms:
             log.warning("event=conference_foreign call_id=%s conference_id=%s", session.call_id, conference_id)
-            self.engine._spawn(self.engine.hangup(session, EndReason.GENERAL_ERROR))  # type: ignore[union-attr]
+            self.engine.spawn(self.engine.hangup(session, EndReason.GENERAL_ERROR))  # type: ignore[union-attr]
             return
         call.conference_id = conference_id
         self.conferences.join(session, conference_id, options, moh)
@@ -334,7 +334,7 @@ class SinchApplication:
         self.conferences.join(other, room, forward)
         max_duration = op.max_duration
         if max_duration:
-            engine._spawn(self._limit(session, float(max_duration)))
+            engine.spawn(self._limit(session, float(max_duration)))
 
     async def _limit(self, session: Session, seconds: float) -> None:
         try:
@@ -473,7 +473,7 @@ class SinchApplication:
         if call is None or session.call.direction is not Direction.OUTBOUND:
             return
         self._save(session, call)
-        engine._spawn(self._answered(session, call))
+        engine.spawn(self._answered(session, call))
 
     async def _answered(self, session: Session, call: SinchCall) -> None:
         if call.enable_ace or "ace" in call.custom_svaml:
@@ -534,7 +534,7 @@ class SinchApplication:
             if await delivery.delivered:
                 conferences.pie_answered(done)
 
-        self.engine._spawn(measure())
+        self.engine.spawn(measure())
 
         async def first_attempt() -> None:
             try:
@@ -548,7 +548,7 @@ class SinchApplication:
         peer = session.data.get("bridge_peer")
         if isinstance(peer, Session) and peer.call.active:
             reason = EndReason.CALLER_HANGUP if peer.call.direction is Direction.INBOUND else EndReason.CALLEE_HANGUP
-            engine._spawn(engine.hangup(peer, reason))
+            engine.spawn(engine.hangup(peer, reason))
         call = self.calls.get(session.call_id)
         if call is None:
             engine.forget(session)
@@ -637,7 +637,7 @@ class SinchApplication:
             raise invalid(exc.path, exc.message) from None
         if parked:
             session.data["parked"] = False  # the PATCH is the postponed ICE answer
-        self.engine._spawn(self._run_all(session, call, plan))  # type: ignore[union-attr]
+        self.engine.spawn(self._run_all(session, call, plan))  # type: ignore[union-attr]
 
     async def _run_all(self, session: Session, call: SinchCall, plan: list[Any]) -> None:
         for op in plan:
