@@ -41,7 +41,7 @@ class _Engine:
     def find(self, call_id: str) -> None:
         return None
 
-    def _log(self, event: str, session: object = None, **fields: object) -> None:
+    def log_event(self, event: str, session: object = None, **fields: object) -> None:
         pass
 
 
