@@ -8,9 +8,9 @@ from hypothesis import strategies as st
 
 from tonebridge.conference.collector import (
     CollectionDone,
+    CollectionEndReason,
     CollectionFinished,
     DigitCollector,
-    EndReason,
     check_digit,
 )
 from tonebridge.conference.options import DtmfOptions
@@ -38,7 +38,7 @@ def test_ends_when_max_digits_reached_at_the_press_start() -> None:
     assert press(c, "2", 0.5) is None
     done = c.press_started("3", 1.0)
     assert done == CollectionDone(
-        "call-1", "myconf#1", "123", seq=7, reason=EndReason.MAX_DIGITS, ended_at=1.0
+        "call-1", "myconf#1", "123", seq=7, reason=CollectionEndReason.MAX_DIGITS, ended_at=1.0
     )
     assert c.done and c.next_timer() is None
 
@@ -46,13 +46,13 @@ def test_ends_when_max_digits_reached_at_the_press_start() -> None:
 def test_max_digits_one_ends_on_the_first_press() -> None:
     c = collector(max_digits=1)
     done = c.press_started("5", 2.0)
-    assert done is not None and done.digits == "5" and done.reason is EndReason.MAX_DIGITS
+    assert done is not None and done.digits == "5" and done.reason is CollectionEndReason.MAX_DIGITS
 
 
 def test_hash_is_an_ordinary_digit_when_max_digits_is_one() -> None:
     c = collector(max_digits=1)
     done = c.press_started("#", 0.0)
-    assert done is not None and done.digits == "#" and done.reason is EndReason.MAX_DIGITS
+    assert done is not None and done.digits == "#" and done.reason is CollectionEndReason.MAX_DIGITS
 
 
 def test_hash_ends_collection_and_is_not_part_of_the_value() -> None:
@@ -61,12 +61,12 @@ def test_hash_ends_collection_and_is_not_part_of_the_value() -> None:
     press(c, "2", 0.3)
     done = c.press_started("#", 0.6)
     assert done is not None
-    assert done.digits == "42" and done.reason is EndReason.HASH and done.ended_at == 0.6
+    assert done.digits == "42" and done.reason is CollectionEndReason.HASH and done.ended_at == 0.6
 
 
 def test_hash_alone_ends_with_an_empty_value() -> None:
     done = collector(max_digits=2).press_started("#", 0.0)
-    assert done is not None and done.digits == "" and done.reason is EndReason.HASH
+    assert done is not None and done.digits == "" and done.reason is CollectionEndReason.HASH
 
 
 def test_star_is_an_ordinary_digit() -> None:
@@ -86,7 +86,7 @@ def test_timeout_runs_from_the_end_of_the_last_press() -> None:
     assert c.handle_timer(12.999) is None
     done = c.handle_timer(13.0)
     assert (
-        done is not None and done.digits == "7" and done.reason is EndReason.TIMEOUT and done.ended_at == 13.0
+        done is not None and done.digits == "7" and done.reason is CollectionEndReason.TIMEOUT and done.ended_at == 13.0
     )
     assert c.next_timer() is None
     assert c.handle_timer(20.0) is None
@@ -162,7 +162,7 @@ def test_cut_short_returns_the_digits_so_far() -> None:
     c = collector()
     press(c, "3", 0.0)
     done = c.cut_short(0.5)
-    assert done is not None and done.digits == "3" and done.reason is EndReason.LEFT
+    assert done is not None and done.digits == "3" and done.reason is CollectionEndReason.LEFT
     assert c.done and c.cut_short(0.6) is None
 
 

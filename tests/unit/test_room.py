@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tonebridge.conference.collector import CollectionDone, EndReason
+from tonebridge.conference.collector import CollectionDone, CollectionEndReason
 from tonebridge.conference.options import DtmfMode, DtmfOptions, InvalidField
 from tonebridge.conference.room import (
     AlreadyJoined,
@@ -352,7 +352,7 @@ def test_detect_collects_until_timeout_then_returns_after_pie() -> None:
     assert c.next_timer() == pytest.approx(4.1)
     assert c.handle_timer(4.0) == []
     effects = c.handle_timer(4.1)
-    assert effects == [CollectionDone("d", ROOM, "12", seq=0, reason=EndReason.TIMEOUT, ended_at=4.1)]
+    assert effects == [CollectionDone("d", ROOM, "12", seq=0, reason=CollectionEndReason.TIMEOUT, ended_at=4.1)]
     assert c.participant("d").state is ParticipantState.AWAITING_PIE
     assert c.next_timer() is None
     assert c.pie_completed("d", 4.3) == [ReturnedToMix("d", ROOM), MixState("d", ROOM, True, True, None)]
@@ -366,7 +366,7 @@ def test_detect_hash_ends_collection_when_max_digits_above_one() -> None:
     handled = of(effects, PressHandled)[0]
     assert handled.outcome is PressOutcome.ENDED_COLLECTION
     done = of(effects, CollectionDone)
-    assert [d.digits for d in done] == ["9"] and done[0].reason is EndReason.HASH
+    assert [d.digits for d in done] == ["9"] and done[0].reason is CollectionEndReason.HASH
 
 
 def test_detect_hash_is_a_digit_with_max_digits_one() -> None:
@@ -380,7 +380,7 @@ def test_detect_max_digits_ends_collection_at_the_press() -> None:
     tap(c, "d", "4", "rfc4733", 0.0)
     effects = c.press_started("d", "2", "rfc4733", 0.5)
     done = of(effects, CollectionDone)
-    assert done == [CollectionDone("d", ROOM, "42", 0, EndReason.MAX_DIGITS, 0.5)]
+    assert done == [CollectionDone("d", ROOM, "42", 0, CollectionEndReason.MAX_DIGITS, 0.5)]
 
 
 def test_return_to_mix_waits_for_the_last_key_to_be_released() -> None:
@@ -407,7 +407,7 @@ def test_presses_before_the_pie_completed_start_the_next_collection() -> None:
     assert c.pie_completed("d", 0.7) == []
     assert not c.hears_room("d")
     second = c.handle_timer(1.6)
-    assert second == [CollectionDone("d", ROOM, "3", seq=1, reason=EndReason.TIMEOUT, ended_at=1.6)]
+    assert second == [CollectionDone("d", ROOM, "3", seq=1, reason=CollectionEndReason.TIMEOUT, ended_at=1.6)]
     assert of(c.pie_completed("d", 1.8), ReturnedToMix) == [ReturnedToMix("d", ROOM)]
 
 
@@ -503,7 +503,7 @@ def test_leaving_while_collecting_sends_digits_so_far_first(how: str) -> None:
     tap(c, "d", "1", "rfc4733", 0.0)
     tap(c, "d", "2", "rfc4733", 0.3)
     effects = getattr(c, how)("d", 0.5)
-    assert effects[0] == CollectionDone("d", ROOM, "12", seq=0, reason=EndReason.LEFT, ended_at=0.5)
+    assert effects[0] == CollectionDone("d", ROOM, "12", seq=0, reason=CollectionEndReason.LEFT, ended_at=0.5)
     reason = "kicked" if how == "kick" else "left"
     assert effects[1] == ParticipantLeft("d", ROOM, reason)
     assert c.next_timer() is None
@@ -529,7 +529,7 @@ def test_kick_all_kicks_everyone_and_ends_the_conference() -> None:
     c = room(("a", detect(4)), ("b", IGNORE), ("c", FORWARD))
     tap(c, "a", "8", "rfc4733", 0.0)
     effects = c.kick_all(ROOM, 1.0)
-    assert effects[0] == CollectionDone("a", ROOM, "8", 0, EndReason.LEFT, 1.0)
+    assert effects[0] == CollectionDone("a", ROOM, "8", 0, CollectionEndReason.LEFT, 1.0)
     assert [e.call_id for e in of(effects, ParticipantLeft)] == ["a", "b", "c"]
     assert all(e.reason == "kicked" for e in of(effects, ParticipantLeft))
     assert effects[-1] == ConferenceEnded(ROOM)

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from tonebridge.conference.options import DtmfOptions
+from tonebridge.keys import DTMF_KEYS
 
-__all__ = ["DIGITS", "CollectionDone", "CollectionFinished", "DigitCollector", "EndReason", "check_digit"]
+__all__ = ["DIGITS", "CollectionDone", "CollectionFinished", "DigitCollector", "CollectionEndReason", "check_digit"]
 
-#: The sixteen DTMF keys (ITU-T Q.23 Table 1; RFC 4733 §3.2 events 0-15).
-DIGITS = frozenset("0123456789*#ABCD")
+DIGITS = frozenset(DTMF_KEYS)
 
 
 def check_digit(digit: str) -> str:
@@ -28,7 +28,7 @@ def check_digit(digit: str) -> str:
     return canonical
 
 
-class EndReason(StrEnum):
+class CollectionEndReason(StrEnum):
     """Why a collection ended."""
 
     MAX_DIGITS = "max_digits"
@@ -50,7 +50,7 @@ class CollectionDone:
     conference_id: str
     digits: str
     seq: int = 0
-    reason: EndReason = EndReason.TIMEOUT
+    reason: CollectionEndReason = CollectionEndReason.TIMEOUT
     ended_at: float = 0.0
 
 
@@ -98,10 +98,10 @@ class DigitCollector:
         self._pressing = True
         self._deadline = None
         if digit == "#" and self.options.max_digits > 1:
-            return self._finish(EndReason.HASH, now)
+            return self._finish(CollectionEndReason.HASH, now)
         self._digits.append(digit)
         if len(self._digits) >= self.options.max_digits:
-            return self._finish(EndReason.MAX_DIGITS, now)
+            return self._finish(CollectionEndReason.MAX_DIGITS, now)
         return None
 
     def press_ended(self, now: float) -> None:
@@ -118,17 +118,17 @@ class DigitCollector:
     def handle_timer(self, now: float) -> CollectionDone | None:
         """End the collection if the inter-digit timeout has passed."""
         if self._result is None and self._deadline is not None and now >= self._deadline:
-            return self._finish(EndReason.TIMEOUT, now)
+            return self._finish(CollectionEndReason.TIMEOUT, now)
         return None
 
     def cut_short(self, now: float) -> CollectionDone | None:
         """End now because the participant is leaving; None when nothing was collected."""
         if self._result is not None:
             return None
-        result = self._finish(EndReason.LEFT, now)
+        result = self._finish(CollectionEndReason.LEFT, now)
         return result if result.digits else None
 
-    def _finish(self, reason: EndReason, now: float) -> CollectionDone:
+    def _finish(self, reason: CollectionEndReason, now: float) -> CollectionDone:
         self._pressing = False
         self._deadline = None
         self._result = CollectionDone(

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from tonebridge.conference.collector import CollectionDone, DigitCollector, EndReason, check_digit
+from tonebridge.conference.collector import CollectionDone, CollectionEndReason, DigitCollector, check_digit
 from tonebridge.conference.options import (
     DEFAULT_HOLD_MOH,
     DtmfMode,
@@ -526,7 +526,7 @@ class Conferences:
             mode = DtmfMode.DETECT
             press.collector = collector
             done = collector.press_started(digit, now)
-            ended_by_hash = done is not None and done.reason is EndReason.HASH
+            ended_by_hash = done is not None and done.reason is CollectionEndReason.HASH
             outcome = PressOutcome.ENDED_COLLECTION if ended_by_hash else PressOutcome.COLLECTED
             handled.append(PressHandled(call_id, digit, src, mode, outcome, conf.conference_id))
             if done is not None:

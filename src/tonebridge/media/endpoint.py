@@ -14,13 +14,13 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 
 from tonebridge.media import g711, rfc4733, rtcp
 from tonebridge.media.dtmf import DtmfDetectorBank
 from tonebridge.media.jitter import JitterBuffer
+from tonebridge.media.players import AudioSource
 from tonebridge.media.ports import PortPool, PortsExhausted
 from tonebridge.media.rtp import RtpError, RtpPacket, RtpReceiveStats, RtpStream
 from tonebridge.media.tones import DtmfToneRenderer
@@ -32,10 +32,6 @@ FRAME_SAMPLES = 160
 FRAME_SECONDS = 0.020
 RTCP_INTERVAL = 5.0
 SILENCE = np.zeros(FRAME_SAMPLES, dtype=np.int16)
-
-
-class FrameSource(Protocol):
-    def frame(self, n: int = FRAME_SAMPLES) -> np.ndarray | None: ...
 
 
 @dataclass(frozen=True)
@@ -88,7 +84,7 @@ class MediaLeg:
         self.port = 0
         self.media: NegotiatedMedia | None = None
         self.remote: tuple[str, int] | None = None
-        self.source: FrameSource | None = None
+        self.source: AudioSource | None = None
         self.stats = LegStats()
         self.recording: list[np.ndarray] | None = [] if record else None
         self.heard_listeners: list[Callable[[np.ndarray], None]] = []
@@ -278,8 +274,8 @@ class MediaLeg:
             for event in self._events_in.receive(packet, now):
                 self._report_event(event, now)
             return
-        if packet.payload_type in (0, 8):
-            codec = "PCMU" if packet.payload_type == 0 else "PCMA"
+        codec = g711.CODEC_OF_PAYLOAD_TYPE.get(packet.payload_type)
+        if codec is not None:
             self._jitter.push(packet, g711.decode(codec, packet.payload))
             return
         self.stats.packets_dropped += 1

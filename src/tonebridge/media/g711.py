@@ -8,9 +8,15 @@ code. Both match the ITU reference coder bit for bit (checked against the stdlib
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 
+# The one codec table: every module that names a G.711 codec or its payload type takes it from here.
+Codec = Literal["PCMU", "PCMA"]
+CODECS: tuple[Codec, ...] = ("PCMU", "PCMA")
 PAYLOAD_TYPES: dict[str, int] = {"PCMU": 0, "PCMA": 8}  # RFC 3551 §6, Table 4
+CODEC_OF_PAYLOAD_TYPE: dict[int, Codec] = {0: "PCMU", 8: "PCMA"}
 
 
 def _ulaw_decode_table() -> np.ndarray:

@@ -11,24 +11,17 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
-from typing import Literal, Protocol
 
 import numpy as np
 
 from tonebridge.media import g711
+from tonebridge.media.g711 import CODECS, Codec
+from tonebridge.media.players import AudioSource
 
-__all__ = ["CODECS", "AudioSource", "Codec", "Mixer", "UnknownLeg"]
+__all__ = ["Mixer", "UnknownLeg"]
 
-Codec = Literal["PCMU", "PCMA"]
-CODECS: tuple[Codec, ...] = ("PCMU", "PCMA")
 
 _INT16_MIN, _INT16_MAX = -32768, 32767
-
-
-class AudioSource(Protocol):
-    """Anything that streams int16 frames (see media/players.py)."""
-
-    def frame(self, n: int = 160) -> np.ndarray: ...
 
 
 class UnknownLeg(KeyError):
@@ -270,7 +263,8 @@ class Mixer:
         out = np.empty((len(self._order), fs), dtype=np.int16)
         np.multiply(heard, self._hearing[:, None], out=out, casting="unsafe")
         for source, rows in self._override_groups:
-            out[rows] = source.frame(self.frame_size)
+            frame = source.frame(self.frame_size)
+            out[rows] = 0 if frame is None else frame
         return out
 
     def _encode(self, heard: np.ndarray) -> dict[Hashable, bytes]:

@@ -42,7 +42,10 @@ RING_LEVEL_DBM0 = -19.0
 
 
 class AudioSource(Protocol):
-    def frame(self, n: int = 160) -> np.ndarray: ...
+    """The one interface of everything that streams int16 frames: players, music on hold, prompts, tones.
+    `frame(n)` gives the next `n` samples, or None when it has nothing more to play (heard as silence)."""
+
+    def frame(self, n: int = 160) -> np.ndarray | None: ...
 
 
 def dbm0(samples: np.ndarray) -> float:

@@ -14,9 +14,10 @@ import re
 import secrets
 from dataclasses import dataclass, field
 
+from tonebridge.media.g711 import CODEC_OF_PAYLOAD_TYPE, CODECS
+
 DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
-CODECS = ("PCMU", "PCMA")
-STATIC_PAYLOAD_TYPES = {0: "PCMU", 8: "PCMA"}
+STATIC_PAYLOAD_TYPES = CODEC_OF_PAYLOAD_TYPE
 DEFAULT_PTIME_MS = 20
 # RFC 3551 §6 static audio payload types, to name what an offer had when nothing matched.
 _STATIC_NAMES = {0: "PCMU/8000", 3: "GSM/8000", 4: "G723/8000", 5: "DVI4/8000", 6: "DVI4/16000",

@@ -50,6 +50,7 @@ from tonebridge.conference.options import (
     validate_conference_id,
     validate_moh_class,
 )
+from tonebridge.keys import DTMF_KEYS
 
 __all__ = [
     "DEFAULT_LOCALE",
@@ -103,7 +104,6 @@ MAX_CALL_HEADER_BYTES = 1024
 MAX_DURATION_S = 14_400
 MAX_PARK_DURATION_S = 600
 #: Keys a menu option or a sendDtmf value may name (conference-dtmf.md §2), plus ``w`` in sendDtmf.
-DTMF_KEYS = "0123456789*#ABCD"
 MENU_ID_MAX_CHARS = 64
 
 
