@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from test_store_writer import WAIT, GatedStore
 
 from tonebridge.callbacks.outbox import (
     DEFAULT_BACKOFF,
@@ -422,12 +423,13 @@ def test_unknown_secret_is_a_failed_attempt_and_nothing_is_sent(
     assert SECRET.encode() not in Path(store.path).read_bytes()
 
 
-def test_enqueue_commits_before_returning(store: Store, backends: Callable[..., Backend]) -> None:
+def test_enqueue_stores_the_row_before_anything_is_sent(store: Store, backends: Callable[..., Backend]) -> None:
     backend = backends()
 
     async def scenario() -> None:
         outbox = Outbox(store, secrets_of({KEY: SECRET}))
         delivery = outbox.enqueue(KEY, backend.url(), "c1", "dice", dice("c1"))  # not started yet
+        await delivery.stored
         other = sqlite3.connect(store.path)
         try:
             rows = other.execute("SELECT id, body, idempotency_key, state FROM outbox").fetchall()
@@ -569,11 +571,12 @@ def test_enqueued_before_start_goes_after_older_rows_of_the_same_call(
     store: Store, backends: Callable[..., Backend]
 ) -> None:
     backend = backends()
-    older = store.outbox_add(KEY, "A", "dice", backend.url(), encode_body(dice("A", "old")), "k-old")
+    older = store.outbox_add(KEY, "A", "dice", backend.url(), encode_body(dice("A", "old")), "k-old").result()
 
     async def scenario() -> None:
         outbox = Outbox(store, secrets_of({KEY: SECRET}))
         newer = outbox.enqueue(KEY, backend.url(), "A", "notify", dice("A", "new"))
+        await newer.stored
         outbox.start()
         assert [d.id for d in outbox.pending()] == [older, newer.id]
         assert await newer.delivered is True
@@ -581,3 +584,63 @@ def test_enqueued_before_start_goes_after_older_rows_of_the_same_call(
 
     run(scenario())
     assert backend.events() == ["old", "new"]
+
+
+# -- the store's writer thread ----------------------------------------------------------------------------
+
+
+def test_a_callback_is_not_attempted_before_its_row_is_committed(
+    tmp_path: Path, backends: Callable[..., Backend]
+) -> None:
+    backend = backends()
+    store = GatedStore(tmp_path / "gated.db")
+
+    async def scenario() -> None:
+        outbox = Outbox(store, secrets_of({KEY: SECRET}))
+        outbox.start()
+        store.hold.set()
+        # enqueue returns at once although the row's commit is stuck (a slow fsync).
+        delivery = outbox.enqueue(KEY, backend.url(), "c1", "dice", dice("c1"))
+        assert await asyncio.to_thread(store.entered.wait, WAIT)
+        for _ in range(100):
+            await asyncio.sleep(0)  # ample turns for the call's task to reach its POST, were it not waiting
+        assert not delivery.first_sent.done() and not delivery.stored.done()
+        assert outbox.pending() == []  # listed only once it would survive a crash
+        store.hold.clear()
+        store.release.set()
+        await delivery.stored
+        assert await delivery.delivered is True
+        [got] = backend.received
+        assert got.at >= store.commits[0]  # the request left after the commit had returned
+        row = store.outbox_get(delivery.id)
+        assert row is not None and row.state == "delivered"  # resolved only once that was committed
+        await outbox.close()
+
+    run(scenario())
+    store.close()
+
+
+def test_a_refused_insert_is_stored_again_and_then_delivered(
+    tmp_path: Path, backends: Callable[..., Backend]
+) -> None:
+    backend = backends()
+    store = GatedStore(tmp_path / "gated.db")
+
+    async def scenario() -> None:
+        outbox = Outbox(store, secrets_of({KEY: SECRET}), backoff=(0.01,))
+        store.fail.set()  # the disk refuses the insert
+        delivery = outbox.enqueue(KEY, backend.url(), "c1", "dice", dice("c1"))
+        insert = outbox._inserts[delivery.id]
+        assert isinstance(await asyncio.to_thread(insert.exception, WAIT), sqlite3.OperationalError)
+        assert outbox.pending() == [] and not delivery.stored.done()
+        store.fail.clear()
+        outbox.start()  # the call's task finds the insert failed, pauses, queues it again
+        await delivery.stored
+        assert await delivery.delivered is True
+        await outbox.close()
+
+    run(scenario())
+    [got] = backend.received
+    [row] = store.delivery_log()
+    assert (row.state, row.idempotency_key) == ("delivered", got.headers[IDEMPOTENCY_HEADER])
+    store.close()

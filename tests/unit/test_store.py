@@ -1,4 +1,6 @@
-"""The SQLite store: call records, the outbox, durability settings and schema versioning."""
+"""The SQLite store: call records, the outbox, durability settings and schema versioning. Writes return a
+`Write` that is done once committed; these tests block on it (`.result`), being off the event loop. The
+writer thread itself (order, batching, the loop never waiting) is tested in test_store_writer.py."""
 
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ import pytest
 
 from tonebridge.store import SCHEMA_VERSION, SchemaError, Store
 from tonebridge.store.db import CALL_FIELDS
+
+WAIT = 10.0  # seconds a test waits for a commit before failing; a guard, not a synchronisation
 
 
 @pytest.fixture
@@ -36,18 +40,26 @@ FULL_CALL = {
 }
 
 
+def on_writer(store: Store, sql: str) -> object:
+    """One value from `sql` run on the writer's own connection, inside its transaction."""
+    return store._submit("probe", lambda db: db.execute(sql).fetchone()[0]).result(WAIT)
+
+
 def test_new_database_gets_wal_full_sync_and_current_version(db_path: Path) -> None:
     with Store(db_path) as store:
         assert store.schema_version == SCHEMA_VERSION >= 1
-        assert store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
-        assert not store._db.in_transaction
+        assert on_writer(store, "PRAGMA journal_mode") == "wal"
+        assert on_writer(store, "PRAGMA synchronous") == 2  # FULL: the writer syncs every commit
+        assert not store._db.in_transaction  # the writer leaves no transaction open between batches
 
 
 def test_call_record_round_trip(db_path: Path) -> None:
     with Store(db_path) as store:
         store.save_call(FULL_CALL)
-        assert store.get_call("c-1") == FULL_CALL
+        assert store.get_call("c-1") == FULL_CALL  # queued or committed, the same record
+        store.save_call({"call_id": "c-1"}).result(WAIT)
+        assert store._unsaved == {}
+        assert store.get_call("c-1") == FULL_CALL  # now read from the database
         assert set(FULL_CALL) == set(CALL_FIELDS)
         assert store.get_call("nope") is None
 
@@ -87,15 +99,21 @@ def test_save_call_rejects_bad_records(db_path: Path) -> None:
             store.save_call({"call_id": "c", "status": "FINAL"})
         with pytest.raises(ValueError, match="needs call_id"):
             store.save_call({"app_key": "a"})
-        with pytest.raises(sqlite3.IntegrityError):
+        with pytest.raises(ValueError, match="call status"):
             store.save_call({"call_id": "c", "app_key": "a", "status": "DONE"})
+        with pytest.raises(TypeError):
+            store.save_call({"call_id": "c", "app_key": "a", "cookies": {1, 2}})  # not JSON
         assert store.get_call("c") is None
-        assert not store._db.in_transaction
+        # The rejected records were never queued; the table's CHECK stays the last line of defence.
+        assert on_writer(store, "SELECT count(*) FROM calls") == 0
+        with pytest.raises(sqlite3.IntegrityError):
+            store._submit("probe", lambda db: db.execute(
+                "INSERT INTO calls (call_id, app_key, status) VALUES ('c', 'a', 'DONE')")).result(WAIT)
 
 
 def test_outbox_add_and_pending_in_id_order(db_path: Path) -> None:
     with Store(db_path) as store:
-        ids = [
+        writes = [
             store.outbox_add(
                 "app",
                 f"call-{i % 2}",
@@ -107,7 +125,8 @@ def test_outbox_add_and_pending_in_id_order(db_path: Path) -> None:
             )
             for i in range(4)
         ]
-        assert ids == sorted(ids)
+        ids = [w.result(WAIT) for w in writes]
+        assert ids == [w.row_id for w in writes] == sorted(ids)  # the id is known before the commit
         rows = store.outbox_pending()
         assert [r.id for r in rows] == ids
         first = rows[0]
@@ -126,21 +145,21 @@ def test_outbox_add_and_pending_in_id_order(db_path: Path) -> None:
 
 def test_outbox_idempotency_key_is_unique(db_path: Path) -> None:
     with Store(db_path) as store:
-        store.outbox_add("app", "c", "dice", "http://x", b"{}", "same")
+        store.outbox_add("app", "c", "dice", "http://x", b"{}", "same").result(WAIT)
         with pytest.raises(sqlite3.IntegrityError):
-            store.outbox_add("app", "c", "dice", "http://x", b"{}", "same")
+            store.outbox_add("app", "c", "dice", "http://x", b"{}", "same").result(WAIT)
 
 
 def test_outbox_lifecycle_and_delivery_log(db_path: Path) -> None:
     with Store(db_path) as store:
-        a = store.outbox_add("app", "c1", "pie", "http://x", b"a", "k1", created_at=1.0)
-        b = store.outbox_add("app", "c1", "dice", "http://x", b"b", "k2", created_at=2.0)
-        c = store.outbox_add("app", "c2", "dice", "http://x", b"c", "k3", created_at=3.0)
-        store.outbox_attempted(a, 1, 5.0, "HTTP 503")
+        a = store.outbox_add("app", "c1", "pie", "http://x", b"a", "k1", created_at=1.0).result(WAIT)
+        b = store.outbox_add("app", "c1", "dice", "http://x", b"b", "k2", created_at=2.0).result(WAIT)
+        c = store.outbox_add("app", "c2", "dice", "http://x", b"c", "k3", created_at=3.0).result(WAIT)
+        store.outbox_attempted(a, 1, 5.0, "HTTP 503").result(WAIT)
         row = store.outbox_get(a)
         assert row is not None and (row.attempts, row.next_attempt_at, row.last_error) == (1, 5.0, "HTTP 503")
-        store.outbox_delivered(a, 200, 6.0, attempts=2)
-        store.outbox_gave_up(b, 7.0, "gave up after 9 attempts: timeout")
+        store.outbox_delivered(a, 200, 6.0, attempts=2).result(WAIT)
+        store.outbox_gave_up(b, 7.0, "gave up after 9 attempts: timeout").result(WAIT)
         assert [r.id for r in store.outbox_pending()] == [c]
 
         log = store.delivery_log()
@@ -164,32 +183,34 @@ def test_outbox_lifecycle_and_delivery_log(db_path: Path) -> None:
 
 def test_finished_rows_cannot_change_state_again(db_path: Path) -> None:
     with Store(db_path) as store:
-        a = store.outbox_add("app", "c1", "pie", "http://x", b"a", "k1")
-        store.outbox_delivered(a, 204, 1.0)
+        a = store.outbox_add("app", "c1", "pie", "http://x", b"a", "k1").result(WAIT)
+        store.outbox_delivered(a, 204, 1.0).result(WAIT)
         with pytest.raises(ValueError, match="already delivered"):
-            store.outbox_gave_up(a, 2.0, "late")
+            store.outbox_gave_up(a, 2.0, "late").result(WAIT)
         with pytest.raises(ValueError, match="already delivered"):
-            store.outbox_attempted(a, 3, 9.0, "late")
+            store.outbox_attempted(a, 3, 9.0, "late").result(WAIT)
         with pytest.raises(KeyError):
-            store.outbox_delivered(999, 200, 1.0)
+            store.outbox_delivered(999, 200, 1.0).result(WAIT)
 
 
 def test_prune_keeps_pending_rows(db_path: Path) -> None:
     with Store(db_path) as store:
-        a = store.outbox_add("app", "c1", "dice", "http://x", b"a", "k1")
-        b = store.outbox_add("app", "c1", "dice", "http://x", b"b", "k2")
-        c = store.outbox_add("app", "c1", "dice", "http://x", b"c", "k3")
+        a = store.outbox_add("app", "c1", "dice", "http://x", b"a", "k1").result(WAIT)
+        b = store.outbox_add("app", "c1", "dice", "http://x", b"b", "k2").result(WAIT)
+        c = store.outbox_add("app", "c1", "dice", "http://x", b"c", "k3").result(WAIT)
         store.outbox_delivered(a, 200, 10.0)
         store.outbox_gave_up(b, 20.0, "x")
-        assert store.outbox_prune(15.0) == 1
+        assert store.outbox_prune(15.0).result(WAIT) == 1  # committed after the two updates before it
         assert [r.id for r in store.delivery_log()] == [c, b]
 
 
 def test_reopen_keeps_everything(db_path: Path) -> None:
+    # Nothing is waited for before close(): closing commits whatever is still queued.
     store = Store(db_path)
     store.save_call(FULL_CALL)
-    a = store.outbox_add("app", "c-1", "dice", "http://x/cb", b'{"event":"dice"}', "k1", created_at=5.0)
-    b = store.outbox_add("app", "c-1", "notify", "http://x/cb", b"\x00\xff", "k2", created_at=6.0)
+    a = store.outbox_add("app", "c-1", "dice", "http://x/cb", b'{"event":"dice"}', "k1", created_at=5.0).row_id
+    b = store.outbox_add("app", "c-1", "notify", "http://x/cb", b"\x00\xff", "k2", created_at=6.0).row_id
+    assert a is not None and b is not None
     store.outbox_attempted(a, 2, 9.0, "ConnectError")
     store.close()
 
@@ -199,14 +220,27 @@ def test_reopen_keeps_everything(db_path: Path) -> None:
         assert [r.id for r in rows] == [a, b]
         assert rows[0].attempts == 2 and rows[0].last_error == "ConnectError" and rows[1].body == b"\x00\xff"
         # AUTOINCREMENT: a new row never reuses an id, so id order stays enqueue order.
-        assert again.outbox_add("app", "c-1", "dice", "http://x", b"", "k3") > b
+        assert again.outbox_add("app", "c-1", "dice", "http://x", b"", "k3").result(WAIT) > b
 
 
-def test_write_is_visible_to_another_connection_at_once(db_path: Path) -> None:
-    # "Committed before returning": a second connection (as a fresh process would) sees the row
-    # without the first being closed.
+def test_ids_continue_after_the_newest_rows_were_pruned(db_path: Path) -> None:
+    # The store hands out ids itself (enqueue needs one before the commit); it must continue from
+    # AUTOINCREMENT's high-water mark, not from the largest id left in the table.
+    with Store(db_path) as store:
+        ids = [store.outbox_add("app", "c", "dice", "http://x", b"", f"k{i}").result(WAIT) for i in range(3)]
+        for row_id in ids:
+            store.outbox_delivered(row_id, 200, 1.0)
+        assert store.outbox_prune(2.0).result(WAIT) == 3
+    with Store(db_path) as again:
+        assert again.delivery_log() == []
+        assert again.outbox_add("app", "c", "dice", "http://x", b"", "k9").result(WAIT) == ids[-1] + 1
+
+
+def test_a_done_write_is_visible_to_another_connection(db_path: Path) -> None:
+    # "Done means committed": a second connection (as a fresh process would) sees the row without the
+    # store being closed.
     with Store(db_path) as writer:
-        row_id = writer.outbox_add("app", "c", "dice", "http://x", b"{}", "k")
+        row_id = writer.outbox_add("app", "c", "dice", "http://x", b"{}", "k").result(WAIT)
         other = sqlite3.connect(db_path)
         try:
             assert other.execute("SELECT id FROM outbox").fetchall() == [(row_id,)]
@@ -232,7 +266,7 @@ def test_migration_applies_forward_from_version_zero(db_path: Path) -> None:
     raw.close()
     with Store(db_path) as store:
         assert store.schema_version == SCHEMA_VERSION
-        tables = {r[0] for r in store._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        tables = {r[0] for r in store._read("SELECT name FROM sqlite_master WHERE type = 'table'")}
         assert {"calls", "outbox", "unrelated"} <= tables
 
 
@@ -248,5 +282,5 @@ def test_failed_migration_leaves_the_old_version(db_path: Path, monkeypatch: pyt
     monkeypatch.undo()
     with Store(db_path) as store:
         assert store.schema_version == SCHEMA_VERSION
-        tables = {r[0] for r in store._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        tables = {r[0] for r in store._read("SELECT name FROM sqlite_master WHERE type = 'table'")}
         assert "extra" not in tables

@@ -2,8 +2,11 @@
 PIE, Notify), in order per call; and the one-shot signed request used for the synchronous ICE and ACE.
 
 Rules (docs/callbacks.md):
-- `enqueue` serialises the body once and stores it (committed) before returning; those exact bytes are
-  hashed, signed and sent on every attempt.
+- `enqueue` serialises the body once, queues its row for the store's writer thread and returns at once;
+  the callback's first attempt waits until that row is committed, so nothing is sent that a crash could
+  make the server forget. Those exact bytes are hashed, signed and sent on every attempt.
+- Every attempt's outcome is committed before the Delivery's futures resolve and before the call's next
+  callback goes; the event loop awaits those commits, it never waits on the disk.
 - One call's callbacks go strictly in order: the next waits until the previous is delivered or given up.
   Different calls are delivered in parallel.
 - A 2xx delivers. Anything else (other status, connection error, timeout) is retried after the backoff
@@ -31,7 +34,7 @@ from typing import Any
 import httpx
 
 from tonebridge.callbacks.signing import callback_headers
-from tonebridge.store.db import OutboxRow, Store
+from tonebridge.store.db import OutboxRow, Store, Write
 
 __all__ = [
     "DEFAULT_BACKOFF",
@@ -74,6 +77,12 @@ def _is_success(status: int | None) -> bool:
     return status is not None and 200 <= status < 300
 
 
+def _settle(future: asyncio.Future[Any], value: Any) -> None:
+    # A waiter may have cancelled the future (asyncio.wait_for); delivery goes on regardless.
+    if not future.done():
+        future.set_result(value)
+
+
 @dataclass(eq=False)
 class Delivery:
     """One queued callback. Awaiting its futures never affects delivery (cancelling them is harmless).
@@ -84,6 +93,8 @@ class Delivery:
       (`asyncio.wait_for(delivery.first_attempt, 2)` for a conference PIE, conference-dtmf.md §3 rule 4).
     - `delivered` resolves True on a 2xx, False when given up.
     - `first_sent` resolves when the first attempt's request leaves (its signing time).
+    - `stored` resolves once the row is committed (at once for a row loaded from the store).
+    `first_attempt` and `delivered` resolve only once the attempt's outcome is committed.
     All are cancelled by `Outbox.close()` if still open (the row stays pending in the store).
     """
 
@@ -99,6 +110,7 @@ class Delivery:
     first_attempt: asyncio.Future[int | None]
     delivered: asyncio.Future[bool]
     first_sent: asyncio.Future[None]
+    stored: asyncio.Future[None]
     attempts: int = 0
     next_attempt_at: float = 0.0
     last_error: str | None = field(default=None)
@@ -150,6 +162,8 @@ class Outbox:
         self._queues: dict[str, deque[Delivery]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._known: dict[int, Delivery] = {}
+        # Inserts not yet seen committed by their call's task; a row absent here is in the store.
+        self._inserts: dict[int, Write[int]] = {}
         self._started = False
         self._closed = False
 
@@ -181,9 +195,9 @@ class Outbox:
             self._ensure_worker(call_id)
         self._pruner = asyncio.get_running_loop().create_task(self._prune_forever(), name="outbox:prune")
 
-    def prune(self) -> int:
+    async def prune(self) -> int:
         """Delete delivered and given-up rows that finished more than `retention` seconds ago."""
-        removed = self._store.outbox_prune(self._clock() - self._retention)
+        removed = await self._store.outbox_prune(self._clock() - self._retention)
         if removed:
             self.pruned += removed
             log.info("event=outbox_pruned rows=%d", removed)
@@ -193,7 +207,7 @@ class Outbox:
         interval = min(MAX_PRUNE_INTERVAL, max(self._retention / 2, 0.5))
         while True:
             try:
-                self.prune()
+                await self.prune()
             except Exception:
                 log.exception("event=outbox_prune_failed")
             await asyncio.sleep(interval)
@@ -214,6 +228,7 @@ class Outbox:
             delivery.first_attempt.cancel()
             delivery.delivered.cancel()
             delivery.first_sent.cancel()
+            delivery.stored.cancel()
         if self._own_client:
             await self._client.aclose()
 
@@ -229,7 +244,8 @@ class Outbox:
         *,
         attempt_timeout: float | None = None,
     ) -> Delivery:
-        """Store the callback (committed before this returns) and queue it behind the call's earlier ones.
+        """Queue the callback's row for the store and the callback behind the call's earlier ones, and
+        return at once: the first attempt waits for the row's commit (`Delivery.stored`).
         `attempt_timeout` overrides the Outbox's for this callback (2 s for a conference PIE)."""
         if self._closed:
             raise RuntimeError("this Outbox is closed")
@@ -237,7 +253,9 @@ class Outbox:
         data = encode_body(body)
         key = str(uuid.uuid4())
         now = self._clock()
-        row_id = self._store.outbox_add(app_key, call_id, event, url, data, key, created_at=now)
+        write = self._store.outbox_add(app_key, call_id, event, url, data, key, created_at=now)
+        assert write.row_id is not None
+        row_id = write.row_id
         delivery = Delivery(
             id=row_id,
             app_key=app_key,
@@ -251,8 +269,10 @@ class Outbox:
             first_attempt=loop.create_future(),
             delivered=loop.create_future(),
             first_sent=loop.create_future(),
+            stored=loop.create_future(),
             next_attempt_at=now,
         )
+        self._track_insert(delivery, write)
         self._add(delivery)
         log.debug("event=callback_queued call_id=%s callback=%s id=%d", call_id, event, row_id)
         if self._started:
@@ -260,11 +280,27 @@ class Outbox:
         return delivery
 
     def pending(self) -> list[Delivery]:
-        """The callbacks this Outbox still holds (queued or being retried), in enqueue order."""
-        return [self._known[i] for i in sorted(self._known)]
+        """The stored callbacks this Outbox still holds (queued or being retried), in enqueue order. A
+        callback just enqueued shows once its row is committed: what is listed survives a crash."""
+        return [self._known[i] for i in sorted(self._known) if self._committed(i)]
+
+    def _committed(self, row_id: int) -> bool:
+        write = self._inserts.get(row_id)
+        return write is None or (write.done() and write.exception() is None)
+
+    def _track_insert(self, delivery: Delivery, write: Write[int]) -> None:
+        self._inserts[delivery.id] = write
+
+        def settle(done: Write[int]) -> None:
+            if done.exception() is None and not delivery.stored.done():
+                delivery.stored.set_result(None)
+
+        write.add_loop_callback(asyncio.get_running_loop(), settle)
 
     def _from_row(self, row: OutboxRow) -> Delivery:
         loop = asyncio.get_running_loop()
+        stored: asyncio.Future[None] = loop.create_future()
+        stored.set_result(None)
         return Delivery(
             id=row.id,
             app_key=row.app_key,
@@ -278,6 +314,7 @@ class Outbox:
             first_attempt=loop.create_future(),
             delivered=loop.create_future(),
             first_sent=loop.create_future(),
+            stored=stored,
             attempts=row.attempts,
             next_attempt_at=row.next_attempt_at,
             last_error=row.last_error,
@@ -312,11 +349,30 @@ class Outbox:
                     continue
                 queue.popleft()
                 del self._known[delivery.id]
+                self._inserts.pop(delivery.id, None)
             del self._queues[call_id]
         finally:
             self._workers.pop(call_id, None)
 
+    async def _row_committed(self, d: Delivery) -> None:
+        """Wait for the row's insert to commit. An insert the store refused is queued again under the same
+        id and key; the failure propagates, so the call's task logs it and pauses first."""
+        write = self._inserts.get(d.id)
+        if write is None:
+            return
+        if write.done() and write.exception() is not None:
+            write = self._store.outbox_add(
+                d.app_key, d.call_id, d.event, d.url, d.body, d.idempotency_key,
+                created_at=d.created_at, row_id=d.id,
+            )
+            self._track_insert(d, write)
+        await write
+        del self._inserts[d.id]
+
     async def _deliver(self, d: Delivery) -> None:
+        # Never send what a crash could make us forget: the application would get a callback the store
+        # can neither retry nor mark, and a restart would not know it had gone.
+        await self._row_committed(d)
         while True:
             wait = d.next_attempt_at - self._clock()
             if wait > 0:
@@ -324,12 +380,13 @@ class Outbox:
             status, error = await self._attempt(d)
             d.attempts += 1
             now = self._clock()
-            if not d.first_attempt.done():
-                d.first_attempt.set_result(status)
             self.counters[(d.event, "delivered" if _is_success(status) else "failed_attempt")] += 1
             if _is_success(status):
                 assert status is not None
-                self._store.outbox_delivered(d.id, status, now, attempts=d.attempts)
+                # Committed before the call's next callback goes and before anyone is told: after a crash
+                # the application never sees a later callback followed by this one again.
+                await self._store.outbox_delivered(d.id, status, now, attempts=d.attempts)
+                _settle(d.first_attempt, status)
                 log.info(
                     "event=callback_delivered call_id=%s callback=%s id=%d status=%d attempts=%d",
                     d.call_id,
@@ -338,15 +395,15 @@ class Outbox:
                     status,
                     d.attempts,
                 )
-                if not d.delivered.done():
-                    d.delivered.set_result(True)
+                _settle(d.delivered, True)
                 return
             d.last_error = error
             deadline = d.created_at + self._give_up_after
             if now >= deadline:
                 self.counters[(d.event, "given_up")] += 1
                 reason = f"gave up after {d.attempts} attempts: {error}"
-                self._store.outbox_gave_up(d.id, now, reason, attempts=d.attempts)
+                await self._store.outbox_gave_up(d.id, now, reason, attempts=d.attempts)
+                _settle(d.first_attempt, status)
                 log.warning(
                     "event=callback_gave_up call_id=%s callback=%s id=%d attempts=%d error=%r",
                     d.call_id,
@@ -355,12 +412,12 @@ class Outbox:
                     d.attempts,
                     error,
                 )
-                if not d.delivered.done():
-                    d.delivered.set_result(False)
+                _settle(d.delivered, False)
                 return
             # The last attempt happens at the deadline itself rather than one step past it.
             d.next_attempt_at = min(now + backoff_delay(self._backoff, d.attempts), deadline)
-            self._store.outbox_attempted(d.id, d.attempts, d.next_attempt_at, error)
+            await self._store.outbox_attempted(d.id, d.attempts, d.next_attempt_at, error)
+            _settle(d.first_attempt, status)
             log.info(
                 "event=callback_retry call_id=%s callback=%s id=%d attempts=%d error=%r retry_in=%.3f",
                 d.call_id,

@@ -1,22 +1,39 @@
-"""The SQLite store: schema, forward migrations and every query Tonebridge makes.
+"""The SQLite store: schema, forward migrations and every query Tonebridge makes, with every write
+committed on the store's own writer thread so that the event loop never waits on the disk.
 
-One `Store` wraps one sqlite3 connection, used from the asyncio thread only. Every method is synchronous
-and short; every write is committed before the method returns, and with WAL plus `synchronous=FULL` a
-committed row survives the process being killed (and, as far as the disk keeps its promises, power loss).
-Nothing outside this module writes SQL.
+A write method queues its statement and returns a `Write` at once. The writer thread takes whatever is
+queued, runs it in one transaction (each write in its own savepoint, so a failing one is rolled back alone)
+and commits: one fsync for the lot. Only then is each `Write` resolved, so "done" means "committed", and
+with WAL plus `synchronous=FULL` a committed row survives the process being killed (and, as far as the disk
+keeps its promises, power loss). Writes commit in the order they were queued. The loop awaits a `Write`
+where it needs durability before going on (the outbox does); call records are fire-and-forget.
+
+Reads run synchronously on a second connection: under WAL a reader sees the last commit without waiting
+for the writer's transaction or its fsync. `get_call` also sees call records still queued, so a caller
+reads back what it saved. Nothing outside this module writes SQL.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextlib
 import json
+import logging
+import queue
 import sqlite3
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-__all__ = ["CALL_FIELDS", "OutboxRow", "SchemaError", "Store", "SCHEMA_VERSION"]
+__all__ = ["CALL_FIELDS", "OutboxRow", "SchemaError", "Store", "SCHEMA_VERSION", "Write"]
+
+log = logging.getLogger("tonebridge.store")
+
+T = TypeVar("T")
 
 # Each entry moves the schema from version i to i + 1. Append only: a released migration never changes,
 # because databases already carrying its version will not run it again.
@@ -125,33 +142,124 @@ def _outbox_row(row: sqlite3.Row | tuple[Any, ...]) -> OutboxRow:
     values[5] = bytes(values[5])
     return OutboxRow(*values)
 
+# Call columns whose numbers SQLite stores converted (column affinity): a record read back before its
+# commit must equal the one read after it.
+_REAL_COLUMNS = frozenset({"started_at", "answered_at", "ended_at"})
+_INTEGER_COLUMNS = frozenset({"duration"})
+_CALL_STATUSES = ("ONGOING", "FINAL")
+
+# The most writes one transaction takes: a long backlog still commits in bounded steps.
+_MAX_BATCH = 256
+
+
+def _as_stored(column: str, value: Any) -> Any:
+    if isinstance(value, bool):
+        value = int(value)
+    if column in _REAL_COLUMNS and isinstance(value, int):
+        return float(value)
+    if column in _INTEGER_COLUMNS and isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+class Write(concurrent.futures.Future[T]):
+    """A write queued for the writer thread: done once committed (its result: an outbox row's id, a
+    count of rows, or None) or failed (its exception; that write alone was rolled back).
+
+    Off the event loop, block with `result()`. On the loop, `await` it: the writer thread wakes the loop
+    with `call_soon_threadsafe`, and cancelling the await leaves the write to go ahead. `row_id` is the
+    id an outbox insert will get, known as soon as it is queued.
+    """
+
+    row_id: int | None = None
+
+    def add_loop_callback(
+        self, loop: asyncio.AbstractEventLoop, callback: Callable[[Write[T]], None]
+    ) -> None:
+        """Call `callback(self)` on `loop`'s thread once the write is done (at once, if it is)."""
+
+        def relay(_: concurrent.futures.Future[T]) -> None:
+            # A loop that has closed has nobody left waiting for the answer.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(callback, self)
+
+        self.add_done_callback(relay)
+
+    def __await__(self) -> Generator[Any, None, T]:
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[T] = loop.create_future()
+
+        def settle(write: Write[T]) -> None:
+            if waiter.done():  # the awaiting task was cancelled
+                return
+            if write.cancelled():
+                waiter.cancel()
+            elif (error := write.exception()) is not None:
+                waiter.set_exception(error)
+            else:
+                waiter.set_result(write.result())
+
+        self.add_loop_callback(loop, settle)
+        return (yield from waiter.__await__())
+
+
+@dataclass(slots=True)
+class _Op:
+    name: str
+    run: Callable[[sqlite3.Connection], Any]
+    write: Write[Any]
+    log_failure: bool
+
 
 class Store:
-    """SQLite file at `path` (created if missing, migrated forward on open). Use from one thread."""
+    """SQLite file at `path` (created if missing, migrated forward on open, which happens on the opening
+    thread). One Store per database file writes at a time: it hands out the outbox's row ids itself.
+    Reads and queueing writes are safe from any thread; `close()` (or `aclose()` on the loop) commits
+    what is queued, then closes."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        # isolation_level=None: the module does not open transactions behind our back; each statement
-        # outside an explicit BEGIN commits on its own, so "returned" means "committed".
-        self._db = sqlite3.connect(str(self.path), isolation_level=None)
+        # isolation_level=None: the module does not open transactions behind our back; the writer's
+        # BEGIN ... COMMIT are the only ones, and a read outside them sees the latest commit.
+        self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
         try:
             self._db.execute("PRAGMA busy_timeout = 5000")
             mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise SchemaError(f"{self.path}: cannot switch to WAL journal mode (got {mode!r})")
             # FULL syncs the WAL on every commit; NORMAL (the usual WAL setting) could lose the last
-            # commits on power loss, and the outbox promises that an enqueued callback is not lost.
+            # commits on power loss, and the outbox promises that a stored callback is not lost.
             self._db.execute("PRAGMA synchronous = FULL")
             self._db.execute("PRAGMA foreign_keys = ON")
             self._migrate()
+            # AUTOINCREMENT's high-water mark: ids handed out here continue it, so they are never
+            # reused and id order stays enqueue order across restarts.
+            seq = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchall()
+            top = self._db.execute("SELECT max(id) FROM outbox").fetchall()[0][0]
+            self._next_row_id = max(seq[0][0] if seq else 0, top or 0) + 1
+            self._reader = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
         except BaseException:
             self._db.close()
             raise
+        self._reader.execute("PRAGMA busy_timeout = 5000")
+        self._reader.execute("PRAGMA query_only = ON")
+        self._read_lock = threading.Lock()
+        # Guards the queue's closing, row ids and the unsaved call records; never held across a commit.
+        self._lock = threading.Lock()
+        self._closed = False
+        self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
+        # call_id -> (the record's columns with every queued update applied, writes still in flight)
+        self._unsaved: dict[str, tuple[dict[str, Any], int]] = {}
+        # A daemon: a Store never closed (a process being killed anyway) must not keep the interpreter
+        # alive; close() is what commits the queue.
+        self._writer = threading.Thread(target=self._write_forever, name=f"store-writer:{self.path.name}",
+                                        daemon=True)
+        self._writer.start()
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
     def _migrate(self) -> None:
-        version = self.schema_version
+        version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
         if version > SCHEMA_VERSION:
             raise SchemaError(
                 f"{self.path} has schema version {version}, newer than this Tonebridge knows "
@@ -171,10 +279,24 @@ class Store:
 
     @property
     def schema_version(self) -> int:
-        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        return int(self._read("PRAGMA user_version")[0][0])
 
     def close(self) -> None:
-        self._db.close()
+        """Commit every write queued so far, then close. Blocks until the disk has them: on the event
+        loop use `aclose()`."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._queue.put(None)
+        with self._read_lock:
+            self._reader.close()
+        # The writer closes its connection last, so the final checkpoint runs on its thread.
+        self._writer.join()
+
+    async def aclose(self) -> None:
+        """`close()` without holding up the event loop while the queue drains."""
+        await asyncio.to_thread(self.close)
 
     def __enter__(self) -> Store:
         return self
@@ -184,50 +306,84 @@ class Store:
 
     # -- call records ------------------------------------------------------------------------------
 
-    def save_call(self, record: dict[str, Any]) -> None:
-        """Insert or update the call `record["call_id"]`. Only the fields present are written, so an
-        update may carry just what changed; a new call needs at least `app_key`. `cookies` (any
-        JSON-serialisable value, usually `[{key, value}]`) is stored as JSON. Times are float seconds
-        since the epoch (UTC); `duration` whole seconds."""
+    def save_call(self, record: dict[str, Any]) -> Write[None]:
+        """Queue an insert or update of the call `record["call_id"]`; returns at once (callers need not
+        wait: records commit in order, and `get_call` sees queued ones). Only the fields present are
+        written, so an update may carry just what changed; a new call needs at least `app_key`. `cookies`
+        (any JSON-serialisable value, usually `[{key, value}]`) is stored as JSON. Times are float seconds
+        since the epoch (UTC); `duration` whole seconds. A record that is wrong by itself raises here; a
+        write the disk refuses is logged."""
         unknown = set(record) - set(_CALL_COLUMNS)
         if unknown:
             raise ValueError(f"unknown call record fields: {sorted(unknown)} (known: {list(CALL_FIELDS)})")
         if "call_id" not in record:
             raise ValueError("a call record needs call_id")
-        values = {_CALL_COLUMNS[k]: v for k, v in record.items()}
+        values = {_CALL_COLUMNS[k]: _as_stored(_CALL_COLUMNS[k], v) for k, v in record.items()}
         if "cookies" in values and values["cookies"] is not None:
             values["cookies"] = json.dumps(values["cookies"], separators=(",", ":"))
+        if "status" in values and values["status"] not in _CALL_STATUSES:
+            raise ValueError(f"call status must be one of {_CALL_STATUSES}, not {values['status']!r}")
         call_id = values.pop("call_id")
-        with self._transaction():
-            updated = 0
-            if values:
-                assignments = ", ".join(f"{col} = ?" for col in values)
-                updated = self._db.execute(
-                    f"UPDATE calls SET {assignments} WHERE call_id = ?", [*values.values(), call_id]
-                ).rowcount
-            else:
-                updated = (
-                    self._db.execute("SELECT 1 FROM calls WHERE call_id = ?", (call_id,)).fetchone()
-                    is not None
-                )
-            if not updated:
+        with self._lock:
+            self._check_open_locked()
+            held = self._unsaved.get(call_id)
+            current = held[0] if held is not None else self._call_columns(call_id)
+            if current is None:
                 if not values.get("app_key"):
                     raise ValueError(f"new call record {call_id!r} needs app_key")
-                columns = ["call_id", *values]
-                self._db.execute(
-                    f"INSERT INTO calls ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
-                    [call_id, *values.values()],
-                )
+                current = {column: None for column in _CALL_COLUMNS.values()}
+                current.update(call_id=call_id, status="ONGOING")
+            write: Write[None] = self._submit_locked(
+                "save_call", lambda db: self._save_call_on(db, call_id, values), log_failure=True
+            )
+            self._unsaved[call_id] = ({**current, **values}, (held[1] if held is not None else 0) + 1)
+        write.add_done_callback(lambda _: self._call_settled(call_id))
+        return write
 
     def get_call(self, call_id: str) -> dict[str, Any] | None:
-        columns = ", ".join(_CALL_COLUMNS.values())
-        row = self._db.execute(f"SELECT {columns} FROM calls WHERE call_id = ?", (call_id,)).fetchone()
-        if row is None:
+        """The call's record with every field, including updates still queued; None if never saved."""
+        with self._lock:
+            held = self._unsaved.get(call_id)
+            columns = dict(held[0]) if held is not None else self._call_columns(call_id)
+        if columns is None:
             return None
-        record = dict(zip(CALL_FIELDS, row, strict=True))
+        record = {field: columns[column] for field, column in _CALL_COLUMNS.items()}
         if record["cookies"] is not None:
             record["cookies"] = json.loads(record["cookies"])
         return record
+
+    def _call_columns(self, call_id: str) -> dict[str, Any] | None:
+        names = list(_CALL_COLUMNS.values())
+        rows = self._read(f"SELECT {', '.join(names)} FROM calls WHERE call_id = ?", (call_id,))
+        return dict(zip(names, rows[0], strict=True)) if rows else None
+
+    def _call_settled(self, call_id: str) -> None:
+        # Once a call's last queued write has committed (or failed) the database is the truth again.
+        with self._lock:
+            columns, in_flight = self._unsaved[call_id]
+            if in_flight == 1:
+                del self._unsaved[call_id]
+            else:
+                self._unsaved[call_id] = (columns, in_flight - 1)
+
+    @staticmethod
+    def _save_call_on(db: sqlite3.Connection, call_id: str, values: dict[str, Any]) -> None:
+        updated: bool
+        if values:
+            assignments = ", ".join(f"{col} = ?" for col in values)
+            updated = db.execute(
+                f"UPDATE calls SET {assignments} WHERE call_id = ?", [*values.values(), call_id]
+            ).rowcount > 0
+        else:
+            updated = bool(db.execute("SELECT 1 FROM calls WHERE call_id = ?", (call_id,)).fetchall())
+        if not updated:
+            if not values.get("app_key"):
+                raise ValueError(f"new call record {call_id!r} needs app_key")
+            columns = ["call_id", *values]
+            db.execute(
+                f"INSERT INTO calls ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+                [call_id, *values.values()],
+            )
 
     # -- callback outbox ---------------------------------------------------------------------------
 
@@ -241,49 +397,65 @@ class Store:
         idempotency_key: str,
         *,
         created_at: float | None = None,
-    ) -> int:
-        """Store one callback to deliver; committed (and synced) when this returns. `created_at` (default
-        now) is when it was enqueued, the start of its give-up window; its first attempt is due then."""
+        row_id: int | None = None,
+    ) -> Write[int]:
+        """Queue one callback to deliver; the Write's result (and its `row_id`, known at once) is the row's
+        id. `created_at` (default now) is when it was enqueued, the start of its give-up window; its first
+        attempt is due then. `row_id` queues the insert again under the id an earlier, failed one had."""
         at = time.time() if created_at is None else created_at
-        cur = self._db.execute(
-            "INSERT INTO outbox (app_key, call_id, event, url, body, idempotency_key, created_at, next_attempt_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (app_key, call_id, event, url, sqlite3.Binary(body), idempotency_key, at, at),
-        )
-        assert cur.lastrowid is not None
-        return cur.lastrowid
+        blob = sqlite3.Binary(body)
+        with self._lock:
+            if row_id is None:
+                row_id = self._next_row_id
+                self._next_row_id += 1
+            rid = row_id
+
+            def insert(db: sqlite3.Connection) -> int:
+                db.execute(
+                    "INSERT INTO outbox (id, app_key, call_id, event, url, body, idempotency_key, created_at,"
+                    " next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (rid, app_key, call_id, event, url, blob, idempotency_key, at, at),
+                )
+                return rid
+
+            write: Write[int] = self._submit_locked("outbox_add", insert)
+        write.row_id = rid
+        return write
 
     def outbox_pending(self) -> list[OutboxRow]:
-        """Every callback neither delivered nor given up, in enqueue (id) order."""
-        rows = self._db.execute(f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE state = 'pending' ORDER BY id")
+        """Every committed callback neither delivered nor given up, in enqueue (id) order."""
+        rows = self._read(f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE state = 'pending' ORDER BY id")
         return [_outbox_row(r) for r in rows]
 
     def outbox_get(self, id: int) -> OutboxRow | None:
-        row = self._db.execute(f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE id = ?", (id,)).fetchone()
-        return None if row is None else _outbox_row(row)
+        rows = self._read(f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE id = ?", (id,))
+        return _outbox_row(rows[0]) if rows else None
 
     def outbox_attempted(
         self, id: int, attempts: int, next_attempt_at: float, last_error: str | None
-    ) -> None:
+    ) -> Write[None]:
         """Record a failed attempt: how many so far, when the next is due, and what went wrong."""
-        self._update_pending(
+        return self._update_pending(
+            "outbox_attempted",
             "UPDATE outbox SET attempts = ?, next_attempt_at = ?, last_error = ? WHERE id = ? AND state = 'pending'",
             (attempts, next_attempt_at, last_error, id),
             id,
         )
 
-    def outbox_delivered(self, id: int, status: int, at: float, attempts: int | None = None) -> None:
+    def outbox_delivered(self, id: int, status: int, at: float, attempts: int | None = None) -> Write[None]:
         """Mark delivered with the HTTP status that accepted it (`attempts` counts the successful one)."""
-        self._update_pending(
+        return self._update_pending(
+            "outbox_delivered",
             "UPDATE outbox SET state = 'delivered', status = ?, done_at = ?, attempts = COALESCE(?, attempts)"
             " WHERE id = ? AND state = 'pending'",
             (status, at, attempts, id),
             id,
         )
 
-    def outbox_gave_up(self, id: int, at: float, reason: str, attempts: int | None = None) -> None:
+    def outbox_gave_up(self, id: int, at: float, reason: str, attempts: int | None = None) -> Write[None]:
         """Stop trying; the row stays for the delivery log with `reason` as its last error."""
-        self._update_pending(
+        return self._update_pending(
+            "outbox_gave_up",
             "UPDATE outbox SET state = 'gave_up', done_at = ?, last_error = ?, attempts = COALESCE(?, attempts)"
             " WHERE id = ? AND state = 'pending'",
             (at, reason, attempts, id),
@@ -291,47 +463,124 @@ class Store:
         )
 
     def delivery_log(self, call_id: str | None = None, limit: int = 100) -> list[OutboxRow]:
-        """The latest callbacks in any state, newest first; only the call's when `call_id` is given."""
+        """The latest committed callbacks in any state, newest first; only the call's when `call_id` is
+        given."""
         if call_id is None:
-            rows = self._db.execute(
-                f"SELECT {_OUTBOX_COLUMNS} FROM outbox ORDER BY id DESC LIMIT ?", (limit,)
-            )
+            rows = self._read(f"SELECT {_OUTBOX_COLUMNS} FROM outbox ORDER BY id DESC LIMIT ?", (limit,))
         else:
-            rows = self._db.execute(
+            rows = self._read(
                 f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE call_id = ? ORDER BY id DESC LIMIT ?",
                 (call_id, limit),
             )
         return [_outbox_row(r) for r in rows]
 
-    def outbox_prune(self, done_before: float) -> int:
-        """Delete delivered and given-up rows finished before `done_before`; returns how many. Pending
-        rows are never pruned."""
-        return self._db.execute(
-            "DELETE FROM outbox WHERE state != 'pending' AND done_at < ?", (done_before,)
-        ).rowcount
+    def outbox_prune(self, done_before: float) -> Write[int]:
+        """Delete delivered and given-up rows finished before `done_before`; the result is how many.
+        Pending rows are never pruned."""
+        return self._submit(
+            "outbox_prune",
+            lambda db: db.execute(
+                "DELETE FROM outbox WHERE state != 'pending' AND done_at < ?", (done_before,)
+            ).rowcount,
+        )
 
     # -- helpers -----------------------------------------------------------------------------------
 
-    def _update_pending(self, sql: str, params: tuple[Any, ...], id: int) -> None:
-        if self._db.execute(sql, params).rowcount == 1:
-            return
-        row = self.outbox_get(id)
-        if row is None:
-            raise KeyError(f"no outbox row {id}")
-        raise ValueError(f"outbox row {id} is already {row.state}")
+    def _update_pending(self, name: str, sql: str, params: tuple[Any, ...], id: int) -> Write[None]:
+        def update(db: sqlite3.Connection) -> None:
+            if db.execute(sql, params).rowcount == 1:
+                return
+            rows = db.execute("SELECT state FROM outbox WHERE id = ?", (id,)).fetchall()
+            if not rows:
+                raise KeyError(f"no outbox row {id}")
+            raise ValueError(f"outbox row {id} is already {rows[0][0]}")
 
-    def _transaction(self) -> _Transaction:
-        return _Transaction(self._db)
+        return self._submit(name, update)
 
+    def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        # fetchall() ends the statement, and with it the read transaction: the next read sees the
+        # latest commit instead of an old snapshot.
+        with self._read_lock:
+            return self._reader.execute(sql, params).fetchall()
 
-class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK when the block raises."""
+    def _submit(
+        self, name: str, run: Callable[[sqlite3.Connection], Any], *, log_failure: bool = False
+    ) -> Write[Any]:
+        with self._lock:
+            return self._submit_locked(name, run, log_failure=log_failure)
 
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
+    def _submit_locked(
+        self, name: str, run: Callable[[sqlite3.Connection], Any], *, log_failure: bool = False
+    ) -> Write[Any]:
+        self._check_open_locked()
+        write: Write[Any] = Write()
+        self._queue.put(_Op(name, run, write, log_failure))
+        return write
 
-    def __enter__(self) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
+    def _check_open_locked(self) -> None:
+        if self._closed:
+            raise RuntimeError(f"{self.path}: the store is closed")
 
-    def __exit__(self, exc_type: object, *rest: object) -> None:
-        self._db.execute("ROLLBACK" if exc_type is not None else "COMMIT")
+    # -- the writer thread -------------------------------------------------------------------------
+
+    def _write_forever(self) -> None:
+        try:
+            running = True
+            while running:
+                item = self._queue.get()
+                batch: list[_Op] = []
+                while item is not None:
+                    batch.append(item)
+                    if len(batch) == _MAX_BATCH:
+                        break
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                else:
+                    running = False  # close() queued nothing after its marker
+                if batch:
+                    self._commit_batch(batch)
+        finally:
+            self._db.close()
+
+    def _commit_batch(self, batch: list[_Op]) -> None:
+        """Run the batch in one transaction, one savepoint per write, then resolve every Write: only
+        after COMMIT has returned, so that done means durable."""
+        ops = [op for op in batch if op.write.set_running_or_notify_cancel()]
+        outcomes: dict[int, tuple[bool, Any]] = {}
+        db = self._db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            for i, op in enumerate(ops):
+                db.execute("SAVEPOINT write")
+                try:
+                    value = op.run(db)
+                except Exception as exc:
+                    db.execute("ROLLBACK TO write")
+                    db.execute("RELEASE write")
+                    outcomes[i] = (False, exc)
+                else:
+                    db.execute("RELEASE write")
+                    outcomes[i] = (True, value)
+            self._commit(db)
+        except Exception as exc:
+            # BEGIN, a savepoint or COMMIT itself failed: nothing of the batch is stored.
+            if db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+            for i in range(len(ops)):
+                if outcomes.get(i, (True, None))[0]:
+                    outcomes[i] = (False, exc)
+        for i, op in enumerate(ops):
+            ok, value = outcomes[i]
+            if ok:
+                op.write.set_result(value)
+            else:
+                if op.log_failure:
+                    log.error("event=store_write_failed write=%s error=%r", op.name, value)
+                op.write.set_exception(value)
+
+    def _commit(self, db: sqlite3.Connection) -> None:
+        """End the batch's transaction. The fsync happens here, on the writer thread."""
+        db.execute("COMMIT")
