@@ -64,8 +64,8 @@ class Server:
         self.store = Store(data_dir / "tonebridge.sqlite3")
         self.outbox = Outbox(self.store, lambda key: self.sinch.secret_for(key) if self.sinch else None,
                              retention=config.callbacks.retention_seconds)
-        self.sinch = SinchApplication(config, self.store, self.outbox, base_url=f"http://{config.server.http}",
-                                      tts_dir=data_dir / "tts")
+        self.sinch = SinchApplication(config, self.store, self.outbox, clock=self.clock,
+                                      base_url=f"http://{config.server.http}", tts_dir=data_dir / "tts")
         return self.sinch
 
     async def start(self) -> None:
@@ -104,7 +104,8 @@ class Server:
             # Undelivered callbacks stay in the store and go out after the next start.
             await self.outbox.close()
         if self.store is not None:
-            self.store.close()
+            # Commits what is still queued (the last attempts' outcomes, call records) off the loop.
+            await self.store.aclose()
         log.info("event=stopped")
 
     async def run(self) -> None:

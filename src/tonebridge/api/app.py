@@ -13,13 +13,12 @@ from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
-from tonebridge.api.errors import ApiError, api_error_handler, http_error_handler, unexpected_error_handler
+from tonebridge.api.errors import exception_handlers
 from tonebridge.api.limits import BodyLimit
 from tonebridge.api.openapi import document as openapi_document
 
@@ -111,8 +110,4 @@ def create_app(server: Server) -> Starlette:
         from tonebridge.api.calling import routes as calling_routes
 
         routes += calling_routes(sinch)
-    return Starlette(routes=routes, middleware=[Middleware(BodyLimit)], exception_handlers={
-        ApiError: api_error_handler,
-        HTTPException: http_error_handler,
-        Exception: unexpected_error_handler,
-    })
+    return Starlette(routes=routes, middleware=[Middleware(BodyLimit)], exception_handlers=exception_handlers())

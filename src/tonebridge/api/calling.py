@@ -1,15 +1,16 @@
 """The Sinch Voice REST API (`calling/v1`) and its configuration endpoints, per shared/spec/sinch-voice-v1.md.
 
-Each route authenticates the request (application-signed or Basic), validates the body into plain values
-(every fault is a 400 naming the field), and calls the Sinch application (`calls/sinch.py`), which owns
-the calls. An application sees only its own calls and conferences: another's id is a 404.
+Each route authenticates the request (application-signed or Basic), validates the body into typed values
+(api/callouts.py: every fault is a 400 naming the field), and calls the application through
+`CallingApplication`, whose domain errors api/errors.py turns into Sinch error bodies. An application sees
+only its own calls and conferences: another's id is a 404.
 """
 
 from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import unquote
 
 from starlette.requests import Request
@@ -17,14 +18,58 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Match, Route
 from starlette.types import Scope
 
-from tonebridge.api.errors import INVALID_REQUEST, ApiError, invalid, missing
+from tonebridge.api.callouts import (
+    parse_call_leg,
+    parse_call_update,
+    parse_callback_urls,
+    parse_callout_request,
+    parse_number,
+    parse_numbers,
+    parse_participant_update,
+    requested_application,
+)
+from tonebridge.api.errors import INVALID_REQUEST, ApiError, invalid
 from tonebridge.api.limits import MAX_BODY
 from tonebridge.callbacks.signing import AuthError, verify_request
+from tonebridge.calls.errors import ApplicationNotFound
+from tonebridge.calls.requests import CallbackUrls, CallLeg, Callout, ParticipantUpdate
+from tonebridge.svaml.models import Svaml
 
-if TYPE_CHECKING:
-    from tonebridge.calls.sinch import SinchApplication
+__all__ = ["MAX_BODY", "MAX_DEPTH", "CallingApplication", "RawPathRoute", "read_json", "routes"]
 
-__all__ = ["MAX_BODY", "MAX_DEPTH", "RawPathRoute", "read_json", "routes"]
+
+class CallingApplication(Protocol):
+    """What the routes ask of the application (calls/sinch.py's SinchApplication). `key` is always the
+    authenticated application's; an id it does not own raises a domain error (calls/errors.py)."""
+
+    def secret_for(self, key: str) -> str | None: ...
+
+    async def callout(self, key: str, callout: Callout) -> str: ...
+
+    def call_info(self, key: str, call_id: str) -> dict[str, Any]: ...
+
+    async def update_call(self, key: str, call_id: str, svaml: Svaml, leg: CallLeg | None) -> None: ...
+
+    def conference_participants(self, key: str, conference_id: str) -> list[dict[str, Any]]: ...
+
+    def kick_all(self, key: str, conference_id: str) -> None: ...
+
+    def kick_participant(self, key: str, conference_id: str, call_id: str) -> None: ...
+
+    def manage_participant(self, key: str, conference_id: str, call_id: str, update: ParticipantUpdate) -> None: ...
+
+    def list_numbers(self, key: str) -> list[dict[str, str]]: ...
+
+    def assign_numbers(self, key: str, numbers: list[str]) -> None: ...
+
+    def unassign_number(self, key: str, number: str) -> None: ...
+
+    def callback_urls(self, key: str) -> dict[str, str]: ...
+
+    def set_callback_urls(self, key: str, urls: CallbackUrls) -> None: ...
+
+    def query_number(self, number: str) -> dict[str, Any]: ...
+
 
 MAX_DEPTH = 64
 SKEW = timedelta(minutes=15)
@@ -114,7 +159,7 @@ class RawPathRoute(Route):
         return Match.FULL, child_scope
 
 
-def routes(app: SinchApplication) -> list[Route]:
+def routes(app: CallingApplication) -> list[Route]:
     async def authenticate(request: Request) -> str:
         body = await request.body()
         raw_path = request.scope.get("raw_path", b"").decode("latin-1").split("?")[0] or request.url.path
@@ -126,8 +171,8 @@ def routes(app: SinchApplication) -> list[Route]:
 
     async def callouts(request: Request) -> JSONResponse:
         key = await authenticate(request)
-        body = await read_json(request)
-        call_id = await app.callout(key, body)
+        callout = parse_callout_request(await read_json(request))
+        call_id = await app.callout(key, callout)
         return JSONResponse({"callId": call_id})
 
     async def get_call(request: Request) -> JSONResponse:
@@ -136,17 +181,15 @@ def routes(app: SinchApplication) -> list[Route]:
 
     async def update_call(request: Request) -> Response:
         key = await authenticate(request)
-        body = await read_json(request)
-        await app.update_call(key, request.path_params["call_id"], body, leg=None)
+        svaml = parse_call_update(await read_json(request))
+        await app.update_call(key, request.path_params["call_id"], svaml, leg=None)
         return empty()
 
     async def update_call_leg(request: Request) -> Response:
         key = await authenticate(request)
-        leg = request.path_params["leg"]
-        if leg not in ("caller", "callee", "both"):
-            raise invalid("callLeg", "must be caller, callee or both")
-        body = await read_json(request)
-        await app.update_call(key, request.path_params["call_id"], body, leg=leg)
+        leg = parse_call_leg(request.path_params["leg"])
+        svaml = parse_call_update(await read_json(request))
+        await app.update_call(key, request.path_params["call_id"], svaml, leg=leg)
         return empty()
 
     async def get_conference(request: Request) -> JSONResponse:
@@ -161,9 +204,9 @@ def routes(app: SinchApplication) -> list[Route]:
 
     async def manage_participant(request: Request) -> Response:
         key = await authenticate(request)
-        body = await read_json(request)
+        update = parse_participant_update(await read_json(request))
         app.manage_participant(key, request.path_params["conference_id"], request.path_params["call_id"],
-                               body)
+                               update)
         return empty()
 
     async def kick_participant(request: Request) -> Response:
@@ -177,23 +220,23 @@ def routes(app: SinchApplication) -> list[Route]:
             return JSONResponse({"numbers": app.list_numbers(key)})
         body = await read_json(request)
         if request.method == "POST":
-            app.assign_numbers(key, body)
+            numbers = parse_numbers(body)
+            target = requested_application(body, key)
+            if target != key:
+                raise ApplicationNotFound(target)
+            app.assign_numbers(key, numbers)
         else:
-            app.unassign_number(key, body)
+            app.unassign_number(key, parse_number(body))
         return empty()
 
     async def callback_urls(request: Request) -> Response:
         key = await authenticate(request)
         target = request.path_params["application_key"]
         if target != key:
-            raise ApiError(40400, f"applicationkey: no application {target!r} for these credentials")
+            raise ApplicationNotFound(target)
         if request.method == "GET":
             return JSONResponse({"url": app.callback_urls(key)})
-        body = await read_json(request)
-        url = body.get("url")
-        if not isinstance(url, dict):
-            raise missing("url") if url is None else invalid("url", "must be an object with primary and fallback")
-        app.set_callback_urls(key, url)
+        app.set_callback_urls(key, parse_callback_urls(await read_json(request)))
         return empty()
 
     async def query_number(request: Request) -> JSONResponse:

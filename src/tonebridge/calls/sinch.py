@@ -5,6 +5,10 @@ callouts (`conferenceCallout`, `ttsCallout`, `customCallout`) are placed at once
 for an ACE if enabled and then play, join or hang up as their method says. Conference collections and
 runMenu results go out as PIEs, ended calls as DiCEs: those that need no answer through the persisted
 outbox (callbacks/outbox.py), so none is lost to a backend that is down or a server restart.
+
+This module orchestrates: it runs SVAML on live calls and drives their media, menus, bridges and parking.
+It takes typed requests (calls/requests.py) and raises domain errors (calls/errors.py); the API validates
+and maps. Bodies come from callbacks/bodies.py, audio from media/prompts.py, records from calls/records.py.
 """
 
 from __future__ import annotations
@@ -15,67 +19,61 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-import numpy as np
-
-from tonebridge.api.errors import NOT_FOUND, ApiError, invalid, missing
+from tonebridge.callbacks import bodies
+from tonebridge.calls.applications import Applications, query_number
 from tonebridge.calls.call import CallState, Direction, EndReason
 from tonebridge.calls.engine import CallEngine, Destination, Session
-from tonebridge.conference.collector import CollectionDone
-from tonebridge.conference.options import (
-    DtmfMode,
-    DtmfOptions,
-    InvalidField,
-    validate_conference_id,
-    validate_moh_class,
+from tonebridge.calls.errors import CallNotFound, CallNotLive, ConferenceNotFound, NotAParticipant
+from tonebridge.calls.records import call_record, call_resource
+from tonebridge.calls.requests import (
+    CallbackUrls,
+    CallLeg,
+    Callout,
+    CalloutMethod,
+    ParticipantCommand,
+    ParticipantUpdate,
 )
+from tonebridge.conference.collector import CollectionDone
+from tonebridge.conference.options import DtmfMode, DtmfOptions
 from tonebridge.conference.room import ConferenceEnded
 from tonebridge.config import Config
+from tonebridge.media import prompts
 from tonebridge.media.endpoint import Press
 from tonebridge.media.players import make_moh
 from tonebridge.media.wav import WavPlayer
-from tonebridge.sip.message import SipUri
 from tonebridge.svaml import interpreter as ops
-from tonebridge.svaml.models import Prompt, SvamlError, UnknownName, parse_svaml
+from tonebridge.svaml import menu as menus
+from tonebridge.svaml.models import Prompt, Svaml, SvamlError, UnknownName, parse_prompts, parse_svaml
 
 if TYPE_CHECKING:
-    from tonebridge.callbacks.outbox import Outbox
+    import numpy as np
+
+    from tonebridge.callbacks.outbox import Delivery, Outbox
     from tonebridge.calls.conferencing import ConferenceService
     from tonebridge.store.db import Store
+
+__all__ = ["SinchApplication", "SinchCall", "Ticks"]
 
 log = logging.getLogger("tonebridge.sinch")
 
 SYNC_CALLBACK_TIMEOUT = 5.0  # ICE and ACE (sinch-voice-v1.md §2)
 PIE_FIRST_ATTEMPT = 2.0  # conference-dtmf.md §3 detect 4
-MAX_CUSTOM = 1024
-MAX_DURATION = 14_400
-MAX_TTS = 600
-DTMF_SEND = re.compile(r"^[0-9#*A-Dw]+$")
 
 
-def iso_now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+class Ticks(Protocol):
+    """The media clock, as far as playing goes: a player advances one frame per tick."""
 
-
-@dataclass
-class AppState:
-    """An application's live settings: those of the config file, changed by the configuration API."""
-
-    key: str
-    secret: str
-    primary: str
-    fallback: str = ""
-    numbers: set[str] = field(default_factory=set)
+    async def until(self, condition: Callable[[], bool]) -> None: ...
 
 
 @dataclass
 class SinchCall:
-    """What the API knows of a call beyond its SIP leg."""
+    """One call of an application: whose it is, what it was asked to do, and what it is doing now."""
 
     app_key: str
     method: str  # "ice" for inbound, else the callout method
@@ -83,39 +81,53 @@ class SinchCall:
     cli: str = ""
     domain: str = "pstn"
     custom: str | None = None
-    conference_id: str | None = None
-    dtmf_options: DtmfOptions | None = None
-    moh: str | None = None
-    greeting: str | None = None
     locale: str = "en-US"
-    dtmf: str | None = None
-    text: str | None = None
-    prompts: str | None = None
-    enable_ace: bool = False
+    conference_id: str | None = None  # the conference it is in, or bound for
     enable_dice: bool = False
-    enable_pie: bool = False
-    max_duration: int | None = None
     custom_svaml: dict[str, str] = field(default_factory=dict)  # customCallout ice/ace/pie
+    callout: Callout | None = None  # what a callout does once answered; None for an inbound call
     cookies: dict[str, str] = field(default_factory=dict)
-    timestamp: str = field(default_factory=iso_now)
-    menu: Any = None
+    timestamp: str = field(default_factory=bodies.iso_now)
+    # What it is doing now
+    menu: menus.MenuRunner | None = None
+    menu_presses: list[str] = field(default_factory=list)  # key presses the menu has not yet taken
+    menu_wake: asyncio.Event | None = None  # set on a press, so the menu takes it at once
+    bridge_peer: Session | None = None  # the far leg of a connectPstn / connectSip
+    parked: bool = False  # until a PATCH gives the postponed ICE answer
+
+    @classmethod
+    def inbound(cls, app_key: str, number: str, cli: str) -> SinchCall:
+        return cls(app_key, "ice", {"type": "did", "endpoint": number}, cli=cli)
+
+    @classmethod
+    def placed(cls, app_key: str, callout: Callout) -> SinchCall:
+        return cls(app_key, callout.method.value, dict(callout.destination), cli=callout.cli, domain=callout.domain,
+                   custom=callout.custom, locale=callout.locale, conference_id=callout.conference_id,
+                   enable_dice=callout.enable_dice, custom_svaml=dict(callout.custom_svaml), callout=callout)
+
+    def fields(self, call_id: str) -> bodies.CallFields:
+        return bodies.CallFields(call_id, self.app_key, self.custom, self.conference_id, dict(self.cookies))
 
 
 class SinchApplication:
-    def __init__(self, config: Config, store: Store, outbox: Outbox, *, base_url: str = "",
+    """The engine's application for every configured key, and what api/calling.py's routes call."""
+
+    def __init__(self, config: Config, store: Store, outbox: Outbox, *, clock: Ticks, base_url: str = "",
                  tts_dir: Path | None = None) -> None:
         self.config = config
         self.store = store
         self.outbox = outbox
+        self.clock = clock
         self.base_url = base_url
         self.tts_dir = tts_dir
-        self.apps: dict[str, AppState] = {
-            a.key: AppState(a.key, a.secret, a.callback_url, numbers=set(a.numbers)) for a in config.applications
-        }
+        self.apps = Applications(config.applications)
         self.engine: CallEngine | None = None
         self.conferences: ConferenceService | None = None
         self.conference_owner: dict[str, str] = {}
         self.calls: dict[str, SinchCall] = {}
+        # The far leg of a bridge is no call of an application (no record, no callbacks): all it needs is
+        # the call that dialled it, to end with it.
+        self.far_legs: dict[str, Session] = {}
 
     def attach(self, conferences: ConferenceService) -> None:
         self.conferences = conferences
@@ -130,15 +142,7 @@ class SinchApplication:
     # Lookups -------------------------------------------------------------------------------------------
 
     def secret_for(self, key: str) -> str | None:
-        app = self.apps.get(key)
-        return app.secret if app else None
-
-    def owner_of_number(self, number: str) -> AppState | None:
-        plain = number.lstrip("+")
-        for app in self.apps.values():
-            if any(n.lstrip("+") == plain for n in app.numbers):
-                return app
-        return None
+        return self.apps.secret_for(key)
 
     def _own_call(self, key: str, call_id: str) -> Session | None:
         call = self.calls.get(call_id)
@@ -150,21 +154,9 @@ class SinchApplication:
     def _check_conference(self, key: str, conference_id: str) -> None:
         assert self.conferences is not None
         if self.conference_owner.get(conference_id) != key or self.conferences.rooms.get(conference_id) is None:
-            raise ApiError(NOT_FOUND, f"conferenceId: conference {conference_id!r} not found")
+            raise ConferenceNotFound(conference_id)
 
     # Callbacks -----------------------------------------------------------------------------------------
-
-    def _event(self, event: str, session: Session, call: SinchCall, **extra: Any) -> dict[str, Any]:
-        body: dict[str, Any] = {"event": event, "callid": session.call_id, "timestamp": iso_now(), "version": 1}
-        if call.custom is not None:
-            body["custom"] = call.custom
-        body["applicationKey"] = call.app_key
-        if call.conference_id:
-            body["conferenceId"] = call.conference_id
-        if call.cookies:
-            body["cookies"] = [{"key": k, "value": v} for k, v in call.cookies.items()]
-        body.update(extra)
-        return body
 
     async def _ask(self, session: Session, call: SinchCall, event: str, body: dict[str, Any]) -> dict | None:
         """A synchronous callback (ICE, ACE, runMenu PIE): the SVAML answer, or None when it failed."""
@@ -191,8 +183,8 @@ class SinchApplication:
             return None
         return answer if isinstance(answer, dict) else None
 
-    def _notify(self, session: Session, call: SinchCall, event: str, body: dict[str, Any],  # type: ignore[no-untyped-def]
-                attempt_timeout: float | None = None):
+    def _notify(self, session: Session, call: SinchCall, event: str, body: dict[str, Any],
+                attempt_timeout: float | None = None) -> Delivery | None:
         app = self.apps[call.app_key]
         url = call.custom_svaml.get(event) if event in call.custom_svaml else None
         target = url if url and url.startswith(("http://", "https://")) else app.primary
@@ -205,17 +197,15 @@ class SinchApplication:
     async def incoming(self, engine: CallEngine, session: Session) -> None:
         request_uri = session.invite.request_uri
         number = request_uri.user or session.invite.to.uri.user or ""
-        app = self.owner_of_number(number)
+        app = self.apps.owner_of_number(number)
         if app is None:
             engine.reject(session, 404)
             return
-        call = SinchCall(app.key, "ice", {"type": "did", "endpoint": number}, cli=session.call.cli)
+        call = SinchCall.inbound(app.key, number, session.call.cli)
         self.calls[session.call_id] = call
         self._save(session, call)
-        body = self._event("ice", session, call, callResourceUrl=f"{self.base_url}/calling/v1/calls/id/{session.call_id}",
-                           cli=session.call.cli or "private", to={"type": "did", "endpoint": number},
-                           domain="pstn", originationType="PSTN", rdnis="",
-                           callHeaders=[], userRate={"currencyId": "USD", "amount": 0.0})
+        body = bodies.ice(call.fields(session.call_id), number=number, cli=session.call.cli,
+                          call_resource_url=f"{self.base_url}/calling/v1/calls/id/{session.call_id}")
         answer = await self._ask(session, call, "ice", body)
         if answer is None:
             # Sinch plays an error prompt and hangs up; there is no prompt to play on a call not yet answered.
@@ -225,7 +215,7 @@ class SinchApplication:
 
     # SVAML -----------------------------------------------------------------------------------------------
 
-    async def execute(self, session: Session, call: SinchCall, document: dict, event: str) -> bool:
+    async def execute(self, session: Session, call: SinchCall, document: dict, event: ops.CallEvent) -> bool:
         """Run an SVAML answer; True when its action was `continue` (explicit, or what an empty or
         unusable ACE answer means), so the call goes on with what was already planned for it."""
         assert self.engine is not None
@@ -244,7 +234,7 @@ class SinchApplication:
             await self._run(session, call, op, event)
         return bool(plan) and isinstance(plan[-1], ops.Continue)
 
-    async def _run(self, session: Session, call: SinchCall, op: object, event: str) -> None:
+    async def _run(self, session: Session, call: SinchCall, op: ops.Operation, event: ops.CallEvent) -> None:
         engine = self.engine
         assert engine is not None and self.conferences is not None
         if isinstance(op, ops.Answer):
@@ -252,7 +242,7 @@ class SinchApplication:
                 engine.answer(session)
         elif isinstance(op, ops.Play):
             await self._ensure_answered(session)
-            await self.play(session, op.prompts, op.locale or call.locale)
+            await self.play(session, list(op.prompts), op.locale or call.locale)
         elif isinstance(op, ops.SendDigits):
             await self._ensure_answered(session)
             await self.send_digits(session, op.value)
@@ -284,25 +274,37 @@ class SinchApplication:
             log.warning("event=svaml_not_supported call_id=%s operation=%s", session.call_id, type(op).__name__)
             await engine.hangup(session, EndReason.GENERAL_ERROR)
 
+    async def _run_all(self, session: Session, call: SinchCall, plan: list[ops.Operation]) -> None:
+        for op in plan:
+            if not session.call.active:
+                return
+            await self._run(session, call, op, "patch")
+
+    # Orchestration -------------------------------------------------------------------------------------
+
     async def _ensure_answered(self, session: Session) -> None:
         if session.call.state is not CallState.ANSWERED and session.incoming is not None:
             assert self.engine is not None
             self.engine.answer(session)
 
+    def _spawn(self, work: Coroutine[Any, Any, object]) -> None:
+        assert self.engine is not None
+        self.engine.spawn(work)
+
     def join(self, session: Session, call: SinchCall, conference_id: str, options: DtmfOptions | None,
              moh: str | None) -> None:
-        assert self.conferences is not None
+        assert self.conferences is not None and self.engine is not None
         owner = self.conference_owner.get(conference_id)
         if owner is not None and owner != call.app_key and conference_id in self.conferences.rooms:
             log.warning("event=conference_foreign call_id=%s conference_id=%s", session.call_id, conference_id)
-            self.engine.spawn(self.engine.hangup(session, EndReason.GENERAL_ERROR))  # type: ignore[union-attr]
+            self._spawn(self.engine.hangup(session, EndReason.GENERAL_ERROR))
             return
         call.conference_id = conference_id
         self.conferences.join(session, conference_id, options, moh)
         self.conference_owner[conference_id] = call.app_key
         self._save(session, call)
 
-    async def bridge(self, session: Session, call: SinchCall, op: Any) -> None:
+    async def bridge(self, session: Session, call: SinchCall, op: ops.DialPstn | ops.DialSip) -> None:
         """connectPstn / connectSip: dial the other party and, once it answers, bridge the two legs in a
         private two-party room (forward mode, so key presses pass across). Either hanging up ends both."""
         engine = self.engine
@@ -316,8 +318,9 @@ class SinchApplication:
         await self._ensure_answered(session)
         session.leg.source = make_moh("ring")  # the caller hears ring-back while the other side rings
         other = await engine.originate(destination, cli=op.cli or call.cli, ring_timeout=ring_timeout)
-        session.data["bridge_peer"] = other
-        other.data["bridge_peer"] = session
+        call.bridge_peer = other
+        if other.call.active:  # one that failed at once has already been through on_ended
+            self.far_legs[other.call_id] = session
         answered = await other.wait_answered(ring_timeout + 5)
         session.leg.source = None
         if not answered or not session.call.active:
@@ -326,71 +329,57 @@ class SinchApplication:
             if other.call.active:
                 await engine.hangup(other, EndReason.MANAGER_HANGUP)
             return
-        if op.dtmf if isinstance(op, ops.DialPstn) else False:
+        if isinstance(op, ops.DialPstn) and op.dtmf:
             await self.send_digits(other, op.dtmf)
         room = f"bridge:{session.call_id}"
         forward = DtmfOptions(mode=DtmfMode.FORWARD)
         self.conferences.join(session, room, forward)
         self.conferences.join(other, room, forward)
-        max_duration = op.max_duration
-        if max_duration:
-            engine.spawn(self._limit(session, float(max_duration)))
+        if op.max_duration:
+            engine.spawn(self._limit(session, float(op.max_duration)))
 
     async def _limit(self, session: Session, seconds: float) -> None:
+        assert self.engine is not None
         try:
             await asyncio.wait_for(session.ended_event.wait(), seconds)
         except TimeoutError:
-            await self.engine.hangup(session, EndReason.TIMEOUT)  # type: ignore[union-attr]
+            await self.engine.hangup(session, EndReason.TIMEOUT)
 
-    async def park(self, session: Session, call: SinchCall, op: Any) -> None:
+    async def park(self, session: Session, call: SinchCall, op: ops.Park) -> None:
         """park: the intro once, then the hold prompts looped, until a PATCH unparks the call or
         maxDuration passes (then the call ends with reason TIMEOUT)."""
+        assert self.engine is not None
         locale = op.locale or call.locale
-        session.data["parked"] = True
+        call.parked = True
         deadline = time.monotonic() + op.max_duration
-        still_parked = lambda: bool(session.data.get("parked"))  # noqa: E731
+        still_parked = lambda: call.parked  # noqa: E731
         await self.play(session, list(op.intro_prompts), locale, until=still_parked)
         while session.call.active and still_parked() and time.monotonic() < deadline:
             if op.hold_prompts:
                 await self.play(session, list(op.hold_prompts), locale, until=still_parked)
             else:
-                await self.engine.clock.until(  # type: ignore[union-attr]
+                await self.clock.until(
                     lambda: not still_parked() or not session.call.active or time.monotonic() >= deadline)
         if session.call.active and still_parked():
-            session.data["parked"] = False
-            await self.engine.hangup(session, EndReason.TIMEOUT)  # type: ignore[union-attr]
+            call.parked = False
+            await self.engine.hangup(session, EndReason.TIMEOUT)
 
-    async def play(self, session: Session, prompts: list[Any], locale: str,
+    async def _render(self, prompt_list: list[Prompt], locale: str) -> np.ndarray:
+        return await asyncio.get_running_loop().run_in_executor(
+            None, lambda: prompts.render(prompt_list, locale, cache_dir=self.tts_dir))
+
+    async def play(self, session: Session, prompt_list: list[Prompt], locale: str,
                    until: Callable[[], bool] | None = None) -> None:
         """Play prompts to a call that is not in a conference, and wait until they are heard (or `until`
         turns false)."""
-        samples = await asyncio.get_running_loop().run_in_executor(None, self._render, prompts, locale)
+        samples = await self._render(prompt_list, locale)
         if samples.size == 0:
             return
         player = WavPlayer(samples)
         session.leg.source = player
-        await self.engine.clock.until(  # type: ignore[union-attr]
+        await self.clock.until(
             lambda: player.finished or not session.call.active or (until is not None and not until()))
         session.leg.source = None
-
-    def _render(self, prompts: list[Any], locale: str) -> np.ndarray:
-        from tonebridge.media.tts import TtsError, synthesize
-
-        parts: list[np.ndarray] = []
-        for prompt in prompts:
-            if prompt.kind == "href":
-                fetched = fetch_wav(prompt.value)
-                if fetched is not None:
-                    parts.append(fetched)
-                continue
-            if not prompt.is_speech:
-                log.info("event=prompt_not_played kind=%s reason=no_file_store", prompt.kind)
-                continue
-            try:
-                parts.append(synthesize(prompt.value, locale, cache_dir=self.tts_dir))
-            except TtsError as exc:
-                log.warning("event=tts_unavailable reason=%r", str(exc))
-        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int16)
 
     async def send_digits(self, session: Session, value: str) -> None:
         assert self.engine is not None
@@ -401,29 +390,27 @@ class SinchApplication:
                 await self.engine.send_dtmf(session, chunk, "rfc4733" if session.media and
                                             session.media.telephone_event_pt is not None else "inband")
 
-    async def run_menu(self, session: Session, call: SinchCall, op: Any) -> None:
-        from tonebridge.svaml import menu as menus
-
+    async def run_menu(self, session: Session, call: SinchCall, op: ops.RunMenu) -> None:
+        assert self.engine is not None
         runner = menus.MenuRunner(op.menu_spec, time.monotonic())
         call.menu = runner
-        result = await self._drive_menu(session, runner)
+        result = await self._drive_menu(session, call, runner)
         call.menu = None
         if result is None or not session.call.active:
             return
-        body = self._event("pie", session, call, menuResult={"menuId": result.menu_id, "type": result.type,
-                                                             "value": result.value, "inputMethod": result.input_method})
+        body = bodies.menu_pie(call.fields(session.call_id), menu_id=result.menu_id, kind=result.type,
+                               value=result.value, input_method=result.input_method)
         answer = await self._ask(session, call, "pie", body)
         if answer is None:
-            await self.engine.hangup(session, EndReason.CALLBACK_ERROR)  # type: ignore[union-attr]
+            await self.engine.hangup(session, EndReason.CALLBACK_ERROR)
             return
         await self.execute(session, call, answer, "pie")
 
-    async def _drive_menu(self, session: Session, runner: Any) -> Any:
+    async def _drive_menu(self, session: Session, call: SinchCall,
+                          runner: menus.MenuRunner) -> menus.MenuResult | None:
         """Run the menu's effects: prompts played, presses fed in, timers fired; returns its result."""
-        from tonebridge.svaml import menu as menus
-
         wake = asyncio.Event()
-        session.data["menu_wake"] = wake
+        call.menu_wake = wake
         pending = runner.start(time.monotonic())
         player: WavPlayer | None = None
         while session.call.active:
@@ -432,8 +419,7 @@ class SinchApplication:
                     session.leg.source = None
                     return effect
                 if isinstance(effect, menus.PlayPrompt):
-                    samples = await asyncio.get_running_loop().run_in_executor(
-                        None, self._render, list(effect.prompts), effect.locale)
+                    samples = await self._render(list(effect.prompts), effect.locale)
                     player = WavPlayer(samples) if samples.size else None
                     session.leg.source = player
                     if player is None:
@@ -454,7 +440,7 @@ class SinchApplication:
             except TimeoutError:
                 pass
             now = time.monotonic()
-            presses = session.data.pop("menu_presses", [])
+            presses, call.menu_presses = call.menu_presses, []
             for digit in presses:
                 pending += runner.press(digit, now)
             if player is not None and player.finished:
@@ -476,52 +462,51 @@ class SinchApplication:
         engine.spawn(self._answered(session, call))
 
     async def _answered(self, session: Session, call: SinchCall) -> None:
-        if call.enable_ace or "ace" in call.custom_svaml:
+        assert self.engine is not None
+        callout = call.callout
+        if callout is None:
+            return
+        if callout.enable_ace or "ace" in call.custom_svaml:
             # No answer (timeout, error, not JSON) and `continue` both mean: go on as the callout said.
             # Only an answer naming another action replaces the callout's own plan.
-            answer = await self._ask(session, call, "ace", self._event("ace", session, call))
+            answer = await self._ask(session, call, "ace", bodies.ace(call.fields(session.call_id)))
             if answer is not None and not await self.execute(session, call, answer, "ace"):
                 return
             if not session.call.active:
                 return
-        if call.method == "customCallout":
+        if callout.method is CalloutMethod.CUSTOM:
             return
-        if call.greeting:
-            await self.play(session, [_Text(call.greeting)], call.locale)
-        if call.dtmf:
-            await self.send_digits(session, call.dtmf)
-        if call.method == "conferenceCallout" and session.call.active and call.conference_id:
-            self.join(session, call, call.conference_id, call.dtmf_options, call.moh)
-        elif call.method == "ttsCallout" and session.call.active:
-            prompts: list[Any] = [_Text(call.text)] if call.text else []
-            if call.prompts:
-                from tonebridge.svaml.models import parse_prompts
-
-                prompts = parse_prompts(call.prompts)
-            await self.play(session, prompts, call.locale)
-            await self.engine.hangup(session, EndReason.MANAGER_HANGUP)  # type: ignore[union-attr]
+        if callout.greeting:
+            await self.play(session, [prompts.speech(callout.greeting)], call.locale)
+        if callout.dtmf:
+            await self.send_digits(session, callout.dtmf)
+        if callout.method is CalloutMethod.CONFERENCE and session.call.active and call.conference_id:
+            self.join(session, call, call.conference_id, callout.dtmf_options, callout.moh)
+        elif callout.method is CalloutMethod.TTS and session.call.active:
+            to_play = parse_prompts(callout.prompts) if callout.prompts else \
+                [prompts.speech(callout.text)] if callout.text else []
+            await self.play(session, list(to_play), call.locale)
+            await self.engine.hangup(session, EndReason.MANAGER_HANGUP)
 
     def on_press(self, engine: CallEngine, session: Session, press: Press) -> None:
         call = self.calls.get(session.call_id)
         if call is not None and call.menu is not None:
             if press.started:
-                session.data.setdefault("menu_presses", []).append(press.digit)
-                wake = session.data.get("menu_wake")
-                if isinstance(wake, asyncio.Event):
-                    wake.set()
+                call.menu_presses.append(press.digit)
+                if call.menu_wake is not None:
+                    call.menu_wake.set()
             return
         if self.conferences is not None:
             self.conferences.on_press(session, press)
 
-    def collection(self, session: Session, done: CollectionDone):  # type: ignore[no-untyped-def]
+    def collection(self, session: Session, done: CollectionDone) -> Coroutine[Any, Any, None] | None:
         """A detect-mode collection: its PIE goes through the outbox; the participant returns to the mix
         when the first attempt completes or after 2 s (conference-dtmf.md §3 detect 4)."""
         call = self.calls.get(session.call_id)
         if call is None:
             return None
-        body = self._event("pie", session, call, conferenceId=done.conference_id,
-                           menuResult={"menuId": done.conference_id, "type": "sequence", "value": done.digits,
-                                       "inputMethod": "dtmf"})
+        body = bodies.conference_pie(call.fields(session.call_id), conference_id=done.conference_id,
+                                     digits=done.digits)
         delivery = self._notify(session, call, "pie", body, attempt_timeout=PIE_FIRST_ATTEMPT)
         if delivery is None:
             return None
@@ -545,58 +530,35 @@ class SinchApplication:
         return first_attempt()
 
     def on_ended(self, engine: CallEngine, session: Session) -> None:
-        peer = session.data.get("bridge_peer")
-        if isinstance(peer, Session) and peer.call.active:
+        call = self.calls.get(session.call_id)
+        peer = call.bridge_peer if call is not None else self.far_legs.pop(session.call_id, None)
+        if peer is not None and peer.call.active:
             reason = EndReason.CALLER_HANGUP if peer.call.direction is Direction.INBOUND else EndReason.CALLEE_HANGUP
             engine.spawn(engine.hangup(peer, reason))
-        call = self.calls.get(session.call_id)
         if call is None:
             engine.forget(session)
             return
         self._save(session, call)
         if call.enable_dice or call.method == "ice":
-            result = session.call.result.value if session.call.result else "N/A"
-            reason = session.call.reason.value if session.call.reason else "N/A"
-            body = self._event("dice", session, call, result=result, reason=reason,
-                               duration=session.call.duration(engine.now()),
-                               to=call.destination, **{"from": call.cli or "private"},
-                               debit={"currencyId": "USD", "amount": 0.0},
-                               userRate={"currencyId": "USD", "amount": 0.0})
+            body = bodies.dice(call.fields(session.call_id),
+                               result=session.call.result.value if session.call.result else "N/A",
+                               reason=session.call.reason.value if session.call.reason else "N/A",
+                               duration=session.call.duration(engine.now()), to=call.destination, cli=call.cli)
             self._notify(session, call, "dice", body)
         engine.forget(session)
 
     def _save(self, session: Session, call: SinchCall) -> None:
-        self.store.save_call(self._record(session, call))
-
-    def _record(self, session: Session, call: SinchCall) -> dict[str, Any]:
         assert self.engine is not None
-        c = session.call
-        return {
-            "call_id": session.call_id, "app_key": call.app_key,
-            "direction": c.direction.value, "from_": call.cli, "to": json.dumps(call.destination),
-            "domain": call.domain, "status": "ONGOING" if c.active else "FINAL",
-            "result": c.result.value if c.result else "N/A", "reason": c.reason.value if c.reason else "N/A",
-            "started_at": call.timestamp, "duration": c.duration(self.engine.now()), "custom": call.custom,
-            "conference_id": call.conference_id, "cookies": call.cookies,
-        }
+        self.store.save_call(call_record(session.call, call, self.engine.now()))
 
-    # API operations ------------------------------------------------------------------------------------
+    # API operations (api/calling.py's CallingApplication) -----------------------------------------------
 
-    async def callout(self, key: str, body: dict[str, Any]) -> str:
+    async def callout(self, key: str, callout: Callout) -> str:
         assert self.engine is not None
-        method = body.get("method")
-        if method is None:
-            raise missing("method")
-        if method not in ("conferenceCallout", "ttsCallout", "customCallout"):
-            raise invalid("method", "must be conferenceCallout, ttsCallout or customCallout")
-        params = body.get(method)
-        if params is None:
-            raise missing(method)
-        if not isinstance(params, dict):
-            raise invalid(method, "must be an object")
-        call = parse_callout(key, method, params, body)
+        call = SinchCall.placed(key, callout)
         destination = Destination(call.destination["type"], call.destination["endpoint"])
         call_id = secrets.token_hex(16)
+        # Known before the call is placed: an unreachable destination ends it inside originate.
         self.calls[call_id] = call
         session = await self.engine.originate(destination, cli=call.cli, call_id=call_id)
         if session.call.active:
@@ -607,43 +569,26 @@ class SinchApplication:
         call = self.calls.get(call_id)
         record = self.store.get_call(call_id)
         if (call is None or call.app_key != key) and (record is None or record.get("app_key") != key):
-            raise ApiError(NOT_FOUND, f"callId: call {call_id!r} not found")
+            raise CallNotFound(call_id)
         session = self.engine.find(call_id) if self.engine else None
         if session is not None and call is not None:
-            record = self._record(session, call)
+            assert self.engine is not None
+            record = call_record(session.call, call, self.engine.now())
         assert record is not None
-        to = record.get("to") or "{}"
-        to = json.loads(to) if isinstance(to, str) else to
-        return {
-            "from": {"type": "number", "endpoint": record.get("from_") or "private"},
-            "to": to, "domain": record.get("domain") or "pstn", "callId": call_id,
-            "duration": record.get("duration") or 0, "status": record.get("status"),
-            "result": record.get("result") or "N/A", "reason": record.get("reason") or "N/A",
-            "timestamp": record.get("started_at"), "custom": record.get("custom"),
-            "userRate": {"currencyId": "USD", "amount": 0.0}, "debit": {"currencyId": "USD", "amount": 0.0},
-        }
+        return call_resource(call_id, record)
 
-    async def update_call(self, key: str, call_id: str, body: dict[str, Any], leg: str | None) -> None:
+    async def update_call(self, key: str, call_id: str, svaml: Svaml, leg: CallLeg | None) -> None:
+        """PATCH a live call. An action its state does not allow raises SvamlError (a 400, as a malformed
+        document is)."""
         session = self._own_call(key, call_id)
         if session is None or not session.call.active:
-            raise ApiError(NOT_FOUND, f"callId: call {call_id!r} not found or ended")
+            raise CallNotLive(call_id)
         call = self.calls[call_id]
-        parked = bool(session.data.get("parked"))
-        try:
-            svaml = parse_svaml(body)
-            plan = ops.plan(svaml, ops.CallContext(event="patch", answered=session.call.state is CallState.ANSWERED,
-                                                   parked=parked))
-        except SvamlError as exc:
-            raise invalid(exc.path, exc.message) from None
-        if parked:
-            session.data["parked"] = False  # the PATCH is the postponed ICE answer
-        self.engine.spawn(self._run_all(session, call, plan))  # type: ignore[union-attr]
-
-    async def _run_all(self, session: Session, call: SinchCall, plan: list[Any]) -> None:
-        for op in plan:
-            if not session.call.active:
-                return
-            await self._run(session, call, op, "patch")
+        plan = ops.plan(svaml, ops.CallContext(event="patch", answered=session.call.state is CallState.ANSWERED,
+                                               parked=call.parked))
+        if call.parked:
+            call.parked = False  # the PATCH is the postponed ICE answer
+        self._spawn(self._run_all(session, call, plan))
 
     def conference_participants(self, key: str, conference_id: str) -> list[dict[str, Any]]:
         self._check_conference(key, conference_id)
@@ -653,230 +598,48 @@ class SinchApplication:
 
     def kick_all(self, key: str, conference_id: str) -> None:
         self._check_conference(key, conference_id)
-        self.conferences.kick_all(conference_id)  # type: ignore[union-attr]
+        assert self.conferences is not None
+        self.conferences.kick_all(conference_id)
 
-    def _participant(self, key: str, conference_id: str, call_id: str) -> None:
+    def _participant(self, key: str, conference_id: str, call_id: str) -> ConferenceService:
         self._check_conference(key, conference_id)
-        room = self.conferences.rooms.get(conference_id)  # type: ignore[union-attr]
-        if room is None or call_id not in room:
-            raise ApiError(NOT_FOUND, f"callId: {call_id!r} is not in conference {conference_id!r}")
-
-    def kick_participant(self, key: str, conference_id: str, call_id: str) -> None:
-        self._participant(key, conference_id, call_id)
-        self.conferences.kick(call_id, conference_id)  # type: ignore[union-attr]
-
-    def manage_participant(self, key: str, conference_id: str, call_id: str, body: dict[str, Any]) -> None:
-        self._participant(key, conference_id, call_id)
         service = self.conferences
         assert service is not None
-        command = body.get("command")
-        options = body.get("conferenceDtmfOptions")
-        if command is None and options is None:
-            raise missing("command")
-        moh = body.get("moh")
-        if moh is not None:
-            try:
-                validate_moh_class(moh, "moh")
-            except InvalidField as exc:
-                raise invalid(exc.field, exc.message) from None
-        parsed: DtmfOptions | None = None
-        if options is not None:
-            if not isinstance(options, dict):
-                raise invalid("conferenceDtmfOptions", "must be an object")
-            try:
-                parsed = DtmfOptions.from_json(options)
-            except InvalidField as exc:
-                raise invalid(f"conferenceDtmfOptions.{exc.field}", exc.message) from None
-        if command is not None and command not in ("mute", "unmute", "onhold", "resume"):
-            raise invalid("command", "must be mute, unmute, onhold or resume")
-        if command == "mute":
+        room = service.rooms.get(conference_id)
+        if room is None or call_id not in room:
+            raise NotAParticipant(call_id, conference_id)
+        return service
+
+    def kick_participant(self, key: str, conference_id: str, call_id: str) -> None:
+        self._participant(key, conference_id, call_id).kick(call_id, conference_id)
+
+    def manage_participant(self, key: str, conference_id: str, call_id: str, update: ParticipantUpdate) -> None:
+        service = self._participant(key, conference_id, call_id)
+        if update.command is ParticipantCommand.MUTE:
             service.mute(call_id, conference_id)
-        elif command == "unmute":
+        elif update.command is ParticipantCommand.UNMUTE:
             service.unmute(call_id, conference_id)
-        elif command == "onhold":
-            service.hold(call_id, moh, conference_id)
-        elif command == "resume":
+        elif update.command is ParticipantCommand.ONHOLD:
+            service.hold(call_id, update.moh, conference_id)
+        elif update.command is ParticipantCommand.RESUME:
             service.resume(call_id, conference_id)
-        if parsed is not None:
-            service.set_options(call_id, parsed, conference_id)
+        if update.dtmf_options is not None:
+            service.set_options(call_id, update.dtmf_options, conference_id)
 
     def list_numbers(self, key: str) -> list[dict[str, str]]:
-        return [{"number": n, "applicationkey": key, "capability": "voice"} for n in sorted(self.apps[key].numbers)]
+        return self.apps.list_numbers(key)
 
-    def assign_numbers(self, key: str, body: dict[str, Any]) -> None:
-        numbers = body.get("numbers")
-        if not isinstance(numbers, list) or not all(isinstance(n, str) and n for n in numbers):
-            raise invalid("numbers", "must be a list of numbers") if numbers is not None else missing("numbers")
-        target = body.get("applicationkey") or body.get("applicationKey") or key
-        if target != key:
-            raise ApiError(NOT_FOUND, f"applicationkey: no application {target!r} for these credentials")
-        for number in numbers:
-            owner = self.owner_of_number(number)
-            if owner is not None and owner.key != key:
-                raise invalid("numbers", f"{number} belongs to another application")
-        self.apps[key].numbers.update(numbers)
+    def assign_numbers(self, key: str, numbers: list[str]) -> None:
+        self.apps.assign_numbers(key, numbers)
 
-    def unassign_number(self, key: str, body: dict[str, Any]) -> None:
-        number = body.get("number")
-        if not isinstance(number, str) or not number:
-            raise invalid("number", "must be a number") if number is not None else missing("number")
-        self.apps[key].numbers.discard(number)
+    def unassign_number(self, key: str, number: str) -> None:
+        self.apps.unassign_number(key, number)
 
     def callback_urls(self, key: str) -> dict[str, str]:
-        app = self.apps[key]
-        return {"primary": app.primary, "fallback": app.fallback}
+        return self.apps.callback_urls(key)
 
-    def set_callback_urls(self, key: str, url: dict[str, Any]) -> None:
-        for name in ("primary", "fallback"):
-            value = url.get(name)
-            if value is not None and (not isinstance(value, str) or
-                                      (value and not value.startswith(("http://", "https://")))):
-                raise invalid(f"url.{name}", "must be an http:// or https:// URL")
-        app = self.apps[key]
-        if "primary" in url:
-            app.primary = url["primary"] or ""
-        if "fallback" in url:
-            app.fallback = url["fallback"] or ""
+    def set_callback_urls(self, key: str, urls: CallbackUrls) -> None:
+        self.apps.set_callback_urls(key, urls)
 
     def query_number(self, number: str) -> dict[str, Any]:
-        digits = re.sub(r"[^0-9]", "", number)
-        return {"countryId": "", "numberType": "Unknown", "normalizedNumber": f"+{digits}" if digits else number,
-                "restricted": False, "rate": {"currencyId": "USD", "amount": 0.0}}
-
-
-MAX_HREF_BYTES = 10 * 1024 * 1024
-
-
-def fetch_wav(url: str) -> np.ndarray | None:
-    """A `#href[URL]` prompt: a WAV fetched over http(s), as 8 kHz samples; None (logged) when it fails."""
-    import io
-
-    import httpx
-
-    from tonebridge.media.wav import WavError, read_wav
-
-    if not url.startswith(("http://", "https://")):
-        log.warning("event=href_refused url=%r reason=scheme", url[:200])
-        return None
-    try:
-        with httpx.Client(timeout=5.0, trust_env=False, follow_redirects=True) as client:
-            response = client.get(url)
-        if response.status_code != 200 or len(response.content) > MAX_HREF_BYTES:
-            log.warning("event=href_failed url=%r status=%s", url[:200], response.status_code)
-            return None
-        return read_wav(io.BytesIO(response.content))
-    except (httpx.HTTPError, WavError, OSError, EOFError) as exc:
-        log.warning("event=href_failed url=%r reason=%r", url[:200], str(exc))
-        return None
-
-
-def _Text(text: str) -> Prompt:  # noqa: N802 (reads as the prompt it makes)
-    return Prompt("tts", text)
-
-
-def _bool(params: dict[str, Any], name: str) -> bool:
-    value = params.get(name, False)
-    if value is None:
-        return False
-    if not isinstance(value, bool):
-        raise invalid(name, "must be true or false")
-    return value
-
-
-def _text(params: dict[str, Any], name: str, limit: int = 1024) -> str | None:
-    value = params.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise invalid(name, "must be a string")
-    if len(value.encode()) > limit:
-        raise invalid(name, f"must be at most {limit} bytes")
-    return value
-
-
-def parse_destination(params: dict[str, Any], method: str) -> dict[str, str]:
-    destination = params.get("destination")
-    if destination is None:
-        raise missing(f"{method}.destination")
-    if not isinstance(destination, dict):
-        raise invalid(f"{method}.destination", "must be an object with type and endpoint")
-    kind = destination.get("type")
-    endpoint = destination.get("endpoint")
-    if kind is None:
-        raise missing(f"{method}.destination.type")
-    if not isinstance(kind, str) or kind.lower() not in ("number", "username", "sip"):
-        raise invalid(f"{method}.destination.type", "must be number, username or sip")
-    if endpoint is None:
-        raise missing(f"{method}.destination.endpoint")
-    if not isinstance(endpoint, str) or not endpoint or len(endpoint) > 256:
-        raise invalid(f"{method}.destination.endpoint", "must be a non-empty string")
-    if kind.lower() == "sip":
-        try:
-            SipUri.parse(endpoint if endpoint.lower().startswith(("sip:", "sips:")) else f"sip:{endpoint}")
-        except ValueError as exc:
-            raise invalid(f"{method}.destination.endpoint", f"not a SIP URI ({exc})") from None
-    elif not re.fullmatch(r"[A-Za-z0-9+._\-]{1,64}", endpoint):
-        raise invalid(f"{method}.destination.endpoint", "must be a number or user name (letters, digits, + . _ -)")
-    return {"type": kind.lower(), "endpoint": endpoint}
-
-
-def parse_callout(key: str, method: str, params: dict[str, Any], envelope: dict[str, Any]) -> SinchCall:
-    """Validate a callout body into a SinchCall; every fault is a 400 naming the field."""
-    destination = parse_destination(params, method)
-    cli = _text(params, "cli", 64)
-    if cli is None:
-        cli = _text(envelope, "cli", 64)  # the seed's example puts cli beside method
-    call = SinchCall(key, method, destination, cli=cli or "")
-    call.custom = _text(params, "custom", MAX_CUSTOM)
-    call.locale = _text(params, "locale", 32) or "en-US"
-    call.enable_ace = _bool(params, "enableAce")
-    call.enable_dice = _bool(params, "enableDice")
-    call.enable_pie = _bool(params, "enablePie")
-    domain = _text(params, "domain", 16)
-    if domain is not None and domain.lower() not in ("pstn", "mxp"):
-        raise invalid(f"{method}.domain", "must be pstn or mxp")
-    call.domain = (domain or "pstn").lower()
-    dtmf = _text(params, "dtmf", 128)
-    if dtmf is not None and dtmf and not DTMF_SEND.match(dtmf):
-        raise invalid(f"{method}.dtmf", "may hold only 0-9, *, #, A-D and w (a 500 ms pause)")
-    call.dtmf = dtmf or None
-    max_duration = params.get("maxDuration")
-    if max_duration is not None:
-        if isinstance(max_duration, bool) or not isinstance(max_duration, int) or not 0 < max_duration <= MAX_DURATION:
-            raise invalid(f"{method}.maxDuration", f"must be an integer from 1 to {MAX_DURATION} seconds")
-        call.max_duration = max_duration
-    if method == "conferenceCallout":
-        conference_id = params.get("conferenceId")
-        if conference_id is None:
-            raise missing("conferenceCallout.conferenceId")
-        try:
-            call.conference_id = validate_conference_id(conference_id, "conferenceCallout.conferenceId")
-            options = params.get("conferenceDtmfOptions")
-            if options is not None and not isinstance(options, dict):
-                raise InvalidField("conferenceCallout.conferenceDtmfOptions", "must be an object")
-            call.dtmf_options = DtmfOptions.from_json(options) if options is not None else None
-            moh = params.get("mohClass")
-            call.moh = validate_moh_class(moh, "conferenceCallout.mohClass") if moh is not None else None
-        except InvalidField as exc:
-            field_name = exc.field if exc.field.startswith("conferenceCallout") else \
-                f"conferenceCallout.conferenceDtmfOptions.{exc.field}"
-            raise invalid(field_name, exc.message) from None
-        call.greeting = _text(params, "greeting", MAX_TTS * 4)
-    elif method == "ttsCallout":
-        call.text = _text(params, "text", MAX_TTS * 4)
-        if call.text is not None and len(call.text) > MAX_TTS:
-            raise invalid("ttsCallout.text", f"must be at most {MAX_TTS} characters")
-        call.prompts = _text(params, "prompts", 4096)
-        if not call.text and not call.prompts:
-            raise missing("ttsCallout.text")
-    else:
-        for name in ("ice", "ace", "pie"):
-            value = params.get(name)
-            if value is None:
-                continue
-            if isinstance(value, dict):
-                value = json.dumps(value)
-            if not isinstance(value, str):
-                raise invalid(f"customCallout.{name}", "must be SVAML as a JSON string, or a URL")
-            call.custom_svaml[name] = value
-    return call
+        return query_number(number)
