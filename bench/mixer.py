@@ -39,7 +39,6 @@ import numpy as np  # noqa: E402
 
 from tonebridge.calls.call import Call, Direction  # noqa: E402
 from tonebridge.calls.conferencing import ConferenceService  # noqa: E402
-from tonebridge.calls.engine import Session  # noqa: E402
 from tonebridge.conference.options import DtmfMode, DtmfOptions  # noqa: E402
 from tonebridge.media import g711  # noqa: E402
 from tonebridge.media.endpoint import FRAME_SAMPLES, RTCP_INTERVAL, MediaClock, MediaLeg  # noqa: E402
@@ -85,6 +84,20 @@ class BenchLeg(MediaLeg):
         self.arrivals.arrived()
 
 
+@dataclass(eq=False)
+class Member:
+    """What `ConferenceService` reads of the engine's session of a call: its record, its media leg and
+    the media negotiated for it. The SIP side of a session (dialog, transactions) never enters the tick."""
+
+    call: Call
+    leg: BenchLeg
+    media: NegotiatedMedia
+
+    @property
+    def call_id(self) -> str:
+        return self.call.call_id
+
+
 class BenchEngine:
     """What `ConferenceService` asks of the call engine on join and on tick: the media clock (whose tick
     hooks the service joins), the time, the call log and lookups. Nothing here runs on the timed path."""
@@ -92,24 +105,24 @@ class BenchEngine:
     def __init__(self) -> None:
         self.clock = MediaClock()
         self.ended_listeners: list[object] = []
-        self.sessions: dict[str, Session] = {}
+        self.sessions: dict[str, Member] = {}
 
     @staticmethod
     def now() -> float:
         return time.monotonic()
 
-    def _log(self, event: str, session: Session | None = None, **fields: object) -> None:
+    def log_event(self, event: str, session: Member | None = None, **fields: object) -> None:
         pass
 
-    def find(self, call_id: str) -> Session | None:
+    def find(self, call_id: str) -> Member | None:
         return self.sessions.get(call_id)
 
-    def _spawn(self, coro: object) -> None:
+    def spawn(self, coro: object) -> None:
         raise AssertionError("nothing in this bench should start a task")
 
 
 @dataclass
-class Room:
+class Harness:
     service: ConferenceService
     engine: BenchEngine
     legs: list[BenchLeg]
@@ -124,7 +137,7 @@ def noise_payloads(count: int, seed: int = 0) -> list[bytes]:
             for _ in range(count)]
 
 
-async def build(participants: int, room_size: int, pool: PortPool, inband: bool) -> Room:
+async def build(participants: int, room_size: int, pool: PortPool, inband: bool) -> Harness:
     engine = BenchEngine()
     service = ConferenceService(engine, consumer=lambda session, done: None)  # type: ignore[arg-type]
     feeder = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -144,30 +157,29 @@ async def build(participants: int, room_size: int, pool: PortPool, inband: bool)
         leg.configure(media)
         # Real legs join at different times, so their 5 s RTCP reports fall in different ticks.
         leg._last_rtcp = now - rng.uniform(0, RTCP_INTERVAL)
-        # The tick reads only the call, the leg and the media of a session; the SIP fields stay empty.
-        session = Session(call=call, leg=leg, invite=None, peer=None, local_tag="", media=media)  # type: ignore[arg-type]
-        engine.sessions[call.call_id] = session
+        member = Member(call, leg, media)
+        engine.sessions[call.call_id] = member
         engine.clock.legs.add(leg)
-        service.join(session, f"room-{index // room_size}", options)
+        service.join(member, f"room-{index // room_size}", options)  # type: ignore[arg-type]
         legs.append(leg)
         feeds.append(RtpStream(0))
-    return Room(service, engine, legs, feeds, feeder, arrivals)
+    return Harness(service, engine, legs, feeds, feeder, arrivals)
 
 
-async def run_ticks(room: Room, ticks: int, payloads: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+async def run_ticks(harness: Harness, ticks: int, payloads: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
     """Per-tick seconds of the tick and of the receive work before it, after a warm-up."""
-    clock = room.engine.clock
+    clock = harness.engine.clock
     hooks = clock.tick_hooks
-    assert hooks == [room.service.tick] and not clock.legs, "every leg must be driven by its room"
+    assert hooks == [harness.service.tick] and not clock.legs, "every leg must be driven by its room"
     tick_s = np.empty(ticks)
     rx_s = np.empty(ticks)
     now = time.monotonic()
-    sendto = room.feeder.sendto
-    targets = [(HOST, leg.port) for leg in room.legs]
+    sendto = harness.feeder.sendto
+    targets = [(HOST, leg.port) for leg in harness.legs]
     for i in range(-WARMUP_TICKS, ticks):
         payload = payloads[i % len(payloads)]
-        done = room.arrivals.expect(len(room.legs))
-        for stream, target in zip(room.feeds, targets, strict=True):
+        done = harness.arrivals.expect(len(harness.legs))
+        for stream, target in zip(harness.feeds, targets, strict=True):
             sendto(stream.next_packet(payload, FRAME_SAMPLES).serialize(), target)
         start = time.perf_counter()
         await done
@@ -183,10 +195,10 @@ async def run_ticks(room: Room, ticks: int, payloads: list[bytes]) -> tuple[np.n
     return tick_s, rx_s
 
 
-def close(room: Room) -> None:
-    for leg in room.legs:
+def close(harness: Harness) -> None:
+    for leg in harness.legs:
         leg.close()
-    room.feeder.close()
+    harness.feeder.close()
 
 
 @dataclass
@@ -200,13 +212,13 @@ class Result:
 
 
 async def measure(participants: int, room_size: int, ticks: int, pool: PortPool, inband: bool) -> Result:
-    room = await build(participants, room_size, pool, inband)
+    harness = await build(participants, room_size, pool, inband)
     try:
-        tick_s, rx_s = await run_ticks(room, ticks, noise_payloads(4))
-        underruns = sum(leg._jitter.underruns for leg in room.legs)
-        sent = sum(leg.stats.packets_sent for leg in room.legs)
+        tick_s, rx_s = await run_ticks(harness, ticks, noise_payloads(4))
+        underruns = sum(leg._jitter.underruns for leg in harness.legs)
+        sent = sum(leg.stats.packets_sent for leg in harness.legs)
     finally:
-        close(room)
+        close(harness)
     return Result(participants, room_size,
                   (float(np.median(tick_s)) * 1e3, float(np.percentile(tick_s, 99)) * 1e3),
                   (float(np.median(rx_s)) * 1e3, float(np.percentile(rx_s, 99)) * 1e3),
@@ -232,7 +244,7 @@ async def capacity(room_size: int, ticks: int, pool: PortPool, inband: bool, wit
         raise SystemExit(f"one room of {room_size} already exceeds {BUDGET_MS} ms")
     while high < limit and (result := await fits(high)) is not None:
         low, high, best = high, min(high * 2, limit), result
-    while high - low > max(room_size, low // 20):
+    while high - low > max(5, low // 20):
         mid = (low + high) // 2
         result = await fits(mid)
         if result is not None:
