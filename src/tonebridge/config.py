@@ -99,10 +99,6 @@ class ApplicationConfig(_Strict):
             raise ValueError("callback_url must be an http:// or https:// URL")
         return value
 
-    @property
-    def secret_bytes(self) -> bytes:
-        return base64.b64decode(self.secret)
-
 
 class UserConfig(_Strict):
     name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._\-+]+$")]
@@ -153,12 +149,6 @@ class Config(_Strict):
     def demo_mode(self) -> bool:
         """With no applications configured, the built-in demo application answers every call."""
         return not self.applications
-
-    def application_for_number(self, number: str) -> ApplicationConfig | None:
-        for app in self.applications:
-            if number in app.numbers or number.lstrip("+") in (n.lstrip("+") for n in app.numbers):
-                return app
-        return None
 
     def user(self, name: str) -> UserConfig | None:
         return next((u for u in self.users if u.name == name), None)

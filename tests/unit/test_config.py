@@ -35,7 +35,7 @@ password = ""
 def test_the_documented_example_is_valid() -> None:
     config = parse_config(FULL)
     assert config.server.rtp_ports == (20000, 29999)
-    assert config.application_for_number("+15550001111").key.startswith("5f1c")
+    assert config.applications[0].numbers == ["+15550001111"] and config.applications[0].key.startswith("5f1c")
     assert config.user("alice").password == "secret"
     assert not config.demo_mode
 

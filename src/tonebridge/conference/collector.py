@@ -85,10 +85,6 @@ class DigitCollector:
     def result(self) -> CollectionDone | None:
         return self._result
 
-    @property
-    def pressing(self) -> bool:
-        return self._pressing
-
     def press_started(self, digit: str, now: float) -> CollectionDone | None:
         """Take a key; return the result if this key ends the collection."""
         digit = check_digit(digit)

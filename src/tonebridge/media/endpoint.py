@@ -100,7 +100,6 @@ class MediaLeg:
         self.detection = detection or InbandDetection()
         self._inband = False
         self._last_rtcp = 0.0
-        self._last_arrival_ts = 0
 
     async def open(self) -> None:
         loop = asyncio.get_running_loop()

@@ -11,10 +11,11 @@ import struct
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 
+from tonebridge.keys import DTMF_KEYS
 from tonebridge.media.rtp import RtpPacket, RtpStream, ts_diff
 
 # RFC 4733 §3.2, Table 3: events 0-15 are the DTMF keys.
-DIGITS = "0123456789*#ABCD"
+DIGITS = DTMF_KEYS
 DIGIT_TO_EVENT: dict[str, int] = {digit: code for code, digit in enumerate(DIGITS)}
 EVENT_TO_DIGIT: dict[int, str] = dict(enumerate(DIGITS))
 MAX_DURATION = 0xFFFF  # §2.3.5: the duration field is 16 bits of timestamp units
@@ -200,11 +201,6 @@ class TelephoneEventReceiver:
         if current is None or now < current.last_seen + self.timeout:
             return []
         return [self._finish(current, current.duration, timed_out=True)]
-
-    @property
-    def pressing(self) -> str | None:
-        """The key held down right now, if any."""
-        return self._current.digit if self._current else None
 
 
 @dataclass
