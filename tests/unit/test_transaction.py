@@ -459,6 +459,14 @@ def test_server_invite_on_tcp_timer_h() -> None:
     assert event_types(t) == [RequestReceived, Timeout, Terminated]
 
 
+def ack_for_2xx(invite: Request, ok: Response) -> Request:
+    """The ACK a UAC core builds for a 2xx (§13.2.2.4): a branch of its own, the 2xx's To tag."""
+    ack = request("ACK")
+    ack.headers.set("To", ok.headers.get("To") or "")
+    ack.headers.set("CSeq", f"{invite.cseq.number} ACK")
+    return ack
+
+
 @pytest.mark.parametrize("reliable", [False, True])
 def test_2xx_moves_server_to_accepted_then_timer_l(reliable: bool) -> None:
     invite = request()
@@ -468,23 +476,91 @@ def test_2xx_moves_server_to_accepted_then_timer_l(reliable: bool) -> None:
     t.send_response(ok, 2.0)
     assert t.state is S.ACCEPTED
     assert t.pop_outgoing() == [ok]
-    assert t.timers == {"L": 34.0}
-    # The transaction never retransmits the 2xx itself; the TU does, through it (RFC 6026 §7.1).
-    assert drive(t, until=33.9) == []
-    t.send_response(ok, 2.5)
-    assert t.pop_outgoing() == [ok]
+    assert t.timers == ({"L": 34.0} if reliable else {"2xx": 2.5, "L": 34.0})
     # INVITE retransmissions are absorbed: no new request for the TU, nothing re-sent.
-    t.receive_request(copy(invite), 3.0)  # type: ignore[arg-type]
+    t.receive_request(copy(invite), 2.1)  # type: ignore[arg-type]
     assert t.pop_outgoing() == [] and t.pop_events() == []
-    # A non-2xx after the 2xx is dropped.
-    t.send_response(response_to(invite, 500), 3.5)
+    # A non-2xx after the 2xx is dropped; a 2xx handed over again goes out as it is.
+    t.send_response(response_to(invite, 500), 2.2)
     assert t.pop_outgoing() == []
-    # An ACK that matches the transaction in Accepted goes up to the TU.
+    t.send_response(ok, 2.3)
+    assert t.pop_outgoing() == [ok]
+    # An ACK that matches the transaction in Accepted goes up to the TU, and ends the 2xx's retransmission.
     ack = request("ACK", branch=invite.top_via.branch)
-    t.receive_request(ack, 4.0)
+    t.receive_request(ack, 2.4)
     assert t.pop_events() == [RequestReceived(ack)]
+    assert t.timers == {"L": 34.0}
+    assert drive(t, until=33.9) == []
     t.handle_timer(34.0)
     assert t.pop_events() == [Terminated()]
+
+
+def test_2xx_is_retransmitted_t1_doubling_to_t2_until_timer_l_on_udp() -> None:
+    # §13.3.1.4's schedule, kept by the transaction in Accepted on the UAS core's behalf.
+    invite = request()
+    t = ServerInviteTransaction(invite, reliable=False, now=0.0)
+    ok = response_to(invite, 200)
+    t.send_response(ok, 0.0)
+    assert t.pop_outgoing() == [ok]
+    sends = drive(t, until=40.0)
+    assert [at for at, _ in sends] == [0.5, 1.5, 3.5, 7.5, 11.5, 15.5, 19.5, 23.5, 27.5, 31.5]
+    assert all(message is ok for _, message in sends)
+    assert t.terminated  # Timer L at 32 s, with no ACK ever matched
+
+
+def test_2xx_on_tcp_is_not_retransmitted() -> None:
+    invite = request()
+    t = ServerInviteTransaction(invite, reliable=True, now=0.0)
+    t.send_response(response_to(invite, 200), 0.0)
+    t.pop_outgoing()
+    assert drive(t, until=40.0) == []
+    assert t.terminated
+
+
+def test_ack_with_its_own_branch_stops_the_2xx_and_goes_up() -> None:
+    invite = request()
+    t = ServerInviteTransaction(invite, reliable=False, now=0.0)
+    t.pop_events()
+    ok = response_to(invite, 200)
+    t.send_response(ok, 0.0)
+    t.pop_outgoing()
+    assert [at for at, _ in drive(t, until=2.0)] == [0.5, 1.5]
+    ack = ack_for_2xx(invite, ok)
+    assert ack.top_via.branch != invite.top_via.branch
+    assert t.acknowledges(ack)
+    t.receive_request(ack, 2.0)
+    assert t.pop_events() == [RequestReceived(ack)]
+    assert drive(t, until=31.0) == []
+    # A retransmitted ACK goes up too: the TU recognises it as one.
+    again = copy(ack)
+    t.receive_request(again, 3.0)  # type: ignore[arg-type]
+    assert [type(e) for e in t.pop_events()] == [RequestReceived]
+    # An ACK for another 2xx (another To tag, another CSeq) is not this transaction's.
+    other = ack_for_2xx(invite, response_to(invite, 200, to_tag="elsewhere"))
+    assert not t.acknowledges(other)
+    with pytest.raises(TransactionError):
+        t.receive_request(other, 4.0)
+
+
+def test_table_matches_the_ack_for_a_2xx_by_dialog() -> None:
+    table = TransactionTable()
+    invite = request("INVITE", branch="z9hG4bKaccepted")
+    server = ServerInviteTransaction(invite, reliable=False, now=0.0)
+    table.add(server)
+    ok = response_to(invite, 200)
+    ack = ack_for_2xx(invite, ok)
+    assert table.match_ack(ack) is None  # nothing acknowledged before the 2xx goes out
+    server.send_response(ok, 0.0)
+    table.touch(server)
+    assert table.match_request(ack) is None  # its own branch: no key match
+    assert table.match_ack(ack) is server
+    stale = ack_for_2xx(invite, ok)
+    stale.headers.set("CSeq", "2 ACK")
+    assert table.match_ack(stale) is None
+    table.handle_timers(32.0)  # Timer L
+    assert table.match_ack(ack) is None
+    with pytest.raises(TransactionError):
+        table.match_ack(invite)
 
 
 def test_transport_error_in_accepted_keeps_the_transaction() -> None:

@@ -1,6 +1,6 @@
 """A Call: one leg (one SIP dialog and its RTP stream), its states, and why it ended.
 
-Pure bookkeeping: the call engine (calls/engine.py) moves a Call through its states as SIP events arrive;
+Pure bookkeeping: the call core (calls/core.py) moves a Call through its states as SIP events arrive;
 the names of results and reasons are those the Sinch DiCE callback uses, so the API can report them as is.
 """
 

@@ -1,29 +1,52 @@
-"""The call engine: turns SIP requests into Calls and Calls into SIP requests.
+"""The call engine: the asyncio driver of the call cores, and the transaction user of the SIP stack.
 
-It is the transaction user of the SIP stack (RFC 3261 §8, §12-15): it answers OPTIONS and REGISTER,
-takes inbound INVITEs to the application that owns them, originates outbound calls to trunks, registered
-users or SIP URIs, keeps each call's dialog and media leg, and ends calls with a reason. What a call does
-once answered (play, join a room, collect digits) is the application's business, reached through the
-`Application` protocol.
+It answers OPTIONS and REGISTER itself (RFC 3261 §10, §11). Every INVITE, in or out, becomes a call core
+(calls/core.py) that the engine feeds with what the stack delivers and the clock, executing what the core
+asks: SIP messages through the stack, media through the call's leg, news through the `Application`
+protocol. Like sip/stack.py it waits on nothing itself but one loop timer, armed for the earliest deadline
+among all cores. What a call does once answered (play, join a room, collect digits) is the application's
+business.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, assert_never
 
-from tonebridge.calls.call import Call, CallResult, CallState, Direction, EndReason, outcome_for_status
+from tonebridge.calls.call import Call, CallResult, CallState, Direction, EndReason
+from tonebridge.calls.core import (
+    Action,
+    Answered,
+    CallStateError,
+    ConfigureMedia,
+    Declined,
+    Ended,
+    InboundCall,
+    LocalEnd,
+    MediaUpdated,
+    Noted,
+    OutboundCall,
+    PressDetected,
+    RequestCompleted,
+    Respond,
+    Ringing,
+    SendAck,
+    SendRequest,
+    answer_without_call,
+)
 from tonebridge.config import Config, TrunkConfig
+from tonebridge.keys import DTMF_KEYS
 from tonebridge.media.endpoint import MediaClock, MediaLeg, Press
 from tonebridge.media.ports import PortPool
 from tonebridge.sip import auth, sdp
 from tonebridge.sip import transaction as tx
-from tonebridge.sip.dialog import Dialog, DialogError
+from tonebridge.sip.dialog import Dialog
 from tonebridge.sip.message import Headers, Request, Response, SipUri
 from tonebridge.sip.registrar import IntervalTooBrief, Registrar
 from tonebridge.sip.stack import ACCEPT, ALLOW, IncomingRequest, SipStack
@@ -31,10 +54,9 @@ from tonebridge.sip.transport import Peer
 
 log = logging.getLogger("tonebridge.calls")
 
-T1 = 0.5
-T2 = 4.0
 SHUTDOWN_GRACE = 2.0
-DTMF_DIGITS = set("0123456789*#ABCD")
+# The requests a call core takes; an INVITE without a To tag starts a call instead.
+CALL_METHODS = frozenset({"INVITE", "BYE", "INFO", "CANCEL"})
 
 
 class Application(Protocol):
@@ -58,30 +80,44 @@ class Destination:
     endpoint: str
 
 
-@dataclass
+@dataclass(eq=False)
 class Session:
-    """Everything the engine keeps about one call."""
+    """Everything the engine keeps about one call: its record, its media leg, its core, the application's data.
+
+    `core` is None only for a callout that failed before any SIP was sent (an unknown destination); its
+    `invite` is then a placeholder naming the destination.
+    """
 
     call: Call
     leg: MediaLeg
-    invite: Request
     peer: Peer
-    local_tag: str
-    dialog: Dialog | None = None
+    core: InboundCall | OutboundCall | None = None
     incoming: IncomingRequest | None = None
-    local_offer: sdp.SessionDescription | None = None
-    sdp_version: int = 0
-    sdp_session_id: int = field(default_factory=lambda: secrets.randbelow(2**31))
-    media: sdp.NegotiatedMedia | None = None
+    trunk: TrunkConfig | None = None
     answered_event: asyncio.Event = field(default_factory=asyncio.Event)
     ended_event: asyncio.Event = field(default_factory=asyncio.Event)
-    ack_event: asyncio.Event = field(default_factory=asyncio.Event)
-    trunk: TrunkConfig | None = None
     data: dict[str, object] = field(default_factory=dict)
+    placeholder_invite: Request | None = field(default=None, repr=False)
 
     @property
     def call_id(self) -> str:
         return self.call.call_id
+
+    @property
+    def invite(self) -> Request:
+        """The INVITE that made the call (for a callout, the latest: a digest retry replaces the first)."""
+        if self.core is not None:
+            return self.core.invite
+        assert self.placeholder_invite is not None
+        return self.placeholder_invite
+
+    @property
+    def dialog(self) -> Dialog | None:
+        return self.core.dialog if self.core is not None else None
+
+    @property
+    def media(self) -> sdp.NegotiatedMedia | None:
+        return self.core.media if self.core is not None else None
 
     async def wait_answered(self, timeout: float | None = None) -> bool:
         """True once answered, False if the call ended first (or the timeout passed)."""
@@ -93,6 +129,45 @@ class Session:
             answered.cancel()
             ended.cancel()
         return self.answered_event.is_set() and self.call.active
+
+
+class _Deadlines:
+    """The earliest deadline among every call core without visiting each: a heap whose entries a core's
+    newer deadline supersedes; stale entries are skipped when reached (as in the transaction table)."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Session]] = []
+        self._filed: dict[int, float] = {}  # id(session) -> the deadline its newest heap entry holds
+        self._sequence = 0
+
+    def file(self, session: Session) -> None:
+        deadline = session.core.next_timer() if session.core is not None else None
+        if deadline is None:
+            self._filed.pop(id(session), None)
+            return
+        if self._filed.get(id(session)) == deadline:
+            return
+        self._filed[id(session)] = deadline
+        self._sequence += 1
+        heapq.heappush(self._heap, (deadline, self._sequence, session))
+
+    def earliest(self) -> float | None:
+        while self._heap:
+            deadline, _, session = self._heap[0]
+            if self._filed.get(id(session)) == deadline:
+                return deadline
+            heapq.heappop(self._heap)
+        return None
+
+    def due(self, now: float) -> list[Session]:
+        """The sessions whose core has a deadline at or before `now`; they are unfiled until filed again."""
+        sessions: list[Session] = []
+        while self._heap and self._heap[0][0] <= now:
+            deadline, _, session = heapq.heappop(self._heap)
+            if self._filed.get(id(session)) == deadline:
+                del self._filed[id(session)]
+                sessions.append(session)
+        return sessions
 
 
 class CallEngine:
@@ -116,6 +191,11 @@ class CallEngine:
         self.codecs: tuple[str, ...] = ("PCMU", "PCMA")
         self.telephone_event = True
         self.record_calls = False
+        self._deadlines = _Deadlines()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_deadline: float | None = None
+        # In-dialog requests an operation awaits the final response of, by id() (the request is kept alive).
+        self._completions: dict[int, tuple[Request, asyncio.Future[Response]]] = {}
         stack.on_request = self._on_request
         stack.on_ack = self._on_ack
         stack.on_stray_response = self._on_stray_response
@@ -150,14 +230,9 @@ class CallEngine:
         return MediaLeg(self.stack.transport.host, self.ports, call_id=call.call_id, record=self.record_calls,
                         detection=self.clock.detection)
 
-    def _offer(self, session: Session, direction: str = "sendrecv") -> sdp.SessionDescription:
-        session.sdp_version += 1
-        offer = sdp.build_offer(self.stack.public_address, session.leg.port, codecs=self.codecs,
-                                telephone_event_pt=101 if self.telephone_event else None,
-                                direction=direction, session_id=session.sdp_session_id,
-                                version=session.sdp_version)
-        session.local_offer = offer
-        return offer
+    def _local_end(self, leg: MediaLeg, peer: Peer) -> LocalEnd:
+        return LocalEnd(self.stack.public_address, self.stack.contact(transport=peer.transport), leg.port,
+                        codecs=self.codecs, telephone_event=self.telephone_event, allow=ALLOW)
 
     def _register_session(self, session: Session) -> None:
         self.sessions[session.call_id] = session
@@ -176,6 +251,144 @@ class CallEngine:
     def find(self, call_id: str) -> Session | None:
         return self.sessions.get(call_id)
 
+    # Driving the cores ---------------------------------------------------------------------------------
+
+    def _run(self, session: Session, actions: list[Action],
+             incoming: IncomingRequest | None = None) -> list[asyncio.Future[Response]]:
+        """Execute what a core asked, in order; returns the completions of the in-dialog requests it sent.
+
+        `incoming` is the request just fed to the core, whose answer goes through its own server transaction.
+        """
+        completions: list[asyncio.Future[Response]] = []
+        for action in actions:
+            match action:
+                case Respond():
+                    self.stack.respond(self._server_side(session, action.request, incoming), action.response)
+                case SendRequest():
+                    completion = self._send(session, action.request, action.in_dialog)
+                    if completion is not None:
+                        completions.append(completion)
+                case SendAck():
+                    self.stack.send_ack(action.ack, self._dialog_peer(session))
+                case ConfigureMedia():
+                    session.leg.configure(action.media)
+                case Ringing():
+                    self.log_event("call_ringing", session, status=action.status)
+                case Answered():
+                    self._answered(session)
+                case Ended():
+                    self._ended(session)
+                case Declined():
+                    session.leg.close()
+                    self.log_event("call_rejected", status=action.status, reason=action.reason,
+                                   sip_call_id=session.invite.call_id)
+                case PressDetected():
+                    now = self.now()
+                    self._press(session, Press(action.digit, "info", True, now))
+                    self._press(session, Press(action.digit, "info", False, now))
+                case MediaUpdated():
+                    self.log_event("call_media_updated", session, direction=action.direction,
+                                   on_hold=action.on_hold)
+                case RequestCompleted():
+                    waiter = self._completions.pop(id(action.request), None)
+                    if waiter is not None and not waiter[1].done():
+                        waiter[1].set_result(action.response)
+                case Noted():
+                    self.log_event(action.event, session, **dict(action.fields))
+                case _:
+                    assert_never(action)
+        self._deadlines.file(session)
+        self._arm_timer()
+        return completions
+
+    def _server_side(self, session: Session, request: Request, incoming: IncomingRequest | None) -> IncomingRequest:
+        if incoming is not None and request is incoming.request:
+            return incoming
+        if session.incoming is not None and request is session.incoming.request:
+            return session.incoming
+        raise RuntimeError(f"no server transaction for {request!r}")
+
+    def _send(self, session: Session, request: Request, in_dialog: bool) -> asyncio.Future[Response] | None:
+        core = session.core
+        assert core is not None
+        peer = self._dialog_peer(session) if in_dialog else session.peer
+        sent = self.stack.send_request(request, peer,
+                                       lambda response: self._run(session, core.receive_response(response, self.now())))
+        sent.add_done_callback(lambda final: self._final_response(session, final))
+        if not in_dialog:
+            return None
+        completion: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+        self._completions[id(request)] = (request, completion)
+        return completion
+
+    def _final_response(self, session: Session, final: asyncio.Future[Response]) -> None:
+        if final.cancelled() or session.core is None:
+            return
+        self._run(session, session.core.receive_response(final.result(), self.now()))
+
+    def _arm_timer(self) -> None:
+        """Keep one loop timer armed for the earliest deadline of any core."""
+        deadline = self._deadlines.earliest()
+        if deadline == self._timer_deadline and self._timer is not None:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_deadline = deadline
+        if deadline is not None:
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_at(loop.time() + max(0.0, deadline - self.now()), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_deadline = None
+        now = self.now()
+        for session in self._deadlines.due(now):
+            assert session.core is not None
+            self._run(session, session.core.handle_timer(now))
+        self._arm_timer()
+
+    def _answered(self, session: Session) -> None:
+        self.clock.legs.add(session.leg)
+        self.log_event("call_answered", session)
+        session.answered_event.set()
+        try:
+            self.application.on_answered(self, session)
+        except Exception:
+            log.exception("event=application_answered_failed call_id=%s", session.call_id)
+
+    def _ended(self, session: Session) -> None:
+        self.clock.legs.discard(session.leg)
+        session.leg.close()
+        session.ended_event.set()
+        if self._by_sip_call_id.get(session.invite.call_id) is session:
+            del self._by_sip_call_id[session.invite.call_id]
+        call = session.call
+        lost, jitter = session.leg.loss_and_jitter if session.leg.stats.packets_received else (0, 0.0)
+        self.log_event("call_ended", session, reason=call.reason.value, result=call.result.value,  # type: ignore[union-attr]
+                       duration=call.duration(self.now()), rtp_in=session.leg.stats.packets_received,
+                       rtp_out=session.leg.stats.packets_sent, lost=lost, jitter_ms=f"{jitter:.1f}")
+        # The listeners (the conference room among them) go first: what the call's end completes there,
+        # a collection's PIE, must reach the application before the call's own end (its DiCE).
+        for listener in self.ended_listeners:
+            try:
+                listener(session)
+            except Exception:
+                log.exception("event=ended_listener_failed call_id=%s", session.call_id)
+        try:
+            self.application.on_ended(self, session)
+        except Exception:
+            log.exception("event=application_ended_failed call_id=%s", session.call_id)
+
+    def _dialog_peer(self, session: Session) -> Peer:
+        dialog = session.dialog
+        if dialog is None:
+            return session.peer
+        if session.call.direction is Direction.INBOUND and not dialog.route_set:
+            # Symmetric signalling: a caller behind NAT is reached where its requests came from.
+            return self.stack.transport.response_peer(session.invite, session.peer)
+        return self.stack.peer_for_uri(dialog.next_hop())
+
     # Incoming requests ----------------------------------------------------------------------------------
 
     async def _on_request(self, incoming: IncomingRequest) -> None:
@@ -186,17 +399,10 @@ class CallEngine:
                 self._answer_options(incoming)
             elif method == "REGISTER":
                 self._register(incoming)
-            elif method == "INVITE":
-                if request.to.tag:
-                    self._reinvite(incoming)
-                else:
-                    await self._new_invite(incoming)
-            elif method == "BYE":
-                self._bye(incoming)
-            elif method == "CANCEL":
-                self._cancel(incoming)
-            elif method == "INFO":
-                self._info(incoming)
+            elif method == "INVITE" and not request.to.tag:
+                await self._new_invite(incoming)
+            elif method in CALL_METHODS:
+                self._in_call(incoming)
             else:
                 response = tx.make_response(request, 405)
                 response.headers.set("Allow", ALLOW)
@@ -259,32 +465,19 @@ class CallEngine:
             # A second INVITE with the same Call-ID and no To tag: a merged request (§8.2.2.2).
             self.stack.respond(incoming, tx.make_response(request, 482))
             return
-        self.stack.respond(incoming, tx.make_response(request, 100))
-        if request.body and request.content_type != "application/sdp":
-            self.stack.respond(incoming, tx.make_response(request, 415))
-            return
-        offer = sdp.SessionDescription.parse(request.body) if request.body else None
         from_ = request.from_
         call = Call(Direction.INBOUND, remote_uri=str(from_.uri), local_uri=request.uri, started_at=self.now(),
                     cli=from_.uri.user or "")
         leg = self._new_leg(call)
         await leg.open()
-        session = Session(call, leg, request, incoming.peer, local_tag=secrets.token_hex(6), incoming=incoming)
-        if offer is not None:
-            try:
-                answer, media = sdp.negotiate(offer, self.stack.public_address, leg.port,
-                                              supported=self.codecs, telephone_event=self.telephone_event,
-                                              session_id=session.sdp_session_id)
-            except sdp.NoCommonCodec:
-                leg.close()
-                self.log_event("call_rejected", reason="no_common_codec", sip_call_id=request.call_id)
-                self.stack.respond(incoming, tx.make_response(request, 488, to_tag=session.local_tag))
-                return
-            session.media = media
-            session.data["answer_sdp"] = answer
+        core = InboundCall(request, call, self._local_end(leg, incoming.peer))
+        session = Session(call, leg, incoming.peer, core, incoming=incoming)
+        self._run(session, core.start(self.now()), incoming)
+        if core.declined:
+            return
         self._register_session(session)
         self.log_event("call_incoming", session, sip_call_id=request.call_id, from_=call.remote_uri, to=request.uri,
-                  transport=incoming.peer.transport)
+                       transport=incoming.peer.transport)
         try:
             await self.application.incoming(self, session)
         except Exception:
@@ -292,171 +485,48 @@ class CallEngine:
             if call.state is not CallState.ANSWERED and call.active:
                 self.reject(session, 500)
 
-    def ringing(self, session: Session) -> None:
-        assert session.incoming is not None
-        session.call.ringing()
-        self.stack.respond(session.incoming, tx.make_response(session.invite, 180, to_tag=session.local_tag))
-
-    def reject(self, session: Session, status: int = 486, reason: EndReason = EndReason.GENERAL_ERROR) -> None:
-        assert session.incoming is not None
-        self.stack.respond(session.incoming, tx.make_response(session.invite, status, to_tag=session.local_tag))
-        result, _ = outcome_for_status(status)
-        self._finish(session, reason, result=result, sip_status=status)
-
-    def answer(self, session: Session) -> None:
-        """Answer an inbound call with our SDP answer (or an offer when the INVITE had none)."""
-        assert session.incoming is not None
-        if not session.call.active:
+    def _in_call(self, incoming: IncomingRequest) -> None:
+        """A re-INVITE, BYE, INFO or CANCEL: to the core of its call, or a 481 when there is none."""
+        request = incoming.request
+        session = self._by_sip_call_id.get(request.call_id)
+        if session is None or session.core is None:
+            response = answer_without_call(request)
+            if response is not None:
+                self.stack.respond(incoming, response)
             return
-        request = session.invite
-        contact = self.stack.contact(transport=session.peer.transport)
-        session.dialog = Dialog.from_uas_request(request, session.local_tag, contact, confirmed=True)
-        if session.media is not None:
-            body = session.data["answer_sdp"].serialize()  # type: ignore[union-attr]
-            session.leg.configure(session.media)
-        else:
-            body = self._offer(session).serialize()
-        response = tx.make_response(request, 200, to_tag=session.local_tag, body=body,
-                                    content_type="application/sdp")
-        response.headers.set("Contact", contact)
-        response.headers.set("Allow", ALLOW)
-        session.call.answered(self.now())
-        self.stack.respond(session.incoming, response)
-        self.clock.legs.add(session.leg)
-        self.log_event("call_answered", session)
-        self.spawn(self._retransmit_2xx(session, response))
-        session.answered_event.set()
-        self.application.on_answered(self, session)
-
-    async def _retransmit_2xx(self, session: Session, response: Response) -> None:
-        """The UAS core re-sends its 2xx until the ACK comes (RFC 3261 §13.3.1.4); no ACK in 64*T1: BYE."""
-        if session.peer.reliable:
-            interval_cap = None
-        else:
-            interval_cap = T2
-        interval = T1
-        deadline = self.now() + 64 * T1
-        while not session.ack_event.is_set():
-            timeout = min(interval, max(0.0, deadline - self.now()))
-            try:
-                await asyncio.wait_for(session.ack_event.wait(), timeout)
-                return
-            except TimeoutError:
-                pass
-            if self.now() >= deadline:
-                self.log_event("ack_timeout", session)
-                await self.hangup(session, EndReason.GENERAL_ERROR)
-                return
-            if interval_cap is not None and session.call.active:
-                self.stack.transport.send(response, self.stack.transport.response_peer(session.invite, session.peer))
-                interval = min(interval * 2, interval_cap)
+        self._run(session, session.core.receive_request(request, self.now()), incoming)
 
     def _on_ack(self, request: Request, peer: Peer) -> None:
         session = self._by_sip_call_id.get(request.call_id)
-        if session is None:
+        if session is None or session.core is None:
             return
-        session.ack_event.set()
-        if request.body and session.media is None and session.local_offer is not None:
-            # The offer was in our 200, the answer comes in the ACK (§13.2.1).
-            try:
-                session.media = sdp.apply_answer(session.local_offer, sdp.SessionDescription.parse(request.body))
-                session.leg.configure(session.media)
-            except (sdp.SdpError, sdp.NoCommonCodec) as exc:
-                self.log_event("ack_sdp_rejected", session, reason=repr(str(exc)))
-                self.spawn(self.hangup(session, EndReason.GENERAL_ERROR))
-
-    def _in_dialog(self, incoming: IncomingRequest) -> Session | None:
-        session = self._by_sip_call_id.get(incoming.request.call_id)
-        if session is None or session.dialog is None or not session.call.active:
-            self.stack.respond(incoming, tx.make_response(incoming.request, 481))
-            return None
-        try:
-            in_order = session.dialog.receive_request(incoming.request)
-        except DialogError:
-            self.stack.respond(incoming, tx.make_response(incoming.request, 481))
-            return None
-        if not in_order:
-            self.stack.respond(incoming, tx.make_response(incoming.request, 500, "Server Internal Error - CSeq out of order"))
-            return None
-        return session
-
-    def _reinvite(self, incoming: IncomingRequest) -> None:
-        session = self._in_dialog(incoming)
-        if session is None:
-            return
-        request = incoming.request
-        assert session.dialog is not None
-        session.dialog.update_target(request)
-        if not request.body:
-            body = self._offer(session).serialize()
-        else:
-            offer = sdp.SessionDescription.parse(request.body)
-            try:
-                answer, media = sdp.negotiate(offer, self.stack.public_address, session.leg.port,
-                                              supported=self.codecs, telephone_event=self.telephone_event,
-                                              session_id=session.sdp_session_id,
-                                              version=session.sdp_version + 1)
-            except sdp.NoCommonCodec:
-                self.stack.respond(incoming, tx.make_response(request, 488))
-                return
-            session.sdp_version += 1
-            session.media = media
-            session.leg.configure(media)
-            session.call.on_hold = media.direction != "sendrecv"
-            body = answer.serialize()
-            self.log_event("call_media_updated", session, direction=media.direction, on_hold=session.call.on_hold)
-        response = tx.make_response(request, 200, to_tag=session.local_tag, body=body, content_type="application/sdp")
-        response.headers.set("Contact", self.stack.contact(transport=session.peer.transport))
-        session.ack_event.clear()
-        self.stack.respond(incoming, response)
-        self.spawn(self._retransmit_2xx(session, response))
-
-    def _bye(self, incoming: IncomingRequest) -> None:
-        session = self._in_dialog(incoming)
-        if session is None:
-            return
-        self.stack.respond(incoming, tx.make_response(incoming.request, 200))
-        reason = EndReason.CALLER_HANGUP if session.call.direction is Direction.INBOUND else EndReason.CALLEE_HANGUP
-        self._finish(session, reason)
-
-    def _cancel(self, incoming: IncomingRequest) -> None:
-        request = incoming.request
-        session = self._by_sip_call_id.get(request.call_id)
-        if session is None or session.incoming is None or session.call.state is CallState.ANSWERED \
-                or not session.call.active:
-            self.stack.respond(incoming, tx.make_response(request, 481))
-            return
-        self.stack.respond(incoming, tx.make_response(request, 200))
-        self.stack.respond(session.incoming, tx.make_response(session.invite, 487, to_tag=session.local_tag))
-        self._finish(session, EndReason.CANCEL, result=CallResult.NOANSWER, sip_status=487)
-
-    def _info(self, incoming: IncomingRequest) -> None:
-        session = self._in_dialog(incoming)
-        if session is None:
-            return
-        request = incoming.request
-        digit = parse_dtmf_info(request.content_type, request.body)
-        if request.content_type in ("application/dtmf-relay", "application/dtmf") and digit is None:
-            self.stack.respond(incoming, tx.make_response(request, 400, "Bad Request - no valid Signal in DTMF body"))
-            return
-        if digit is None and request.body:
-            self.stack.respond(incoming, tx.make_response(request, 415))
-            return
-        self.stack.respond(incoming, tx.make_response(request, 200))
-        if digit is not None:
-            now = self.now()
-            self._press(session, Press(digit, "info", True, now))
-            self._press(session, Press(digit, "info", False, now))
+        self._run(session, session.core.receive_request(request, self.now()))
 
     def _on_stray_response(self, response: Response, peer: Peer) -> None:
-        """A 2xx retransmitted after our ACK: ACK it again (§13.2.2.4)."""
+        """A 2xx retransmitted after our ACK: its core ACKs it again (§13.2.2.4)."""
         if response.status >= 300 or response.cseq.method != "INVITE":
             return
         session = self._by_sip_call_id.get(response.call_id)
-        if session is None or session.dialog is None:
+        if session is None or session.core is None:
             return
-        ack = session.dialog.create_ack(response.cseq.number)
-        self.stack.send_ack(ack, self._dialog_peer(session))
+        self._run(session, session.core.receive_response(response, self.now()))
+
+    # Operations on inbound calls -------------------------------------------------------------------------
+
+    def _inbound(self, session: Session) -> InboundCall:
+        if not isinstance(session.core, InboundCall):
+            raise CallStateError(f"call {session.call_id} is not an inbound call")
+        return session.core
+
+    def ringing(self, session: Session) -> None:
+        self._run(session, self._inbound(session).ringing(self.now()))
+
+    def reject(self, session: Session, status: int = 486, reason: EndReason = EndReason.GENERAL_ERROR) -> None:
+        self._run(session, self._inbound(session).reject(status, reason, self.now()))
+
+    def answer(self, session: Session) -> None:
+        """Answer an inbound call with our SDP answer (or an offer when the INVITE had none)."""
+        self._run(session, self._inbound(session).answer(self.now()))
 
     # Outbound calls ------------------------------------------------------------------------------------
 
@@ -499,195 +569,73 @@ class CallEngine:
             uri, peer, trunk = self.resolve(destination)
         except (LookupError, ValueError) as exc:
             call.remote_uri = destination.endpoint
-            session = Session(call, leg, Request("INVITE", f"sip:{destination.endpoint}@invalid"),
-                              Peer("UDP", "0.0.0.0", 0), local_tag=secrets.token_hex(6))
+            session = Session(call, leg, Peer("UDP", "0.0.0.0", 0),
+                              placeholder_invite=Request("INVITE", f"sip:{destination.endpoint}@invalid"))
             session.data.update(data or {})
             self.sessions[call.call_id] = session
             self.log_event("call_failed", session, reason=repr(str(exc)))
-            self._finish(session, EndReason.USER_NOT_FOUND, result=CallResult.FAILED, sip_status=404)
+            call.ended(self.now(), EndReason.USER_NOT_FOUND, result=CallResult.FAILED, sip_status=404)
+            self._ended(session)
             return session
         await leg.open()
         call.remote_uri = str(uri)
-        local_tag = secrets.token_hex(6)
         from_user = cli or self.name
-        headers = Headers()
-        headers.add("From", f"<sip:{from_user}@{self.stack.public_address}>;tag={local_tag}")
-        headers.add("To", f"<{uri}>")
-        headers.add("Call-ID", f"{secrets.token_hex(12)}@{self.stack.public_address}")
-        headers.add("CSeq", "1 INVITE")
-        headers.add("Contact", self.stack.contact(transport=peer.transport))
-        headers.add("Allow", ALLOW)
-        headers.add("Content-Type", "application/sdp")
-        invite = Request("INVITE", uri, headers)
         call.local_uri = f"sip:{from_user}@{self.stack.public_address}"
-        session = Session(call, leg, invite, peer, local_tag=local_tag, trunk=trunk)
+        credentials = (trunk.username, trunk.password) if trunk is not None and trunk.username else None
+        core = OutboundCall(call, uri, self._local_end(leg, peer), from_user=from_user, ring_timeout=ring_timeout,
+                            direction=direction, credentials=credentials)
+        session = Session(call, leg, peer, core, trunk=trunk)
         session.data.update(data or {})
-        invite.body = self._offer(session, direction).serialize()
         self._register_session(session)
         self.log_event("call_outgoing", session, to=str(uri), peer=f"{peer.host}:{peer.port}/{peer.transport}")
-        self.spawn(self._run_outbound(session, ring_timeout))
+        self._run(session, core.start(self.now()))
         return session
-
-    async def _run_outbound(self, session: Session, ring_timeout: float) -> None:
-        invite = session.invite
-        call = session.call
-        authenticated = False
-        while True:
-            future = self.stack.send_request(invite, session.peer, lambda r, s=session: self._provisional(s, r))
-            session.data["invite_future"] = future
-            try:
-                response = await asyncio.wait_for(asyncio.shield(future), ring_timeout)
-            except TimeoutError:
-                self.log_event("call_ring_timeout", session)
-                self._send_cancel(session)
-                try:
-                    response = await asyncio.wait_for(future, 64 * T1)
-                except TimeoutError:
-                    self._finish(session, EndReason.TIMEOUT, result=CallResult.NOANSWER, sip_status=408)
-                    return
-                if response.status < 300:
-                    self._confirm(session, response)
-                    await self.hangup(session, EndReason.TIMEOUT)
-                    return
-                self._finish(session, EndReason.TIMEOUT, result=CallResult.NOANSWER, sip_status=response.status)
-                return
-            if response.status in (401, 407) and not authenticated and session.trunk and session.trunk.username:
-                authenticated = True
-                invite = self._with_credentials(invite, response, session.trunk)
-                session.invite = invite
-                continue
-            break
-        if session.data.get("cancelled"):
-            if response.status < 300:
-                self._confirm(session, response)
-                await self.hangup(session, EndReason.CANCEL)
-            else:
-                self._finish(session, EndReason.CANCEL, result=CallResult.NOANSWER, sip_status=response.status)
-            return
-        if response.status >= 300:
-            result, reason = outcome_for_status(response.status)
-            self.log_event("call_refused", session, status=response.status)
-            self._finish(session, reason, result=result, sip_status=response.status)
-            return
-        if not call.active:
-            return
-        self._confirm(session, response)
-        if not call.active:
-            return
-        call.answered(self.now())
-        self.clock.legs.add(session.leg)
-        self.log_event("call_answered", session)
-        session.answered_event.set()
-        self.application.on_answered(self, session)
-
-    def _provisional(self, session: Session, response: Response) -> None:
-        if response.status > 100 and session.call.active:
-            session.call.ringing()
-            if response.to.tag and "early_tag" not in session.data:
-                session.data["early_tag"] = response.to.tag
-            self.log_event("call_ringing", session, status=response.status)
-
-    def _confirm(self, session: Session, response: Response) -> None:
-        """Build the dialog from the 2xx, ACK it, and apply the SDP answer."""
-        dialog = Dialog.from_uac_response(session.invite, response)
-        session.dialog = dialog
-        ack = dialog.create_ack(session.invite.cseq.number)
-        self.stack.send_ack(ack, self._dialog_peer(session))
-        session.ack_event.set()
-        if session.local_offer is None:
-            return
-        try:
-            session.media = sdp.apply_answer(session.local_offer, sdp.SessionDescription.parse(response.body))
-        except (sdp.SdpError, sdp.NoCommonCodec) as exc:
-            self.log_event("answer_sdp_rejected", session, reason=repr(str(exc)))
-            self.spawn(self.hangup(session, EndReason.GENERAL_ERROR))
-            return
-        session.leg.configure(session.media)
-
-    def _with_credentials(self, invite: Request, challenge: Response, trunk: TrunkConfig) -> Request:
-        header = "WWW-Authenticate" if challenge.status == 401 else "Proxy-Authenticate"
-        answer = "Authorization" if challenge.status == 401 else "Proxy-Authorization"
-        challenges = challenge.headers.get_all(header)
-        headers = invite.headers.copy()
-        headers.remove("Via")
-        headers.set("CSeq", f"{invite.cseq.number + 1} INVITE")
-        headers.set(answer, auth.digest_authorization(challenges, "INVITE", invite.uri, trunk.username, trunk.password))
-        return Request("INVITE", invite.uri, headers, invite.body)
-
-    def _send_cancel(self, session: Session) -> None:
-        cancel = tx.make_cancel(session.invite)
-        self.stack.send_request(cancel, session.peer)
 
     async def cancel(self, session: Session) -> None:
         """Withdraw an outbound call that is not answered yet."""
         if session.call.direction is not Direction.OUTBOUND or session.call.state is CallState.ANSWERED:
             raise ValueError("only an unanswered outbound call can be cancelled")
-        session.data["cancelled"] = True
-        self._send_cancel(session)
+        if isinstance(session.core, OutboundCall):
+            self._run(session, session.core.cancel(self.now()))
+        # The core ends the call when the INVITE's final response comes, or gives up 64*T1 after the CANCEL.
         await session.ended_event.wait()
-
-    def _dialog_peer(self, session: Session) -> Peer:
-        dialog = session.dialog
-        if dialog is None:
-            return session.peer
-        if session.call.direction is Direction.INBOUND and not dialog.route_set:
-            # Symmetric signalling: a caller behind NAT is reached where its requests came from.
-            return self.stack.transport.response_peer(session.invite, session.peer)
-        return self.stack.peer_for_uri(dialog.next_hop())
 
     async def request_in_dialog(self, session: Session, method: str, *, body: bytes = b"",
                                 content_type: str | None = None, headers: Headers | None = None) -> Response:
-        assert session.dialog is not None
-        request = session.dialog.create_request(method, headers=headers, body=body, content_type=content_type)
-        if method == "INVITE":
-            request.headers.set("Contact", self.stack.contact(transport=session.peer.transport))
-        response = await self.stack.send_request(request, self._dialog_peer(session))
-        if method == "INVITE" and response.status < 300:
-            session.dialog.update_target(response)
-            ack = session.dialog.create_ack(request.cseq.number)
-            self.stack.send_ack(ack, self._dialog_peer(session))
-        return response
+        if session.core is None:
+            raise CallStateError(f"call {session.call_id} never reached SIP")
+        completions = self._run(session, session.core.request(method, self.now(), body=body,
+                                                              content_type=content_type, headers=headers))
+        return await completions[0]
 
     # Operations on live calls ------------------------------------------------------------------------
 
     async def hangup(self, session: Session, reason: EndReason = EndReason.MANAGER_HANGUP) -> None:
-        call = session.call
-        if not call.active:
+        """End the call (BYE, or CANCEL or 480 before an answer); returns once the far end has heard."""
+        if session.core is None or not session.call.active:
             return
-        if call.state is not CallState.ANSWERED:
-            if call.direction is Direction.OUTBOUND:
-                session.data["cancelled"] = True
-                self._send_cancel(session)
-                await session.ended_event.wait()
-            else:
-                self.reject(session, 480, reason)
-            return
-        self._finish(session, reason)
-        if session.dialog is not None:
-            try:
-                await asyncio.wait_for(self.request_in_dialog(session, "BYE"), 64 * T1)
-            except TimeoutError:
-                pass
+        completions = self._run(session, session.core.hangup(reason, self.now()))
+        if completions:
+            await asyncio.gather(*completions)  # the BYE's answer, or the core's 408 after 64*T1
+        elif session.call.active:
+            await session.ended_event.wait()  # a CANCEL is out: the core ends the call within 64*T1
 
     async def set_direction(self, session: Session, direction: str) -> Response:
         """Hold (`sendonly` / `inactive`) or resume (`sendrecv`) by re-INVITE (RFC 3264 §8.4)."""
-        offer = self._offer(session, direction)
-        response = await self.request_in_dialog(session, "INVITE", body=offer.serialize(),
-                                                content_type="application/sdp")
-        if response.status < 300 and response.body:
-            session.media = sdp.apply_answer(offer, sdp.SessionDescription.parse(response.body))
-            session.leg.configure(session.media)
-            session.call.on_hold = direction != "sendrecv"
-            self.log_event("call_media_updated", session, direction=direction, on_hold=session.call.on_hold)
-        return response
+        if session.core is None:
+            raise CallStateError(f"call {session.call_id} never reached SIP")
+        completions = self._run(session, session.core.reoffer(direction, self.now()))
+        return await completions[0]
 
     async def send_dtmf(self, session: Session, digits: str, method: str = "rfc4733",
                         duration_ms: int = 160) -> None:
         """Send digits as RFC 4733 events, SIP INFO or in-band tones, one after the other."""
         for digit in digits:
-            if digit not in DTMF_DIGITS:
+            if digit not in DTMF_KEYS:
                 raise ValueError(f"not a DTMF digit: {digit!r}")
         for digit in digits:
+            if not session.call.active:
+                return
             if method == "info":
                 body = f"Signal={digit}\r\nDuration={duration_ms}\r\n".encode()
                 await self.request_in_dialog(session, "INFO", body=body, content_type="application/dtmf-relay")
@@ -696,66 +644,29 @@ class CallEngine:
                                        method="rfc4733" if method == "rfc4733" else "inband")
                 await self.clock.until(lambda: not session.leg.digits_pending or not session.call.active)
 
-    def _finish(self, session: Session, reason: EndReason, *, result: CallResult | None = None,
-                sip_status: int | None = None) -> None:
-        if not session.call.ended(self.now(), reason, result=result, sip_status=sip_status):
-            return
-        self.clock.legs.discard(session.leg)
-        session.leg.close()
-        session.ack_event.set()
-        session.ended_event.set()
-        self._by_sip_call_id.pop(session.invite.call_id, None)
-        lost, jitter = session.leg.loss_and_jitter if session.leg.stats.packets_received else (0, 0.0)
-        self.log_event("call_ended", session, reason=reason.value, result=session.call.result.value,  # type: ignore[union-attr]
-                  duration=session.call.duration(self.now()), rtp_in=session.leg.stats.packets_received,
-                  rtp_out=session.leg.stats.packets_sent, lost=lost, jitter_ms=f"{jitter:.1f}")
-        # The listeners (the conference room among them) go first: what the call's end completes there,
-        # a collection's PIE, must reach the application before the call's own end (its DiCE).
-        for listener in self.ended_listeners:
-            try:
-                listener(session)
-            except Exception:
-                log.exception("event=ended_listener_failed call_id=%s", session.call_id)
-        try:
-            self.application.on_ended(self, session)
-        except Exception:
-            log.exception("event=application_ended_failed call_id=%s", session.call_id)
-
     def forget(self, session: Session) -> None:
         self.sessions.pop(session.call_id, None)
 
     async def shutdown(self) -> None:
         """End every call (BYE or CANCEL or 480) and wait briefly for them to finish."""
         active = [s for s in self.sessions.values() if s.call.active]
-        hangups = asyncio.gather(*(self.hangup(s, EndReason.MANAGER_HANGUP) for s in active),
-                                 return_exceptions=True)
-        try:
+        hangups = [asyncio.ensure_future(self.hangup(s, EndReason.MANAGER_HANGUP)) for s in active]
+        if hangups:
             # Each call is ended at once; waiting for the BYE answers is a courtesy bounded by this grace.
-            await asyncio.wait_for(hangups, SHUTDOWN_GRACE)
-        except TimeoutError:
-            self.log_event("shutdown_grace_expired", unanswered=sum(1 for s in active if s.call.active))
+            done, pending = await asyncio.wait(hangups, timeout=SHUTDOWN_GRACE)
+            for task in done:
+                if not task.cancelled() and task.exception() is not None:
+                    log.error("event=shutdown_hangup_failed error=%r", task.exception())
+            if pending:
+                self.log_event("shutdown_grace_expired", unanswered=sum(1 for s in active if s.call.active))
+                for task in pending:
+                    task.cancel()
         for task in list(self._tasks):
             task.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     @property
     def active_calls(self) -> int:
         return sum(1 for s in self.sessions.values() if s.call.active)
-
-
-def parse_dtmf_info(content_type: str, body: bytes) -> str | None:
-    """The digit of a SIP INFO body: `application/dtmf-relay` (`Signal=5`) or `application/dtmf` (`5`)."""
-    try:
-        text = body.decode("ascii").strip()
-    except UnicodeDecodeError:
-        return None
-    if content_type == "application/dtmf-relay":
-        for line in text.splitlines():
-            name, _, value = line.partition("=")
-            if name.strip().lower() == "signal":
-                value = value.strip().upper()
-                return value if value in DTMF_DIGITS else ("*" if value == "10" else "#" if value == "11" else None)
-        return None
-    if content_type == "application/dtmf":
-        value = text.upper()
-        return value if value in DTMF_DIGITS else None
-    return None

@@ -140,11 +140,16 @@ class SipStack:
             self._pump(transaction)
             return
         transaction = self.table.match_request(message)
+        if transaction is None and message.method == "ACK":
+            # The ACK for a 2xx has a branch of its own; the INVITE's transaction in Accepted still takes
+            # it, to stop re-sending the 2xx, and passes it up (RFC 6026 §7.1).
+            transaction = self.table.match_ack(message)
         if transaction is not None:
             transaction.receive_request(message, now)
-            self._pump(transaction)
+            self._pump(transaction, incoming_peer=peer)
             return
         if message.method == "ACK":
+            # No transaction claims it (Timer L has ended the INVITE's): the TU may still want it.
             self.on_ack(message, peer)
             return
         reliable = peer.reliable

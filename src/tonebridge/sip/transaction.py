@@ -265,7 +265,8 @@ class _Transaction:
 
     @property
     def timers(self) -> dict[str, float]:
-        """The pending timers by letter (and "trying" for a server INVITE's 100), as absolute deadlines."""
+        """The pending timers by letter (and, for a server INVITE, "trying" for its 100 and "2xx" for the
+        retransmission of its 2xx), as absolute deadlines."""
         return dict(self._timers)
 
     def next_timer(self) -> float | None:
@@ -538,11 +539,15 @@ class ServerInviteTransaction(ServerTransaction):
 
     Proceeding: the INVITE has gone to the TU. Unless the TU answers within 200 ms the transaction sends a
     100 itself (the "trying" timer; `trying_delay=None` leaves that to the TU); a retransmitted INVITE gets
-    the latest provisional again. A 2xx moves to Accepted: the TU retransmits it (§13.3.1.4) and the
-    transaction sends whatever 2xx it is handed, absorbs INVITE retransmissions and passes any ACK up,
-    until Timer L (64*T1). A 300-699 moves to Completed: Timer G re-sends it (T1 doubling to T2, unreliable
-    transports only) until the ACK arrives (to Confirmed, which absorbs ACKs until Timer I: T4, zero on
-    reliable transports) or Timer H (64*T1) reports a Timeout.
+    the latest provisional again. A 2xx moves to Accepted, which absorbs INVITE retransmissions and passes
+    every ACK for the 2xx up, until Timer L (64*T1). A 300-699 moves to Completed: Timer G re-sends it (T1
+    doubling to T2, unreliable transports only) until the ACK arrives (to Confirmed, which absorbs ACKs until
+    Timer I: T4, zero on reliable transports) or Timer H (64*T1) reports a Timeout.
+
+    The 2xx retransmission that §13.3.1.4 gives the UAS core is done here, on the core's behalf: in
+    Accepted, on unreliable transports, the "2xx" timer re-sends the 2xx on Timer G's schedule (T1 doubling
+    to T2) until an ACK for it is matched (`acknowledges`). The ACK for a 2xx carries a branch of its own,
+    so it is matched by dialog (Call-ID, CSeq number, From tag, and the To tag of our 2xx), not by key.
     """
 
     def __init__(self, request: Request, reliable: bool, now: float, config: TimerConfig | None = None,
@@ -552,13 +557,25 @@ class ServerInviteTransaction(ServerTransaction):
         super().__init__(request, reliable, config)
         self.state = TransactionState.PROCEEDING
         self._last_provisional: Response | None = None
+        self.accepted_response: Response | None = None
         if trying_delay is not None:
             self._arm("trying", now + trying_delay)
+
+    def acknowledges(self, ack: Request) -> bool:
+        """Whether `ack` is the ACK for this transaction's 2xx: the same Call-ID, CSeq number and From tag
+        as the INVITE, and the To tag the 2xx gave (§13.2.2.4 builds it so, with a branch of its own)."""
+        response = self.accepted_response
+        if response is None or ack.method != "ACK":
+            return False
+        invite = self.request
+        return (ack.call_id == invite.call_id and ack.cseq.number == invite.cseq.number
+                and ack.from_.tag == invite.from_.tag and ack.to.tag == response.to.tag)
 
     def receive_request(self, request: Request, now: float) -> None:
         if request is self.request:
             return
-        self._check_request(request)
+        if not (self.state is TransactionState.ACCEPTED and self.acknowledges(request)):
+            self._check_request(request)
         state = self.state
         if request.method == "ACK":
             if state is TransactionState.COMPLETED:
@@ -569,7 +586,9 @@ class ServerInviteTransaction(ServerTransaction):
                 else:
                     self._arm("I", now + self.config.t4)
             elif state is TransactionState.ACCEPTED:
-                # RFC 6026 §7.1: an ACK matching the transaction in Accepted is the TU's business.
+                # RFC 6026 §7.1: an ACK matching the transaction in Accepted is the TU's business. It also
+                # tells us the 2xx arrived, so its retransmission stops.
+                self._cancel("2xx")
                 self._events.append(RequestReceived(request))
             # Confirmed absorbs ACK retransmissions; an ACK before any final response is meaningless.
             return
@@ -594,6 +613,10 @@ class ServerInviteTransaction(ServerTransaction):
             elif response.status < 300:
                 self._send(response)
                 self.state = TransactionState.ACCEPTED
+                self.accepted_response = response
+                if not self.reliable:
+                    self._interval = self.config.t1
+                    self._arm("2xx", now + self._interval)
                 self._arm("L", now + 64 * self.config.t1)
             else:
                 self._send(response)
@@ -603,13 +626,14 @@ class ServerInviteTransaction(ServerTransaction):
                     self._arm("G", now + self._interval)
                 self._arm("H", now + 64 * self.config.t1)
         elif state is TransactionState.ACCEPTED and 200 <= response.status < 300:
-            # RFC 6026 §7.1: the TU's 2xx retransmissions go out through the transaction.
+            # RFC 6026 §7.1: a 2xx the TU hands over in Accepted goes out as it is.
             self._send(response)
         # Anything else after a final response is dropped, as §17.2.2 says for the non-INVITE case.
 
     def transport_error(self, now: float, reason: str = "") -> None:
         if self.state is TransactionState.ACCEPTED:
-            # The TU owns the 2xx and its retransmissions: tell it, and let Timer L end the transaction.
+            # The 2xx is sent; the TU decides what a failure to reach the peer means for the dialog (it
+            # waits for the ACK): tell it, and let Timer L end the transaction.
             self._events.append(TransportError(reason))
             return
         super().transport_error(now, reason)
@@ -627,6 +651,10 @@ class ServerInviteTransaction(ServerTransaction):
             self._outgoing.append(self.last_response)
             self._interval = min(2 * self._interval, self.config.t2)
             self._arm("G", deadline + self._interval)
+        elif name == "2xx" and self.state is TransactionState.ACCEPTED and self.accepted_response is not None:
+            self._outgoing.append(self.accepted_response)
+            self._interval = min(2 * self._interval, self.config.t2)
+            self._arm("2xx", deadline + self._interval)
         elif name == "H" and self.state is TransactionState.COMPLETED:
             self._events.append(Timeout("H"))
             self._terminate()
@@ -689,6 +717,8 @@ class TransactionTable:
     Deadlines are kept in a heap, so the earliest timer is found without visiting every transaction: a
     server under load holds thousands (Timers J and L keep each one for 32 s). Whoever drives a transaction
     calls `touch` afterwards so its new deadline is filed; stale heap entries are skipped when reached.
+    `touch` also files an INVITE server transaction that has sent a 2xx under its dialog's identifiers, so
+    the ACK for that 2xx, which has a branch of its own, finds it (`match_ack`).
     """
 
     def __init__(self) -> None:
@@ -696,9 +726,12 @@ class TransactionTable:
         self._deadlines: list[tuple[float, int, Transaction]] = []
         self._filed: dict[int, float] = {}  # id(transaction) -> the deadline its newest heap entry holds
         self._sequence = 0
+        self._accepted: dict[tuple[str, int, str], ServerInviteTransaction] = {}
 
     def touch(self, transaction: Transaction) -> None:
         """File the transaction's current deadline (after it was fed a message, a response or a timer)."""
+        if isinstance(transaction, ServerInviteTransaction):
+            self._file_accepted(transaction)
         if transaction.terminated:
             self._filed.pop(id(transaction), None)
             if self._transactions.get(transaction.key) is transaction:
@@ -782,6 +815,24 @@ class TransactionTable:
                     return candidate
         return None
 
+    def match_ack(self, ack: Request) -> ServerInviteTransaction | None:
+        """The INVITE server transaction in Accepted whose 2xx `ack` acknowledges (RFC 6026 §7.1), or None."""
+        if ack.method != "ACK":
+            raise TransactionError(f"match_ack takes an ACK, not {ack.method}")
+        transaction = self._accepted.get(_dialog_mark(ack))
+        if transaction is None or transaction.terminated or not transaction.acknowledges(ack):
+            return None
+        return transaction
+
+    def _file_accepted(self, transaction: ServerInviteTransaction) -> None:
+        if transaction.accepted_response is None:
+            return  # never sent a 2xx: no ACK of its own to wait for
+        mark = _dialog_mark(transaction.request)
+        if transaction.state is TransactionState.ACCEPTED:
+            self._accepted[mark] = transaction
+        elif self._accepted.get(mark) is transaction:
+            del self._accepted[mark]
+
     def match_cancel(self, cancel: Request) -> ServerInviteTransaction | None:
         """The INVITE server transaction a CANCEL targets (§9.2): same branch and sent-by, method INVITE."""
         if cancel.method != "CANCEL":
@@ -822,3 +873,10 @@ class TransactionTable:
         """Forget every terminated transaction."""
         for key in [k for k, t in self._transactions.items() if t.terminated]:
             del self._transactions[key]
+        for mark in [m for m, t in self._accepted.items() if t.terminated]:
+            del self._accepted[mark]
+
+
+def _dialog_mark(request: Request) -> tuple[str, int, str]:
+    """What an INVITE and the ACK for its 2xx share whatever their branches: Call-ID, CSeq number, From tag."""
+    return request.call_id, request.cseq.number, request.from_.tag or ""
