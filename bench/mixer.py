@@ -99,12 +99,11 @@ class Member:
 
 
 class BenchEngine:
-    """What `ConferenceService` asks of the call engine on join and on tick: the media clock (whose tick
-    hooks the service joins), the time, the call log and lookups. Nothing here runs on the timed path."""
+    """What `ConferenceService` asks of the call engine on join and on tick: the media clock, the time,
+    the call log and lookups. Nothing here runs on the timed path."""
 
     def __init__(self) -> None:
         self.clock = MediaClock()
-        self.ended_listeners: list[object] = []
         self.sessions: dict[str, Member] = {}
 
     @staticmethod
@@ -140,6 +139,7 @@ def noise_payloads(count: int, seed: int = 0) -> list[bytes]:
 async def build(participants: int, room_size: int, pool: PortPool, inband: bool) -> Harness:
     engine = BenchEngine()
     service = ConferenceService(engine, consumer=lambda session, done: None)  # type: ignore[arg-type]
+    engine.clock.tick_hooks.append(service.tick)  # as the server wires it
     feeder = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     feeder.bind((HOST, 0))
     arrivals = Arrivals()

@@ -15,11 +15,13 @@ import signal
 import stat
 import sys
 from pathlib import Path
+from typing import assert_never
 
 import numpy as np
 
 from tonebridge.calls.call import EndReason
 from tonebridge.calls.engine import CallEngine, Destination, Session
+from tonebridge.calls.events import CallAnswered, CallEnded, CallEvent, ConferenceEnded, KeyPressed
 from tonebridge.config import Config, ServerConfig
 from tonebridge.media.endpoint import MediaClock, Press
 from tonebridge.media.tones import sine
@@ -55,7 +57,20 @@ class PhoneApplication:
         emit("incoming", call_id=session.call_id, sip_from=session.call.remote_uri)
         engine.answer(session)
 
-    def on_answered(self, engine: CallEngine, session: Session) -> None:
+    def on_event(self, event: CallEvent) -> None:
+        match event:
+            case CallAnswered(session=session):
+                self._answered(session)
+            case KeyPressed(session=session, press=press):
+                self._pressed(session, press)
+            case CallEnded(session=session):
+                self._ended(session)
+            case ConferenceEnded():
+                pass  # a phone has no rooms
+            case _:
+                assert_never(event)
+
+    def _answered(self, session: Session) -> None:
         if session.leg.source is None:
             session.leg.source = self.source()
         self.sessions.append(session)
@@ -71,7 +86,7 @@ class PhoneApplication:
         if recording is not None and len(recording) % 50 == 0:
             emit("heard", call_id=session.call_id, seconds=len(recording) // 50)
 
-    def on_press(self, engine: CallEngine, session: Session, press: Press) -> None:
+    def _pressed(self, session: Session, press: Press) -> None:
         if press.started:
             self._pressed_at[session.call_id] = press.time
             emit("dtmf", call_id=session.call_id, digit=press.digit, source=press.source)
@@ -80,7 +95,7 @@ class PhoneApplication:
             emit("dtmf_ended", call_id=session.call_id, digit=press.digit, source=press.source,
                  held_ms=round((press.time - started) * 1000))
 
-    def on_ended(self, engine: CallEngine, session: Session) -> None:
+    def _ended(self, session: Session) -> None:
         call = session.call
         emit("ended", call_id=session.call_id, reason=call.reason.value if call.reason else "",
              result=call.result.value if call.result else "", status=call.sip_status or "",
@@ -129,6 +144,7 @@ async def run_phone(args: argparse.Namespace) -> int:
     clock = MediaClock()
     app = PhoneApplication(args)
     engine = CallEngine(config, stack, clock, app, user_agent_name=getattr(args, "from_user", "phone"))
+    engine.observers.append(app.on_event)
     engine.codecs = tuple(args.codec) if args.codec else ("PCMU", "PCMA")
     engine.telephone_event = not args.no_telephone_event
     engine.record_calls = bool(args.record)

@@ -13,12 +13,16 @@ from pathlib import Path
 import uvicorn
 
 from tonebridge.api.app import create_app
+from tonebridge.callbacks.outbox import Outbox
+from tonebridge.calls.application import Application
 from tonebridge.calls.conferencing import ConferenceService
 from tonebridge.calls.demo import DemoApplication
-from tonebridge.calls.engine import Application, CallEngine
+from tonebridge.calls.engine import CallEngine
+from tonebridge.calls.sinch import SinchApplication
 from tonebridge.config import Config, split_host_port
 from tonebridge.media.endpoint import MediaClock
 from tonebridge.sip.stack import SipStack
+from tonebridge.store.db import Store
 
 log = logging.getLogger("tonebridge.server")
 
@@ -37,28 +41,26 @@ class Server:
         sip_host, sip_port = split_host_port(config.server.sip)
         self.stack = SipStack(sip_host, sip_port, public_address=config.server.public_address)
         self.clock = MediaClock()
-        self.sinch = None
-        self.outbox = None
-        self.store = None
+        self.sinch: SinchApplication | None = None
+        self.outbox: Outbox | None = None
+        self.store: Store | None = None
         if application is None and config.applications:
             application = self._sinch_application(config)
-        self.application = application or DemoApplication()
+        self.application: Application = application or DemoApplication()
         self.engine = CallEngine(config, self.stack, self.clock, self.application)
-        consumer = getattr(self.application, "collection", None)
-        self.conferences = ConferenceService(self.engine, consumer or (lambda session, done: None))
-        if hasattr(self.application, "attach"):
-            self.application.attach(self.conferences)
+        self.conferences = ConferenceService(self.engine, self.application.collection)
+        # The wiring, explicit: the rooms hear of every call event before the application does (a
+        # collection that a hang-up ends sends its PIE before the call's DiCE); the tick mixes the rooms.
+        self.engine.observers += [self.conferences.on_call_event, self.application.on_event]
+        self.clock.tick_hooks.append(self.conferences.tick)
+        self.application.attach(self.engine, self.conferences)
         self._http: _QuietUvicorn | None = None
         self._http_task: asyncio.Task[None] | None = None
         self.http_port = 0
         self._stopped = asyncio.Event()
 
-    def _sinch_application(self, config: Config) -> Application:
+    def _sinch_application(self, config: Config) -> SinchApplication:
         """The configured applications, served Sinch-style: a store, an outbox and the API behind them."""
-        from tonebridge.callbacks.outbox import Outbox
-        from tonebridge.calls.sinch import SinchApplication
-        from tonebridge.store.db import Store
-
         data_dir = Path(config.server.data_dir)
         data_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store(data_dir / "tonebridge.sqlite3")

@@ -8,6 +8,7 @@ import asyncio
 import threading
 from dataclasses import dataclass, field
 
+from tonebridge.calls.events import CallAnswered
 from tonebridge.conference.options import DtmfOptions
 
 
@@ -28,24 +29,20 @@ class RoomsApplication:
         self.release: asyncio.Event | None = None
         self.hold_collections = False
 
-    def attach(self, conferences) -> None:  # type: ignore[no-untyped-def]
+    def attach(self, engine, conferences) -> None:  # type: ignore[no-untyped-def]
         self.conferences = conferences
 
     async def incoming(self, engine, session) -> None:  # type: ignore[no-untyped-def]
         engine.answer(session)
 
-    def on_answered(self, engine, session) -> None:  # type: ignore[no-untyped-def]
-        plan = self.plans[session.call.cli]
-        self.conferences.join(session, plan.room, plan.options, plan.moh)
-        with self._changed:
-            self.sessions[session.call.cli] = session
-            self._changed.notify_all()
-
-    def on_press(self, engine, session, press) -> None:  # type: ignore[no-untyped-def]
-        self.conferences.on_press(session, press)
-
-    def on_ended(self, engine, session) -> None:  # type: ignore[no-untyped-def]
-        pass
+    def on_event(self, event) -> None:  # type: ignore[no-untyped-def]
+        if isinstance(event, CallAnswered):
+            session = event.session
+            plan = self.plans[session.call.cli]
+            self.conferences.join(session, plan.room, plan.options, plan.moh)
+            with self._changed:
+                self.sessions[session.call.cli] = session
+                self._changed.notify_all()
 
     def collection(self, session, done):  # type: ignore[no-untyped-def]
         with self._changed:

@@ -105,7 +105,7 @@ def create_app(server: Server) -> Starlette:
         Route("/tonebridge/v1/events", events),
         Route("/tonebridge/v1/openapi.json", openapi),
     ]
-    sinch = getattr(server, "sinch", None)
+    sinch = server.sinch
     if sinch is not None:
         from tonebridge.api.calling import routes as calling_routes
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, assert_never
 import numpy as np
 
 from tonebridge.calls.call import EndReason
+from tonebridge.calls.events import CallAnswered, CallEnded, CallEvent, KeyPressed
 from tonebridge.conference import room as r
 from tonebridge.conference.collector import CollectionDone
 from tonebridge.conference.options import DtmfMode, DtmfOptions
@@ -91,9 +92,6 @@ class ConferenceService:
         self._gates: dict[str, InbandGate] = {}
         self._classifier = DtmfDetectorBank()
         self._moh: dict[str, object] = {}
-        self.listeners: list[Callable[[r.Effect], None]] = []
-        engine.clock.tick_hooks.append(self.tick)
-        engine.ended_listeners.append(self._call_ended)
 
     # Operations --------------------------------------------------------------------------------------
 
@@ -140,6 +138,18 @@ class ConferenceService:
     def set_options(self, call_id: str, options: DtmfOptions, conference_id: str | None = None) -> None:
         self._apply(self.rooms.set_options(call_id, options, conference_id))
         self._update_gate(call_id)
+
+    def on_call_event(self, event: CallEvent) -> None:
+        """The engine's news: presses of participants go to their room; an ended call leaves it."""
+        match event:
+            case KeyPressed(session=session, press=press):
+                self.on_press(session, press)
+            case CallEnded(session=session):
+                self.leave(session.call_id)
+            case CallAnswered() | r.ConferenceEnded():
+                pass
+            case _:
+                assert_never(event)
 
     def on_press(self, session: Session, press: Press) -> None:
         call_id = session.call_id
@@ -192,8 +202,6 @@ class ConferenceService:
                 self._apply_one(effect)
             except Exception:
                 log.exception("event=conference_effect_failed effect=%r", effect)
-            for listener in self.listeners:
-                listener(effect)
 
     def _apply_one(self, effect: r.Effect) -> None:
         # Exhaustive: a new kind of room effect fails the type check here instead of being dropped.
@@ -269,6 +277,7 @@ class ConferenceService:
             case r.ConferenceEnded():
                 log.info("event=conference_ended conference_id=%s", effect.conference_id)
                 self.events.publish({"type": "conference_ended", "conferenceId": effect.conference_id})
+                self.engine.publish(effect)  # the application's own bookkeeping (who owns the id) ends
             case _:
                 assert_never(effect)
 
@@ -351,9 +360,6 @@ class ConferenceService:
         if session is not None and session.call.active:
             # Out of the room but still on the line: its own tick takes over again.
             self.engine.clock.legs.add(session.leg)
-
-    def _call_ended(self, session: Session) -> None:
-        self.leave(session.call_id)
 
     def participants(self, conference_id: str) -> list[dict[str, object]]:
         return self.rooms.participants_info(conference_id, self.engine.now())

@@ -8,13 +8,14 @@ carry it once applications are configured (shared/spec/operations.md, the demo a
 from __future__ import annotations
 
 import logging
+from typing import assert_never
 
 from tonebridge.calls.call import Direction
 from tonebridge.calls.conferencing import ConferenceService
 from tonebridge.calls.engine import CallEngine, Session
+from tonebridge.calls.events import CallAnswered, CallEnded, CallEvent, ConferenceEnded, KeyPressed
 from tonebridge.conference.collector import CollectionDone
 from tonebridge.conference.options import DtmfMode, DtmfOptions
-from tonebridge.media.endpoint import Press
 
 log = logging.getLogger("tonebridge.demo")
 
@@ -25,29 +26,33 @@ DEMO_MOH = "music1"
 
 class DemoApplication:
     def __init__(self) -> None:
+        self.engine: CallEngine | None = None
         self.conferences: ConferenceService | None = None
 
-    def attach(self, conferences: ConferenceService) -> None:
+    def attach(self, engine: CallEngine, conferences: ConferenceService) -> None:
+        self.engine = engine
         self.conferences = conferences
 
     async def incoming(self, engine: CallEngine, session: Session) -> None:
         engine.answer(session)
 
-    def on_answered(self, engine: CallEngine, session: Session) -> None:
-        # Calls placed from Python (engine.originate) keep whatever their caller gives them to play.
-        if session.call.direction is Direction.INBOUND:
-            assert self.conferences is not None
-            self.conferences.join(session, DEMO_CONFERENCE, DEMO_OPTIONS, DEMO_MOH)
-
-    def on_press(self, engine: CallEngine, session: Session, press: Press) -> None:
-        if self.conferences is not None:
-            self.conferences.on_press(session, press)
+    def on_event(self, event: CallEvent) -> None:
+        match event:
+            case CallAnswered(session=session):
+                # Calls placed from Python (engine.originate) keep whatever their caller gives them to play.
+                if session.call.direction is Direction.INBOUND:
+                    assert self.conferences is not None
+                    self.conferences.join(session, DEMO_CONFERENCE, DEMO_OPTIONS, DEMO_MOH)
+            case CallEnded(session=session):
+                assert self.engine is not None
+                self.engine.forget(session)
+            case KeyPressed() | ConferenceEnded():
+                pass  # presses reach the room by themselves; the demo keeps nothing per conference
+            case _:
+                assert_never(event)
 
     def collection(self, session: Session, done: CollectionDone) -> None:
         """The demo's PIE: printed, and completed at once so the caller returns to the room."""
         print(f"demo: PIE call={session.call_id} conference={done.conference_id} menuResult="
               f'{{"menuId": "{done.conference_id}", "type": "sequence", "value": "{done.digits}", '
               f'"inputMethod": "dtmf"}}', flush=True)
-
-    def on_ended(self, engine: CallEngine, session: Session) -> None:
-        engine.forget(session)

@@ -2,8 +2,8 @@
 
 It answers OPTIONS and REGISTER itself (RFC 3261 §10, §11). Every INVITE, in or out, becomes a call core
 (calls/core.py) that the engine feeds with what the stack delivers and the clock, executing what the core
-asks: SIP messages through the stack, media through the call's leg, news through the `Application`
-protocol. Like sip/stack.py it waits on nothing itself but one loop timer, armed for the earliest deadline
+asks: SIP messages through the stack, media through the call's leg, and what happens to calls as typed
+events (calls/events.py) to its observers. Like sip/stack.py it waits on nothing itself but one loop timer, armed for the earliest deadline
 among all cores. What a call does once answered (play, join a room, collect digits) is the application's
 business.
 """
@@ -15,7 +15,6 @@ import heapq
 import logging
 import secrets
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol, assert_never
 
@@ -40,6 +39,7 @@ from tonebridge.calls.core import (
     SendRequest,
     answer_without_call,
 )
+from tonebridge.calls.events import CallAnswered, CallEnded, CallEvent, KeyPressed, Observer
 from tonebridge.config import Config, TrunkConfig
 from tonebridge.keys import DTMF_KEYS
 from tonebridge.media.endpoint import MediaClock, MediaLeg, Press
@@ -59,17 +59,11 @@ SHUTDOWN_GRACE = 2.0
 CALL_METHODS = frozenset({"INVITE", "BYE", "INFO", "CANCEL"})
 
 
-class Application(Protocol):
-    """What decides about calls: the demo application now, the Sinch-style application later."""
+class CallHandler(Protocol):
+    """What the engine asks of whoever decides about calls (the application; the softphone)."""
 
     async def incoming(self, engine: CallEngine, session: Session) -> None:
         """A new inbound call: answer it (engine.answer), reject it (engine.reject), or leave it ringing."""
-
-    def on_answered(self, engine: CallEngine, session: Session) -> None: ...
-
-    def on_press(self, engine: CallEngine, session: Session, press: Press) -> None: ...
-
-    def on_ended(self, engine: CallEngine, session: Session) -> None: ...
 
 
 @dataclass
@@ -82,7 +76,8 @@ class Destination:
 
 @dataclass(eq=False)
 class Session:
-    """Everything the engine keeps about one call: its record, its media leg, its core, the application's data.
+    """Everything the engine keeps about one call: its record, its media leg and its core (what an application
+    keeps about a call it keeps itself, by call id).
 
     `core` is None only for a callout that failed before any SIP was sent (an unknown destination); its
     `invite` is then a placeholder naming the destination.
@@ -96,7 +91,6 @@ class Session:
     trunk: TrunkConfig | None = None
     answered_event: asyncio.Event = field(default_factory=asyncio.Event)
     ended_event: asyncio.Event = field(default_factory=asyncio.Event)
-    data: dict[str, object] = field(default_factory=dict)
     placeholder_invite: Request | None = field(default=None, repr=False)
 
     @property
@@ -171,7 +165,7 @@ class _Deadlines:
 
 
 class CallEngine:
-    def __init__(self, config: Config, stack: SipStack, clock: MediaClock, application: Application,
+    def __init__(self, config: Config, stack: SipStack, clock: MediaClock, application: CallHandler,
                  *, user_agent_name: str = "tonebridge") -> None:
         self.config = config
         self.stack = stack
@@ -186,7 +180,9 @@ class CallEngine:
         self.sessions: dict[str, Session] = {}  # by Tonebridge call id
         self._by_sip_call_id: dict[str, Session] = {}
         self._tasks: set[asyncio.Task[object]] = set()
-        self.ended_listeners: list[Callable[[Session], None]] = []
+        # Told of every call event, in this order: wired by the server (the conference service, then the
+        # application) or by the softphone.
+        self.observers: list[Observer] = []
         # What this user agent offers and accepts; the softphone narrows these to act as other peers.
         self.codecs: tuple[str, ...] = ("PCMU", "PCMA")
         self.telephone_event = True
@@ -243,10 +239,15 @@ class CallEngine:
     def _press(self, session: Session, press: Press) -> None:
         if press.started:
             self.log_event("dtmf", session, digit=press.digit, source=press.source)
-        try:
-            self.application.on_press(self, session, press)
-        except Exception:
-            log.exception("event=application_press_failed call_id=%s", session.call_id)
+        self.publish(KeyPressed(session, press))
+
+    def publish(self, event: CallEvent) -> None:
+        """Tell every observer, in order; one that fails is logged and does not stop the others."""
+        for observer in self.observers:
+            try:
+                observer(event)
+            except Exception:
+                log.exception("event=observer_failed observer=%r event=%s", observer, type(event).__name__)
 
     def find(self, call_id: str) -> Session | None:
         return self.sessions.get(call_id)
@@ -352,10 +353,7 @@ class CallEngine:
         self.clock.legs.add(session.leg)
         self.log_event("call_answered", session)
         session.answered_event.set()
-        try:
-            self.application.on_answered(self, session)
-        except Exception:
-            log.exception("event=application_answered_failed call_id=%s", session.call_id)
+        self.publish(CallAnswered(session))
 
     def _ended(self, session: Session) -> None:
         self.clock.legs.discard(session.leg)
@@ -368,17 +366,7 @@ class CallEngine:
         self.log_event("call_ended", session, reason=call.reason.value, result=call.result.value,  # type: ignore[union-attr]
                        duration=call.duration(self.now()), rtp_in=session.leg.stats.packets_received,
                        rtp_out=session.leg.stats.packets_sent, lost=lost, jitter_ms=f"{jitter:.1f}")
-        # The listeners (the conference room among them) go first: what the call's end completes there,
-        # a collection's PIE, must reach the application before the call's own end (its DiCE).
-        for listener in self.ended_listeners:
-            try:
-                listener(session)
-            except Exception:
-                log.exception("event=ended_listener_failed call_id=%s", session.call_id)
-        try:
-            self.application.on_ended(self, session)
-        except Exception:
-            log.exception("event=application_ended_failed call_id=%s", session.call_id)
+        self.publish(CallEnded(session))
 
     def _dialog_peer(self, session: Session) -> Peer:
         dialog = session.dialog
@@ -554,12 +542,11 @@ class CallEngine:
         raise ValueError(f"unknown destination type {destination.type!r}")
 
     async def originate(self, destination: Destination, *, cli: str = "", ring_timeout: float = 60.0,
-                        direction: str = "sendrecv", data: dict[str, object] | None = None,
-                        call_id: str | None = None) -> Session:
+                        direction: str = "sendrecv", call_id: str | None = None) -> Session:
         """Place a call; returns at once with the session (await `session.wait_answered()`).
 
-        `data` is attached to the session before anything can happen to it (an unreachable destination
-        ends the call inside this method, and the application's `on_ended` sees it).
+        An unreachable destination ends the call inside this method (observers see its `CallEnded`): pass
+        `call_id` to know the call before then.
         """
         call = Call(Direction.OUTBOUND, remote_uri="", local_uri="", started_at=self.now(), cli=cli)
         if call_id:
@@ -571,7 +558,6 @@ class CallEngine:
             call.remote_uri = destination.endpoint
             session = Session(call, leg, Peer("UDP", "0.0.0.0", 0),
                               placeholder_invite=Request("INVITE", f"sip:{destination.endpoint}@invalid"))
-            session.data.update(data or {})
             self.sessions[call.call_id] = session
             self.log_event("call_failed", session, reason=repr(str(exc)))
             call.ended(self.now(), EndReason.USER_NOT_FOUND, result=CallResult.FAILED, sip_status=404)
@@ -585,7 +571,6 @@ class CallEngine:
         core = OutboundCall(call, uri, self._local_end(leg, peer), from_user=from_user, ring_timeout=ring_timeout,
                             direction=direction, credentials=credentials)
         session = Session(call, leg, peer, core, trunk=trunk)
-        session.data.update(data or {})
         self._register_session(session)
         self.log_event("call_outgoing", session, to=str(uri), peer=f"{peer.host}:{peer.port}/{peer.transport}")
         self._run(session, core.start(self.now()))

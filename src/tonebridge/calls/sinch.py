@@ -22,13 +22,14 @@ import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, assert_never
 
 from tonebridge.callbacks import bodies
 from tonebridge.calls.applications import Applications, query_number
 from tonebridge.calls.call import CallState, Direction, EndReason
 from tonebridge.calls.engine import CallEngine, Destination, Session
 from tonebridge.calls.errors import CallNotFound, CallNotLive, ConferenceNotFound, NotAParticipant
+from tonebridge.calls.events import CallAnswered, CallEnded, CallEvent, ConferenceEnded, KeyPressed
 from tonebridge.calls.records import call_record, call_resource
 from tonebridge.calls.requests import (
     CallbackUrls,
@@ -40,7 +41,6 @@ from tonebridge.calls.requests import (
 )
 from tonebridge.conference.collector import CollectionDone
 from tonebridge.conference.options import DtmfMode, DtmfOptions
-from tonebridge.conference.room import ConferenceEnded
 from tonebridge.config import Config
 from tonebridge.media import prompts
 from tonebridge.media.endpoint import Press
@@ -129,15 +129,24 @@ class SinchApplication:
         # the call that dialled it, to end with it.
         self.far_legs: dict[str, Session] = {}
 
-    def attach(self, conferences: ConferenceService) -> None:
+    def attach(self, engine: CallEngine, conferences: ConferenceService) -> None:
+        self.engine = engine
         self.conferences = conferences
-        self.engine = conferences.engine
-        conferences.listeners.append(self._room_effect)
 
-    def _room_effect(self, effect: object) -> None:
-        if isinstance(effect, ConferenceEnded):
-            # A conference id belongs to an application only while the conference lasts.
-            self.conference_owner.pop(effect.conference_id, None)
+    def on_event(self, event: CallEvent) -> None:
+        assert self.engine is not None
+        match event:
+            case CallAnswered(session=session):
+                self.on_answered(self.engine, session)
+            case KeyPressed(session=session, press=press):
+                self.on_press(self.engine, session, press)
+            case CallEnded(session=session):
+                self.on_ended(self.engine, session)
+            case ConferenceEnded(conference_id=conference_id):
+                # A conference id belongs to an application only while the conference lasts.
+                self.conference_owner.pop(conference_id, None)
+            case _:
+                assert_never(event)
 
     # Lookups -------------------------------------------------------------------------------------------
 
@@ -495,9 +504,7 @@ class SinchApplication:
                 call.menu_presses.append(press.digit)
                 if call.menu_wake is not None:
                     call.menu_wake.set()
-            return
-        if self.conferences is not None:
-            self.conferences.on_press(session, press)
+        # Presses of a participant reach its room by themselves (the conference service observes them).
 
     def collection(self, session: Session, done: CollectionDone) -> Coroutine[Any, Any, None] | None:
         """A detect-mode collection: its PIE goes through the outbox; the participant returns to the mix
