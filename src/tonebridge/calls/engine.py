@@ -41,7 +41,7 @@ from tonebridge.calls.core import (
 )
 from tonebridge.calls.events import CallAnswered, CallEnded, CallEvent, KeyPressed, Observer
 from tonebridge.config import Config, TrunkConfig
-from tonebridge.keys import DTMF_KEYS
+from tonebridge.keys import DTMF_KEYS, PressSource
 from tonebridge.media.endpoint import MediaClock, MediaLeg, Press
 from tonebridge.media.ports import PortPool
 from tonebridge.sip import auth, sdp
@@ -285,8 +285,8 @@ class CallEngine:
                                    sip_call_id=session.invite.call_id)
                 case PressDetected():
                     now = self.now()
-                    self._press(session, Press(action.digit, "info", True, now))
-                    self._press(session, Press(action.digit, "info", False, now))
+                    self._press(session, Press(action.digit, PressSource.INFO, True, now))
+                    self._press(session, Press(action.digit, PressSource.INFO, False, now))
                 case MediaUpdated():
                     self.log_event("call_media_updated", session, direction=action.direction,
                                    on_hold=action.on_hold)

@@ -21,6 +21,7 @@ from tonebridge.conference.options import (
     validate_conference_id,
     validate_moh_class,
 )
+from tonebridge.keys import PressSource
 
 __all__ = [
     "AlreadyJoined",
@@ -50,14 +51,6 @@ __all__ = [
     "SuppressInbandEnded",
     "UnknownConference",
 ]
-
-
-class PressSource(StrEnum):
-    """Where a key press was found (§2)."""
-
-    RFC4733 = "rfc4733"
-    INFO = "info"
-    INBAND = "inband"
 
 
 class ParticipantState(StrEnum):

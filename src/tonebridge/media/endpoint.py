@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tonebridge.keys import PressSource
 from tonebridge.media import g711, rfc4733, rtcp
 from tonebridge.media.dtmf import DtmfDetectorBank
 from tonebridge.media.jitter import JitterBuffer
@@ -39,7 +40,7 @@ class Press:
     """A key press found on a leg."""
 
     digit: str
-    source: str  # "rfc4733", "info" or "inband"
+    source: PressSource
     started: bool  # True when the press begins, False when it ends
     time: float
 
@@ -247,8 +248,8 @@ class MediaLeg:
 
     def inband_press(self, digit: str, now: float) -> None:
         """The tick's detector found a press on this leg (reported once, when the tone ends)."""
-        self.on_press(Press(digit, "inband", True, now))
-        self.on_press(Press(digit, "inband", False, now))
+        self.on_press(Press(digit, PressSource.INBAND, True, now))
+        self.on_press(Press(digit, PressSource.INBAND, False, now))
 
     # Receiving -----------------------------------------------------------------------------------------
 
@@ -281,7 +282,7 @@ class MediaLeg:
 
     def _report_event(self, event: object, now: float) -> None:
         started = isinstance(event, rfc4733.PressStarted)
-        self.on_press(Press(event.digit, "rfc4733", started, now))  # type: ignore[attr-defined]
+        self.on_press(Press(event.digit, PressSource.RFC4733, started, now))  # type: ignore[attr-defined]
 
     def _rtcp_received(self, data: bytes) -> None:
         try:
