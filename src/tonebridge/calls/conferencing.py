@@ -305,9 +305,11 @@ class ConferenceService:
             self._pie_answered(done)
             return
 
+        pending: Awaitable[None] = result
+
         async def await_consumer() -> None:
             try:
-                await result  # type: ignore[misc]
+                await pending
             except Exception:
                 self.events.counters["pie_failures"] += 1
                 raise

@@ -15,8 +15,9 @@ import heapq
 import logging
 import secrets
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Protocol, assert_never
+from typing import Any, Protocol, assert_never
 
 from tonebridge.calls.call import Call, CallResult, CallState, Direction, EndReason
 from tonebridge.calls.core import (
@@ -202,9 +203,9 @@ class CallEngine:
     def now() -> float:
         return time.monotonic()
 
-    def spawn(self, coro: object) -> asyncio.Task[object]:
+    def spawn(self, coro: Coroutine[Any, Any, object]) -> asyncio.Task[object]:
         """Run a call's background work; the engine keeps it, logs its failure, cancels it at shutdown."""
-        task = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
+        task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
         return task
@@ -362,8 +363,9 @@ class CallEngine:
         if self._by_sip_call_id.get(session.invite.call_id) is session:
             del self._by_sip_call_id[session.invite.call_id]
         call = session.call
+        assert call.reason is not None and call.result is not None  # an ended call has both
         lost, jitter = session.leg.loss_and_jitter if session.leg.stats.packets_received else (0, 0.0)
-        self.log_event("call_ended", session, reason=call.reason.value, result=call.result.value,  # type: ignore[union-attr]
+        self.log_event("call_ended", session, reason=call.reason.value, result=call.result.value,
                        duration=call.duration(self.now()), rtp_in=session.leg.stats.packets_received,
                        rtp_out=session.leg.stats.packets_sent, lost=lost, jitter_ms=f"{jitter:.1f}")
         self.publish(CallEnded(session))

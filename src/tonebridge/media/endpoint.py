@@ -280,9 +280,9 @@ class MediaLeg:
             return
         self.stats.packets_dropped += 1
 
-    def _report_event(self, event: object, now: float) -> None:
+    def _report_event(self, event: rfc4733.PressStarted | rfc4733.PressEnded, now: float) -> None:
         started = isinstance(event, rfc4733.PressStarted)
-        self.on_press(Press(event.digit, PressSource.RFC4733, started, now))  # type: ignore[attr-defined]
+        self.on_press(Press(event.digit, PressSource.RFC4733, started, now))
 
     def _rtcp_received(self, data: bytes) -> None:
         try:

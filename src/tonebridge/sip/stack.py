@@ -132,21 +132,21 @@ class SipStack:
     def _on_message(self, message: Message, peer: Peer) -> None:
         now = self.now()
         if isinstance(message, Response):
-            transaction = self.table.match_response(message)
-            if transaction is None:
+            client = self.table.match_response(message)
+            if client is None:
                 self.on_stray_response(message, peer)
                 return
-            transaction.receive_response(message, now)
-            self._pump(transaction)
+            client.receive_response(message, now)
+            self._pump(client)
             return
-        transaction = self.table.match_request(message)
-        if transaction is None and message.method == "ACK":
+        server = self.table.match_request(message)
+        if server is None and message.method == "ACK":
             # The ACK for a 2xx has a branch of its own; the INVITE's transaction in Accepted still takes
             # it, to stop re-sending the 2xx, and passes it up (RFC 6026 §7.1).
-            transaction = self.table.match_ack(message)
-        if transaction is not None:
-            transaction.receive_request(message, now)
-            self._pump(transaction, incoming_peer=peer)
+            server = self.table.match_ack(message)
+        if server is not None:
+            server.receive_request(message, now)
+            self._pump(server, incoming_peer=peer)
             return
         if message.method == "ACK":
             # No transaction claims it (Timer L has ended the INVITE's): the TU may still want it.
@@ -160,37 +160,38 @@ class SipStack:
         server.receive_request(message, now)
         self._pump(server, incoming_peer=peer)
 
-    def _pump(self, transaction: object, incoming_peer: Peer | None = None) -> None:
+    def _pump(self, transaction: tx.Transaction, incoming_peer: Peer | None = None) -> None:
         """Send what a transaction produced and act on its events."""
-        key = transaction.key  # type: ignore[attr-defined]
+        key = transaction.key
         peer = self._peers.get(key)
-        self.table.touch(transaction)  # type: ignore[arg-type]
-        for outgoing in transaction.pop_outgoing():  # type: ignore[attr-defined]
+        self.table.touch(transaction)
+        for outgoing in transaction.pop_outgoing():
             if peer is not None:
                 self.transport.send(outgoing, peer)
-        for event in transaction.pop_events():  # type: ignore[attr-defined]
+        for event in transaction.pop_events():
             if isinstance(event, tx.ResponseReceived):
                 self._deliver_response(key, event.response)
             elif isinstance(event, tx.RequestReceived) and event.request.method == "ACK":
                 # An ACK for our 2xx, passed up by the INVITE server transaction (RFC 6026 Accepted state).
                 self.on_ack(event.request, incoming_peer or peer or Peer("UDP", "0.0.0.0", 0))
             elif isinstance(event, tx.RequestReceived):
+                assert isinstance(transaction, tx.ServerInviteTransaction | tx.ServerNonInviteTransaction)
                 incoming = IncomingRequest(event.request, incoming_peer or peer or Peer("UDP", "0.0.0.0", 0),
-                                           transaction)  # type: ignore[arg-type]
+                                           transaction)
                 self._dispatch(incoming)
             elif isinstance(event, tx.TransportError):
                 self._transport_failed(transaction, key, event.reason)
             elif isinstance(event, tx.Timeout):
                 future = self._waiters.pop(key, None)
                 if future is not None and not future.done():
-                    request = transaction.request  # type: ignore[attr-defined]
+                    request = transaction.request
                     future.set_result(tx.make_response(request, 408, "Request Timeout"))
             elif isinstance(event, tx.Terminated):
                 self._peers.pop(key, None)
                 self._provisional.pop(key, None)
                 future = self._waiters.pop(key, None)
                 if future is not None and not future.done():
-                    request = transaction.request  # type: ignore[attr-defined]
+                    request = transaction.request
                     future.set_result(tx.make_response(request, 503, "Transport Failure"))
         self._schedule_timer()
 
@@ -204,8 +205,8 @@ class SipStack:
         transaction.transport_error(self.now(), reason)
         self._pump(transaction)
 
-    def _transport_failed(self, transaction: object, key: object, reason: str) -> None:
-        request: Request = transaction.request  # type: ignore[attr-defined]
+    def _transport_failed(self, transaction: tx.Transaction, key: tx.TransactionKey, reason: str) -> None:
+        request = transaction.request
         peer = self._peers.get(key)
         where = f"{peer.host}:{peer.port}/{peer.transport}" if peer else "?"
         log.warning("event=sip_transport_error method=%s call_id=%s peer=%s reason=%r", request.method,

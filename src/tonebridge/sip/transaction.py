@@ -754,7 +754,7 @@ class TransactionTable:
         return iter([t for t in self._transactions.values() if not t.terminated])
 
     def __contains__(self, key: object) -> bool:
-        return self.get(key) is not None  # type: ignore[arg-type]
+        return isinstance(key, TransactionKey) and self.get(key) is not None
 
     def add(self, transaction: Transaction) -> None:
         """File a new transaction; a live one with the same key is a caller error."""
@@ -776,14 +776,14 @@ class TransactionTable:
     def match_request(self, request: Request) -> ServerInviteTransaction | ServerNonInviteTransaction | None:
         """The server transaction a retransmitted request or an ACK for a non-2xx belongs to (§17.2.3)."""
         transaction = self.get(server_key(request))
-        assert transaction is None or isinstance(transaction, ServerTransaction)
-        return transaction  # type: ignore[return-value]
+        assert transaction is None or isinstance(transaction, ServerInviteTransaction | ServerNonInviteTransaction)
+        return transaction
 
     def match_response(self, response: Response) -> ClientInviteTransaction | ClientNonInviteTransaction | None:
         """The client transaction a response belongs to (§17.1.3)."""
         transaction = self.get(client_key(response))
-        assert transaction is None or isinstance(transaction, ClientTransaction)
-        return transaction  # type: ignore[return-value]
+        assert transaction is None or isinstance(transaction, ClientInviteTransaction | ClientNonInviteTransaction)
+        return transaction
 
     def match_sent(self, message: Request | Response) -> Transaction | None:
         """The live transaction that sent `message`, so a transport's failure to send it reaches the machine
