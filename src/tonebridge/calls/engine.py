@@ -779,7 +779,9 @@ class CallEngine:
             else:
                 session.leg.send_digit(digit, duration_ms=duration_ms,
                                        method="rfc4733" if method == "rfc4733" else "inband")
-                await self.clock.until(lambda: not session.leg.digits_pending or not session.call.active)
+                sent = asyncio.Event()
+                session.leg.when_digits_sent(sent.set)
+                await first_set(sent, session.ended_event)
 
     def forget(self, session: Session) -> None:
         self.sessions.pop(session.call_id, None)
