@@ -386,7 +386,8 @@ class MediaClock:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def until(self, condition: Callable[[], bool]) -> None:
-        """Wait, tick by tick, until `condition()` holds (a player drained, a digit queue sent...)."""
+        """Wait, tick by tick, until `condition()` holds. For tests and tools watching the media plane:
+        the call path is told instead (a player's `on_finished`, a leg's `when_digits_sent`)."""
         while not condition():
             waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._tick_waiters.append(waiter)
