@@ -558,6 +558,25 @@ def test_a_park_without_hold_prompts_waits_in_silence_and_goes_with_the_call(par
     asyncio.run(scenario())
 
 
+def test_a_patch_that_parks_again_starts_a_new_park_the_old_one_leaves_alone(parts: SimpleNamespace) -> None:
+    async def scenario() -> None:
+        renders(parts.app, {})
+        s, call, first = start_park(parts, park_op(max_duration=60))
+        await settle()
+        parts.engine.advance(15.0)
+        await parts.app.update_call("a", s.call_id, parse_svaml({"action": {"name": "park", "maxDuration": 30}}),
+                                    None)
+        second = asyncio.ensure_future(parts.engine.spawned.pop())
+        await settle()
+        assert first.done() and not second.done()
+        assert call.parked and call.park_over is not None and parts.engine.pending() == [45.0]
+        parts.engine.advance(45.0)
+        await settle()
+        assert second.done() and parts.engine.hung_up == [(s.call_id, EndReason.TIMEOUT)] and not call.parked
+
+    asyncio.run(scenario())
+
+
 def test_a_patch_while_the_intro_is_rendered_plays_nothing(parts: SimpleNamespace) -> None:
     async def scenario() -> None:
         gate = asyncio.Event()

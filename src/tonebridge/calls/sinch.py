@@ -352,8 +352,17 @@ class SinchApplication:
         assert engine is not None
         locale = op.locale or call.locale
         over = asyncio.Event()
+        expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            if call.park_over is over:  # not a park a PATCH has already ended (and maybe parked again)
+                # Unparked at the deadline itself: a PATCH coming after it finds a live call, not a park.
+                expired, call.parked = True, False
+                over.set()
+
         call.parked, call.park_over = True, over
-        limit = engine.call_at(session, engine.now() + op.max_duration, over.set)
+        limit = engine.call_at(session, engine.now() + op.max_duration, expire)
         try:
             await self.play(session, list(op.intro_prompts), locale, stop=over)
             if op.hold_prompts:
@@ -361,9 +370,9 @@ class SinchApplication:
             await first_set(over, session.ended_event)
         finally:
             limit.cancel()
-            call.park_over = None
-        if session.call.active and call.parked:
-            call.parked = False
+            if call.park_over is over:
+                call.park_over = None
+        if expired and session.call.active:
             await engine.hangup(session, EndReason.TIMEOUT)
 
     async def _render(self, prompt_list: list[Prompt], locale: str) -> np.ndarray:
