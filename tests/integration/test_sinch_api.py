@@ -260,6 +260,23 @@ def test_sdk_update_hangs_up_and_call_info_before_and_after(in_process_server, b
     assert status == 404
 
 
+def test_callout_max_duration_ends_the_call_with_timeout_after_the_answer(in_process_server, backend) -> None:  # type: ignore[no-untyped-def]
+    server = in_process_server(app_config(backend))
+    answerer = phone("answer", "--calls", "1")
+    port = int(answerer.wait_for(r"event=listening sip=127.0.0.1:(\d+)").group(1))
+    status, body = signed(server, "POST", "/calling/v1/callouts", {
+        "method": "conferenceCallout", "conferenceCallout": {
+            "destination": {"type": "sip", "endpoint": f"sip:dave@127.0.0.1:{port}"}, "conferenceId": "limited",
+            "maxDuration": 1, "enableDice": True}})
+    assert status == 200
+    call_id = body["callId"]
+    answerer.wait_for(r"event=answered")
+    answerer.wait_for(r"event=ended", timeout=10)
+    backend.wait(lambda: len(backend.events("dice", call_id)) == 1)
+    dice = backend.events("dice", call_id)[0]
+    assert (dice["reason"], dice["result"], dice["duration"]) == ("TIMEOUT", "ANSWERED", 1)
+
+
 def test_no_request_produces_a_server_error(in_process_server, backend, tmp_path: Path) -> None:
     """schemathesis, a CI-sized run over the OpenAPI document, authenticated with Basic credentials."""
     import shutil

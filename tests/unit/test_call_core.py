@@ -415,6 +415,63 @@ def test_ring_timeout_gives_up_64_t1_after_an_unanswered_cancel() -> None:
     assert line.caller.next_timer() is None
 
 
+@pytest.mark.parametrize("who", ["caller", "callee"])
+def test_max_duration_set_before_the_answer_counts_from_it(who: str) -> None:
+    line = Line()
+    line.start()
+    callee = line.callee
+    assert callee is not None
+    cores = {"caller": line.caller, "callee": callee}
+    assert line.did(who, cores[who].limit_duration(30.0, 0.0)) == []
+    assert "max_duration" not in cores[who].deadlines  # not answered: nothing to time yet
+    line.now = 4.0
+    line.did("callee", callee.answer(4.0))
+    line.deliver()
+    assert cores[who].deadlines["max_duration"] == 34.0
+    line.advance(33.9)
+    assert cores[who].call.active
+    line.advance(34.0)
+    assert line.of(who, Noted) == [Noted("call_max_duration")]
+    assert line.of(who, Ended) == [Ended(EndReason.TIMEOUT, CallResult.ANSWERED, None)]
+    far_end = EndReason.CALLER_HANGUP if who == "caller" else EndReason.CALLEE_HANGUP
+    other = "callee" if who == "caller" else "caller"
+    assert line.of(other, Ended) == [Ended(far_end, CallResult.ANSWERED, None)]
+    assert line.ladder()[-2:] == (["-> BYE", "<- 200 BYE"] if who == "caller" else ["<- BYE", "-> 200 BYE"])
+    assert cores[who].call.ended_at == 34.0 and cores[who].next_timer() is None
+
+
+def test_max_duration_on_an_answered_call_counts_from_now_and_a_new_limit_replaces_it() -> None:
+    line = Line()
+    callee = line.answered()
+    line.now = 10.0
+    line.did("callee", callee.limit_duration(60.0, 10.0))
+    line.did("callee", callee.limit_duration(5.0, 12.0))
+    assert callee.deadlines == {"max_duration": 17.0}
+    line.advance(17.0)
+    assert line.of("callee", Ended) == [Ended(EndReason.TIMEOUT, CallResult.ANSWERED, None)]
+
+
+def test_max_duration_goes_with_the_call() -> None:
+    line = Line()
+    callee = line.answered()
+    line.did("caller", line.caller.limit_duration(30.0, 0.0))
+    line.now = 5.0
+    line.did("callee", callee.hangup(EndReason.MANAGER_HANGUP, 5.0))
+    line.deliver()
+    assert "max_duration" not in line.caller.deadlines
+    line.advance(100.0)
+    assert line.of("caller", Noted) == [] and len(line.of("caller", Ended)) == 1
+    assert line.caller.limit_duration(30.0, 100.0) == [] and line.caller.next_timer() is None
+    # Limited before an answer that never came, a refused call times nothing either.
+    refused = Line()
+    refused.start()
+    refused.did("caller", refused.caller.limit_duration(30.0, 0.0))
+    assert refused.callee is not None
+    refused.did("callee", refused.callee.reject(486, EndReason.BUSY, 1.0))
+    refused.deliver()
+    assert refused.caller.next_timer() is None
+
+
 def test_info_digit_is_a_press() -> None:
     line = Line()
     callee = line.answered()

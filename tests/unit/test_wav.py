@@ -106,6 +106,21 @@ def test_player_plays_once_with_a_padded_last_frame() -> None:
     assert player.finished and player.frame() is None
 
 
+def test_player_tells_once_when_its_last_samples_go_out() -> None:
+    heard: list[int] = []
+    player = WavPlayer(np.arange(1, 321, dtype=np.int16), on_finished=lambda: heard.append(player.position))
+    player.frame()
+    assert heard == []
+    player.frame()  # the last samples, exactly a frame's worth
+    assert heard == [320] and player.finished
+    assert player.frame() is None and heard == [320]
+    looped: list[int] = []
+    loop = WavPlayer(np.arange(100, dtype=np.int16), loop=True, on_finished=lambda: looped.append(1))
+    for _ in range(5):
+        loop.frame()
+    assert looped == []  # a loop is never over
+
+
 def test_player_loops_seamlessly() -> None:
     samples = np.arange(100, dtype=np.int16)
     player = WavPlayer(samples, loop=True)

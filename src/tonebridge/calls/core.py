@@ -3,8 +3,9 @@
 A core is given the requests and responses of its call and the current time, and hands back typed actions:
 what to answer, what to send, what to tell the media leg and the application. It reads no clock, waits on
 nothing and owns no socket. Its timeouts (the ring timeout, the wait for the final response after our CANCEL,
-the wait for the ACK of our 2xx, the wait for the answer to our BYE) are deadlines it reports through
-`next_timer()` and acts on in `handle_timer(now)`, so every one of them is testable without sleeping.
+the wait for the ACK of our 2xx, the wait for the answer to our BYE, the call's maximum duration) are
+deadlines it reports through `next_timer()` and acts on in `handle_timer(now)`, so every one of them is
+testable without sleeping.
 
 `InboundCall` is the UAS side of a call placed to us, `OutboundCall` the UAC side of a call we place. Both
 own the call's `Call` record and move it through its states. calls/engine.py drives them: it feeds what the
@@ -216,12 +217,14 @@ class _CallCore:
         self._offer_in_2xx: _OfferInAnswer | None = None
         self._awaiting_ack: int | None = None
         self._bye: Request | None = None
+        self._max_duration: float | None = None  # armed at the answer, when limited before it
 
     # Timers ------------------------------------------------------------------------------------------
 
     @property
     def deadlines(self) -> dict[str, float]:
-        """The pending timers by name ("ring", "cancel", "ack", "bye"), as absolute deadlines."""
+        """The pending timers by name ("ring", "cancel", "ack", "bye", "max_duration"), as absolute
+        deadlines."""
         return dict(self._deadlines)
 
     def next_timer(self) -> float | None:
@@ -247,6 +250,8 @@ class _CallCore:
             self._deadlines.pop(name, None)
 
     def _fire(self, name: str, now: float) -> list[Action]:
+        if name == "max_duration":
+            return [Noted("call_max_duration"), *self.hangup(EndReason.TIMEOUT, now)]
         if name == "ack":
             # §13.3.1.4: no ACK within 64*T1 of our 2xx, so the session is not confirmed: end it with a BYE.
             self._awaiting_ack = None
@@ -421,6 +426,18 @@ class _CallCore:
             return self._hang_up_unanswered(reason, now)
         return self._end(reason, now) + self._send_bye(now)
 
+    def limit_duration(self, seconds: float, now: float) -> list[Action]:
+        """End the call with reason TIMEOUT `seconds` from now, or from its answer when it is not answered
+        yet (a callout's maxDuration counts from the answer, a bridge's from the bridging). A new limit
+        replaces the one before."""
+        if not self.call.active:
+            return []
+        if self.call.state is CallState.ANSWERED:
+            self._arm("max_duration", now + seconds)
+        else:
+            self._max_duration = seconds
+        return []
+
     def request(self, method: str, now: float, *, body: bytes = b"", content_type: str | None = None,
                 headers: Headers | None = None) -> list[Action]:
         """Send an in-dialog request; its final response comes back as `RequestCompleted`."""
@@ -462,9 +479,13 @@ class _CallCore:
         if not self.call.ended(now, reason, result=result, sip_status=sip_status):
             return []
         self._awaiting_ack = None
-        self._stop("ring", "cancel", "ack")
+        self._stop("ring", "cancel", "ack", "max_duration")
         assert self.call.result is not None
         return [Ended(reason, self.call.result, sip_status)]
+
+    def _start_limit(self, now: float) -> None:
+        if self._max_duration is not None:
+            self._arm("max_duration", now + self._max_duration)
 
     def _media_changed(self, media: sdp.NegotiatedMedia, direction: str) -> list[Action]:
         self.media = media
@@ -531,6 +552,7 @@ class InboundCall(_CallCore):
         invite = self.invite
         dialog = Dialog.from_uas_request(invite, self.local_tag, self.local.contact, confirmed=True)
         self.call.answered(now)
+        self._start_limit(now)
         self.dialog = dialog
         actions: list[Action] = []
         if self._answer is not None and self.media is not None:
@@ -683,6 +705,7 @@ class OutboundCall(_CallCore):
                               *self._end(EndReason.GENERAL_ERROR, now, result=CallResult.FAILED),
                               *self._send_bye(now)]
         self.call.answered(now)
+        self._start_limit(now)
         return actions + [ConfigureMedia(self.media), Answered()]
 
     def _may_authenticate(self) -> bool:

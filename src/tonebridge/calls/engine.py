@@ -126,16 +126,60 @@ class Session:
         return self.answered_event.is_set() and self.call.active
 
 
+async def first_set(*events: asyncio.Event) -> None:
+    """Wait until any of `events` is set: whoever sets it wakes the waiter, nothing re-checks per tick."""
+    if any(event.is_set() for event in events):
+        return
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
+class TimerCallback(Protocol):
+    """What a call timer runs at its deadline: nothing in, nothing out."""
+
+    def __call__(self) -> None: ...
+
+
+class CallTimer:
+    """A deadline set on a call by what runs it (a menu's timeout, a park's maxDuration, a pause between
+    digits), kept with the call cores' deadlines and fired by the same loop timer. `callback` runs once at
+    `deadline` unless the timer is cancelled first; the engine cancels it when its call ends."""
+
+    __slots__ = ("callback", "deadline", "pending", "session", "_owner")
+
+    def __init__(self, owner: _Deadlines | None, session: Session, deadline: float,
+                 callback: TimerCallback) -> None:
+        self.session = session
+        self.deadline = deadline
+        self.callback = callback
+        self.pending = owner is not None
+        self._owner = owner
+
+    def cancel(self) -> None:
+        if self.pending and self._owner is not None:
+            self._owner.unfile(self)
+
+
 class _Deadlines:
-    """The earliest deadline among every call core without visiting each: a heap whose entries a core's
-    newer deadline supersedes; stale entries are skipped when reached (as in the transaction table)."""
+    """The earliest deadline among every call core and call timer without visiting each: a heap whose
+    entries a core's newer deadline supersedes, or a timer's cancelling voids; such stale entries are
+    skipped when reached (as in the transaction table), and dropped all at once when they come to
+    outnumber the live ones, so an ended call is not held until its longest deadline would have come."""
 
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int, Session]] = []
+        self._heap: list[tuple[float, int, Session | CallTimer]] = []
         self._filed: dict[int, float] = {}  # id(session) -> the deadline its newest heap entry holds
+        self._timers: dict[int, set[CallTimer]] = {}  # id(session) -> its pending call timers
+        self._pending_timers = 0
         self._sequence = 0
 
     def file(self, session: Session) -> None:
+        if not session.call.active:
+            self._drop_timers(session)
         deadline = session.core.next_timer() if session.core is not None else None
         if deadline is None:
             self._filed.pop(id(session), None)
@@ -143,26 +187,81 @@ class _Deadlines:
         if self._filed.get(id(session)) == deadline:
             return
         self._filed[id(session)] = deadline
+        self._push(deadline, session)
+
+    def add(self, timer: CallTimer) -> None:
+        self._timers.setdefault(id(timer.session), set()).add(timer)
+        self._pending_timers += 1
+        self._push(timer.deadline, timer)
+
+    def unfile(self, timer: CallTimer) -> None:
+        """A timer that will not fire (cancelled, or firing now); its heap entry goes stale."""
+        timer.pending = False
+        timers = self._timers.get(id(timer.session))
+        if timers is not None and timer in timers:
+            timers.discard(timer)
+            self._pending_timers -= 1
+            if not timers:
+                del self._timers[id(timer.session)]
+
+    def _drop_timers(self, session: Session) -> None:
+        for timer in self._timers.pop(id(session), ()):
+            timer.pending = False
+            self._pending_timers -= 1
+
+    def _push(self, deadline: float, item: Session | CallTimer) -> None:
         self._sequence += 1
-        heapq.heappush(self._heap, (deadline, self._sequence, session))
+        heapq.heappush(self._heap, (deadline, self._sequence, item))
+        if len(self._heap) > 64 + 2 * (len(self._filed) + self._pending_timers):
+            self._compact()
+
+    def _compact(self) -> None:
+        live: list[tuple[float, int, Session | CallTimer]] = []
+        seen: set[int] = set()
+        for entry in self._heap:
+            deadline, _, item = entry
+            if self._live(deadline, item) and (isinstance(item, CallTimer) or id(item) not in seen):
+                seen.add(id(item))
+                live.append(entry)
+        heapq.heapify(live)
+        self._heap = live
+
+    def _live(self, deadline: float, item: Session | CallTimer) -> bool:
+        if isinstance(item, CallTimer):
+            return item.pending
+        return self._filed.get(id(item)) == deadline
+
+    @property
+    def sequence(self) -> int:
+        """The number of the newest entry: what `pop_due` takes entries up to."""
+        return self._sequence
 
     def earliest(self) -> float | None:
         while self._heap:
-            deadline, _, session = self._heap[0]
-            if self._filed.get(id(session)) == deadline:
+            deadline, _, item = self._heap[0]
+            if self._live(deadline, item):
                 return deadline
             heapq.heappop(self._heap)
         return None
 
-    def due(self, now: float) -> list[Session]:
-        """The sessions whose core has a deadline at or before `now`; they are unfiled until filed again."""
-        sessions: list[Session] = []
+    def pop_due(self, now: float, up_to: int) -> Session | CallTimer | None:
+        """The next session whose core has a deadline at or before `now`, or timer due by then, among
+        the entries filed up to `up_to`; it is unfiled until filed again. One at a time, so what one
+        does (a timer cancelling another, a core ending its call) holds for the next."""
         while self._heap and self._heap[0][0] <= now:
-            deadline, _, session = heapq.heappop(self._heap)
-            if self._filed.get(id(session)) == deadline:
-                del self._filed[id(session)]
-                sessions.append(session)
-        return sessions
+            if self._heap[0][1] > up_to:
+                # Filed while due ones were being run: the next round takes it, so a callback that
+                # files again for a time already past cannot keep this round going.
+                break
+            deadline, _, item = heapq.heappop(self._heap)
+            if not self._live(deadline, item):
+                continue
+            if isinstance(item, CallTimer):
+                self.unfile(item)
+            else:
+                del self._filed[id(item)]
+            return item
+        return None
 
 
 class CallEngine:
@@ -329,7 +428,7 @@ class CallEngine:
         self._run(session, session.core.receive_response(final.result(), self.now()))
 
     def _arm_timer(self) -> None:
-        """Keep one loop timer armed for the earliest deadline of any core."""
+        """Keep one loop timer armed for the earliest deadline of any core or call timer."""
         deadline = self._deadlines.earliest()
         if deadline == self._timer_deadline and self._timer is not None:
             return
@@ -345,10 +444,48 @@ class CallEngine:
         self._timer = None
         self._timer_deadline = None
         now = self.now()
-        for session in self._deadlines.due(now):
-            assert session.core is not None
-            self._run(session, session.core.handle_timer(now))
+        up_to = self._deadlines.sequence
+        while (due := self._deadlines.pop_due(now, up_to)) is not None:
+            if isinstance(due, CallTimer):
+                try:
+                    due.callback()
+                except Exception:
+                    log.exception("event=call_timer_failed call_id=%s", due.session.call_id)
+            else:
+                assert due.core is not None
+                self._run(due, due.core.handle_timer(now))
         self._arm_timer()
+
+    # Call timers -----------------------------------------------------------------------------------------
+
+    def call_at(self, session: Session, deadline: float, callback: TimerCallback) -> CallTimer:
+        """Run `callback` at `deadline` (on the clock of `now()`), from the loop timer that drives the cores.
+
+        The timer goes when the call ends, so a callback never runs for an ended call; on one that has
+        already ended the timer is born cancelled.
+        """
+        if not session.call.active:
+            return CallTimer(None, session, deadline, callback)
+        timer = CallTimer(self._deadlines, session, deadline, callback)
+        self._deadlines.add(timer)
+        self._arm_timer()
+        return timer
+
+    async def wait_until(self, session: Session, deadline: float) -> bool:
+        """Wait for `deadline` on a call timer: True when it came, False when the call ended first."""
+        came = asyncio.Event()
+        timer = self.call_at(session, deadline, came.set)
+        try:
+            await first_set(came, session.ended_event)
+        finally:
+            timer.cancel()
+        return came.is_set()
+
+    def limit_duration(self, session: Session, seconds: float) -> None:
+        """End the call with reason TIMEOUT `seconds` from now, or from its answer if it is not answered
+        yet: a timer of the call's core, since how long a call may last is the call's own state."""
+        if session.core is not None:
+            self._run(session, session.core.limit_duration(seconds, self.now()))
 
     def _answered(self, session: Session) -> None:
         self.clock.legs.add(session.leg)
@@ -629,7 +766,9 @@ class CallEngine:
             else:
                 session.leg.send_digit(digit, duration_ms=duration_ms,
                                        method="rfc4733" if method == "rfc4733" else "inband")
-                await self.clock.until(lambda: not session.leg.digits_pending or not session.call.active)
+                sent = asyncio.Event()
+                session.leg.when_digits_sent(sent.set)
+                await first_set(sent, session.ended_event)
 
     def forget(self, session: Session) -> None:
         self.sessions.pop(session.call_id, None)

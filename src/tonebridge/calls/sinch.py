@@ -18,7 +18,6 @@ import json
 import logging
 import re
 import secrets
-import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol, assert_never
 from tonebridge.callbacks import bodies
 from tonebridge.calls.applications import Applications, query_number
 from tonebridge.calls.call import CallState, Direction, EndReason
-from tonebridge.calls.engine import CallEngine, Destination, Session
+from tonebridge.calls.engine import CallEngine, CallTimer, Destination, Session, first_set
 from tonebridge.calls.errors import CallNotFound, CallNotLive, ConferenceNotFound, NotAParticipant
 from tonebridge.calls.events import CallAnswered, CallEnded, CallEvent, ConferenceEnded, KeyPressed
 from tonebridge.calls.records import call_record, call_resource
@@ -62,6 +61,7 @@ __all__ = ["SinchApplication", "SinchCall", "Ticks"]
 log = logging.getLogger("tonebridge.sinch")
 
 SYNC_CALLBACK_TIMEOUT = 5.0  # ICE and ACE (sinch-voice-v1.md §2)
+DIGIT_PAUSE = 0.5  # what a `w` in a digit string waits (sinch-voice-v1.md, callout `dtmf`)
 PIE_FIRST_ATTEMPT = 2.0  # conference-dtmf.md §3 detect 4
 
 
@@ -94,6 +94,7 @@ class SinchCall:
     menu_wake: asyncio.Event | None = None  # set on a press, so the menu takes it at once
     bridge_peer: Session | None = None  # the far leg of a connectPstn / connectSip
     parked: bool = False  # until a PATCH gives the postponed ICE answer
+    park_over: asyncio.Event | None = None  # set when the park ends: unparked, or its maxDuration passed
 
     @classmethod
     def inbound(cls, app_key: str, number: str, cli: str) -> SinchCall:
@@ -107,6 +108,12 @@ class SinchCall:
 
     def fields(self, call_id: str) -> bodies.CallFields:
         return bodies.CallFields(call_id, self.app_key, self.custom, self.conference_id, dict(self.cookies))
+
+    def unpark(self) -> None:
+        """The PATCH that is the postponed ICE answer has come: the park ends now, not at its next check."""
+        self.parked = False
+        if self.park_over is not None:
+            self.park_over.set()
 
 
 class SinchApplication:
@@ -345,63 +352,73 @@ class SinchApplication:
         self.conferences.join(session, room, forward)
         self.conferences.join(other, room, forward)
         if op.max_duration:
-            engine.spawn(self._limit(session, float(op.max_duration)))
-
-    async def _limit(self, session: Session, seconds: float) -> None:
-        assert self.engine is not None
-        try:
-            await asyncio.wait_for(session.ended_event.wait(), seconds)
-        except TimeoutError:
-            await self.engine.hangup(session, EndReason.TIMEOUT)
+            engine.limit_duration(session, float(op.max_duration))
 
     async def park(self, session: Session, call: SinchCall, op: ops.Park) -> None:
         """park: the intro once, then the hold prompts looped, until a PATCH unparks the call or
         maxDuration passes (then the call ends with reason TIMEOUT)."""
-        assert self.engine is not None
+        engine = self.engine
+        assert engine is not None
         locale = op.locale or call.locale
-        call.parked = True
-        deadline = time.monotonic() + op.max_duration
-        still_parked = lambda: call.parked  # noqa: E731
-        await self.play(session, list(op.intro_prompts), locale, until=still_parked)
-        while session.call.active and still_parked() and time.monotonic() < deadline:
+        over = asyncio.Event()
+        expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            if call.park_over is over:  # not a park a PATCH has already ended (and maybe parked again)
+                # Unparked at the deadline itself: a PATCH coming after it finds a live call, not a park.
+                expired, call.parked = True, False
+                over.set()
+
+        call.parked, call.park_over = True, over
+        limit = engine.call_at(session, engine.now() + op.max_duration, expire)
+        try:
+            await self.play(session, list(op.intro_prompts), locale, stop=over)
             if op.hold_prompts:
-                await self.play(session, list(op.hold_prompts), locale, until=still_parked)
-            else:
-                await self.clock.until(
-                    lambda: not still_parked() or not session.call.active or time.monotonic() >= deadline)
-        if session.call.active and still_parked():
-            call.parked = False
-            await self.engine.hangup(session, EndReason.TIMEOUT)
+                await self.play(session, list(op.hold_prompts), locale, stop=over, loop=True)
+            await first_set(over, session.ended_event)
+        finally:
+            limit.cancel()
+            if call.park_over is over:
+                call.park_over = None
+        if expired and session.call.active:
+            await engine.hangup(session, EndReason.TIMEOUT)
 
     async def _render(self, prompt_list: list[Prompt], locale: str) -> np.ndarray:
         return await asyncio.get_running_loop().run_in_executor(
             None, lambda: prompts.render(prompt_list, locale, cache_dir=self.tts_dir))
 
-    async def play(self, session: Session, prompt_list: list[Prompt], locale: str,
-                   until: Callable[[], bool] | None = None) -> None:
-        """Play prompts to a call that is not in a conference, and wait until they are heard (or `until`
-        turns false)."""
+    async def play(self, session: Session, prompt_list: list[Prompt], locale: str, *,
+                   stop: asyncio.Event | None = None, loop: bool = False) -> None:
+        """Play prompts to a call that is not in a conference, and wait until they are heard, the call ends
+        or `stop` is set (looped, only the last two end the play)."""
         samples = await self._render(prompt_list, locale)
-        if samples.size == 0:
+        ends = (session.ended_event,) if stop is None else (session.ended_event, stop)
+        if samples.size == 0 or any(end.is_set() for end in ends):
             return
-        player = WavPlayer(samples)
+        heard = asyncio.Event()
+        player = WavPlayer(samples, loop=loop, on_finished=heard.set)
         session.leg.source = player
-        await self.clock.until(
-            lambda: player.finished or not session.call.active or (until is not None and not until()))
-        session.leg.source = None
+        try:
+            await first_set(heard, *ends)
+        finally:
+            if session.leg.source is player:
+                session.leg.source = None
 
     async def send_digits(self, session: Session, value: str) -> None:
-        assert self.engine is not None
+        engine = self.engine
+        assert engine is not None
         for chunk in re.split(r"(w)", value):
             if chunk == "w":
-                await asyncio.sleep(0.5)  # `w` is a 500 ms pause in the digit string itself
+                if not await engine.wait_until(session, engine.now() + DIGIT_PAUSE):
+                    return
             elif chunk:
-                await self.engine.send_dtmf(session, chunk, "rfc4733" if session.media and
-                                            session.media.telephone_event_pt is not None else "inband")
+                await engine.send_dtmf(session, chunk, "rfc4733" if session.media and
+                                       session.media.telephone_event_pt is not None else "inband")
 
     async def run_menu(self, session: Session, call: SinchCall, op: ops.RunMenu) -> None:
         assert self.engine is not None
-        runner = menus.MenuRunner(op.menu_spec, time.monotonic())
+        runner = menus.MenuRunner(op.menu_spec, self.engine.now())
         call.menu = runner
         result = await self._drive_menu(session, call, runner)
         call.menu = None
@@ -417,49 +434,66 @@ class SinchApplication:
 
     async def _drive_menu(self, session: Session, call: SinchCall,
                           runner: menus.MenuRunner) -> menus.MenuResult | None:
-        """Run the menu's effects: prompts played, presses fed in, timers fired; returns its result."""
+        """Run the menu's effects and feed it what happens, when it happens: every source of news sets one
+        wake event (a press through on_press, the prompt's player at its end, a call timer at the menu's
+        deadline, the call's end), and each wake takes all the news there is; returns the menu's result."""
+        engine = self.engine
+        assert engine is not None
         wake = asyncio.Event()
         call.menu_wake = wake
-        pending = runner.start(time.monotonic())
+        ended = asyncio.ensure_future(session.ended_event.wait())
+        ended.add_done_callback(lambda _: wake.set())
         player: WavPlayer | None = None
-        while session.call.active:
-            for effect in pending:
-                if isinstance(effect, menus.MenuResult):
-                    session.leg.source = None
-                    return effect
-                if isinstance(effect, menus.PlayPrompt):
-                    samples = await self._render(list(effect.prompts), effect.locale)
-                    player = WavPlayer(samples) if samples.size else None
-                    session.leg.source = player
-                    if player is None:
-                        pending = runner.prompt_finished(time.monotonic())
-                        break
-                elif isinstance(effect, menus.StopPrompt):
-                    session.leg.source = None
+        timer: CallTimer | None = None
+        pending = runner.start(engine.now())
+        try:
+            while session.call.active:
+                for effect in pending:
+                    if isinstance(effect, menus.MenuResult):
+                        return effect
+                    if isinstance(effect, menus.PlayPrompt):
+                        samples = await self._render(list(effect.prompts), effect.locale)
+                        player = WavPlayer(samples, on_finished=wake.set) if samples.size else None
+                        session.leg.source = player
+                        if player is None:
+                            pending = runner.prompt_finished(engine.now())
+                            break
+                    elif isinstance(effect, menus.StopPrompt):
+                        session.leg.source = None
+                        player = None
+                else:
+                    pending = []
+                if pending:
+                    continue
+                deadline = runner.next_timer()
+                if timer is not None and (not timer.pending or timer.deadline != deadline):
+                    timer.cancel()
+                    timer = None
+                if deadline is not None and timer is None:
+                    timer = engine.call_at(session, deadline, wake.set)
+                # Cleared after the wait, not before: news that came while a prompt was being rendered
+                # has set it already and must not be lost.
+                await wake.wait()
+                wake.clear()
+                now = engine.now()
+                presses, call.menu_presses = call.menu_presses, []
+                for digit in presses:
+                    pending += runner.press(digit, now)
+                if player is not None and player.finished:
                     player = None
-            else:
-                pending = []
-            if pending:
-                continue
-            deadline = runner.next_timer()
-            timeout = 0.02 if player is not None else (None if deadline is None else max(0.0, deadline - time.monotonic()))
-            wake.clear()
-            try:
-                await asyncio.wait_for(wake.wait(), timeout)
-            except TimeoutError:
-                pass
-            now = time.monotonic()
-            presses, call.menu_presses = call.menu_presses, []
-            for digit in presses:
-                pending += runner.press(digit, now)
-            if player is not None and player.finished:
-                player = None
+                    session.leg.source = None
+                    pending += runner.prompt_finished(now)
+                deadline = runner.next_timer()
+                if deadline is not None and deadline <= now:
+                    pending += runner.handle_timer(now)
+            return None
+        finally:
+            ended.cancel()
+            if timer is not None:
+                timer.cancel()
+            if player is not None and session.leg.source is player:
                 session.leg.source = None
-                pending += runner.prompt_finished(now)
-            deadline = runner.next_timer()
-            if deadline is not None and deadline <= now:
-                pending += runner.handle_timer(now)
-        return None
+            call.menu_wake = None
 
     # Engine hooks --------------------------------------------------------------------------------------
 
@@ -569,6 +603,8 @@ class SinchApplication:
         self.calls[call_id] = call
         session = await self.engine.originate(destination, cli=call.cli, call_id=call_id)
         if session.call.active:
+            if callout.max_duration:
+                self.engine.limit_duration(session, float(callout.max_duration))
             self._save(session, call)
         return call_id
 
@@ -594,7 +630,7 @@ class SinchApplication:
         plan = ops.plan(svaml, ops.CallContext(event="patch", answered=session.call.state is CallState.ANSWERED,
                                                parked=call.parked))
         if call.parked:
-            call.parked = False  # the PATCH is the postponed ICE answer
+            call.unpark()  # the PATCH is the postponed ICE answer
         self._spawn(self._run_all(session, call, plan))
 
     def conference_participants(self, key: str, conference_id: str) -> list[dict[str, Any]]:

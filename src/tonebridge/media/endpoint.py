@@ -98,6 +98,7 @@ class MediaLeg:
         self._events_out: rfc4733.TelephoneEventSender | None = None
         self._tones_out = DtmfToneRenderer()
         self._held: list[tuple[str, str]] = []  # digits started by hold_digit, oldest first, and their method
+        self._on_digits_sent: list[Callable[[], None]] = []
         self.detection = detection or InbandDetection()
         self._inband = False
         self._last_rtcp = 0.0
@@ -189,6 +190,11 @@ class MediaLeg:
         events = self._events_out is not None and (self._events_out.active or self._events_out.pending)
         return bool(events or self._tones_out.pending)
 
+    def when_digits_sent(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once, from the tick after which every digit queued so far has gone out: the
+        sender of a digit string is told when the next may go, instead of asking each tick."""
+        self._on_digits_sent.append(callback)
+
     # Ticks ---------------------------------------------------------------------------------------------
 
     def receive_frame(self) -> np.ndarray:
@@ -233,7 +239,12 @@ class MediaLeg:
         self.housekeeping(now)
 
     def housekeeping(self, now: float) -> None:
-        """Per-tick duties besides audio: end presses whose end packets were lost, send RTCP reports."""
+        """Per-tick duties besides audio: end presses whose end packets were lost, send RTCP reports, tell
+        who waits for digits to go out that they have."""
+        if self._on_digits_sent and not self.digits_pending:
+            callbacks, self._on_digits_sent = self._on_digits_sent, []
+            for callback in callbacks:
+                callback()
         deadline = self._events_in.next_timer()
         if deadline is not None and deadline <= now:
             for event in self._events_in.handle_timer(now):
@@ -376,7 +387,8 @@ class MediaClock:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def until(self, condition: Callable[[], bool]) -> None:
-        """Wait, tick by tick, until `condition()` holds (a player drained, a digit queue sent...)."""
+        """Wait, tick by tick, until `condition()` holds. For tests and tools watching the media plane:
+        the call path is told instead (a player's `on_finished`, a leg's `when_digits_sent`)."""
         while not condition():
             waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._tick_waiters.append(waiter)

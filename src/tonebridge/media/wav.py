@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import wave
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -96,12 +97,18 @@ def write_wav(path: str | Path, samples: np.ndarray, rate: int = RATE) -> None:
 
 
 class WavPlayer:
-    """Plays samples frame by frame, once or looping; `frame` returns None once a single play is over."""
+    """Plays samples frame by frame, once or looping; `frame` returns None once a single play is over.
 
-    def __init__(self, samples: np.ndarray, loop: bool = False) -> None:
+    `on_finished` is called once, from the `frame` call that hands out the last samples of a single play:
+    whoever waits for a prompt to be heard is told so, instead of asking the player every tick.
+    """
+
+    def __init__(self, samples: np.ndarray, loop: bool = False,
+                 on_finished: Callable[[], None] | None = None) -> None:
         self.samples = np.asarray(samples, dtype=np.int16)
         self.loop = loop
         self.position = 0
+        self.on_finished = on_finished
 
     @property
     def finished(self) -> bool:
@@ -116,6 +123,9 @@ class WavPlayer:
             self.position += chunk.size
             if chunk.size < n:  # the last frame, padded with silence
                 chunk = np.concatenate([chunk, np.zeros(n - chunk.size, dtype=np.int16)])
+            if self.position >= size and self.on_finished is not None:
+                finished, self.on_finished = self.on_finished, None
+                finished()
             return chunk.copy()
         index = (self.position + np.arange(n)) % size
         self.position = (self.position + n) % size
