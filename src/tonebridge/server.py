@@ -66,7 +66,7 @@ class Server:
         self.store = Store(data_dir / "tonebridge.sqlite3")
         self.outbox = Outbox(self.store, lambda key: self.sinch.secret_for(key) if self.sinch else None,
                              retention=config.callbacks.retention_seconds)
-        self.sinch = SinchApplication(config, self.store, self.outbox, clock=self.clock,
+        self.sinch = SinchApplication(config, self.store, self.outbox,
                                       base_url=f"http://{config.server.http}", tts_dir=data_dir / "tts")
         return self.sinch
 

@@ -177,8 +177,7 @@ class Outbox:
 def parts() -> SimpleNamespace:
     engine = Engine()
     store, outbox, conferences = Store(), Outbox(), Conferences(engine)
-    app = SinchApplication(cast(Any, SimpleNamespace(applications=APPS)), cast(Any, store), cast(Any, outbox),
-                           clock=cast(Any, None))
+    app = SinchApplication(cast(Any, SimpleNamespace(applications=APPS)), cast(Any, store), cast(Any, outbox))
     app.attach(cast(Any, engine), cast(Any, conferences))
     return SimpleNamespace(app=app, engine=engine, store=store, outbox=outbox, conferences=conferences)
 

@@ -3,9 +3,10 @@
 It answers OPTIONS and REGISTER itself (RFC 3261 §10, §11). Every INVITE, in or out, becomes a call core
 (calls/core.py) that the engine feeds with what the stack delivers and the clock, executing what the core
 asks: SIP messages through the stack, media through the call's leg, and what happens to calls as typed
-events (calls/events.py) to its observers. Like sip/stack.py it waits on nothing itself but one loop timer, armed for the earliest deadline
-among all cores. What a call does once answered (play, join a room, collect digits) is the application's
-business.
+events (calls/events.py) to its observers. Like sip/stack.py it waits on nothing itself but one loop timer,
+armed for the earliest deadline among all cores and the applications' call timers (`call_at`,
+`wait_until`, `limit_duration`). What a call does once answered (play, join a room, collect digits) is the
+application's business.
 """
 
 from __future__ import annotations

@@ -18,10 +18,10 @@ import json
 import logging
 import re
 import secrets
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, assert_never
+from typing import TYPE_CHECKING, Any, assert_never
 
 from tonebridge.callbacks import bodies
 from tonebridge.calls.applications import Applications, query_number
@@ -56,19 +56,13 @@ if TYPE_CHECKING:
     from tonebridge.calls.conferencing import ConferenceService
     from tonebridge.store.db import Store
 
-__all__ = ["SinchApplication", "SinchCall", "Ticks"]
+__all__ = ["SinchApplication", "SinchCall"]
 
 log = logging.getLogger("tonebridge.sinch")
 
 SYNC_CALLBACK_TIMEOUT = 5.0  # ICE and ACE (sinch-voice-v1.md §2)
 DIGIT_PAUSE = 0.5  # what a `w` in a digit string waits (sinch-voice-v1.md, callout `dtmf`)
 PIE_FIRST_ATTEMPT = 2.0  # conference-dtmf.md §3 detect 4
-
-
-class Ticks(Protocol):
-    """The media clock, as far as playing goes: a player advances one frame per tick."""
-
-    async def until(self, condition: Callable[[], bool]) -> None: ...
 
 
 @dataclass
@@ -119,12 +113,11 @@ class SinchCall:
 class SinchApplication:
     """The engine's application for every configured key, and what api/calling.py's routes call."""
 
-    def __init__(self, config: Config, store: Store, outbox: Outbox, *, clock: Ticks, base_url: str = "",
+    def __init__(self, config: Config, store: Store, outbox: Outbox, *, base_url: str = "",
                  tts_dir: Path | None = None) -> None:
         self.config = config
         self.store = store
         self.outbox = outbox
-        self.clock = clock
         self.base_url = base_url
         self.tts_dir = tts_dir
         self.apps = Applications(config.applications)
@@ -337,7 +330,7 @@ class SinchApplication:
         call.bridge_peer = other
         if other.call.active:  # one that failed at once has already been through on_ended
             self.far_legs[other.call_id] = session
-        answered = await other.wait_answered(ring_timeout + 5)
+        answered = await other.wait_answered()  # the far leg's core ends it at its ring timeout
         session.leg.source = None
         if not answered or not session.call.active:
             if session.call.active:
