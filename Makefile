@@ -33,6 +33,7 @@ test: $(VENV)/.installed-test peers
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 
 bench-sip: $(VENV)/.installed-test peers
 	$(BIN)/python bench/sip_load.py

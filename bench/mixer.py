@@ -132,8 +132,10 @@ class Harness:
 
 def noise_payloads(count: int, seed: int = 0) -> list[bytes]:
     rng = np.random.default_rng(seed)
-    return [g711.encode("PCMU", rng.normal(0, 2000, FRAME_SAMPLES).clip(-32768, 32767).astype(np.int16))
-            for _ in range(count)]
+    return [
+        g711.encode("PCMU", rng.normal(0, 2000, FRAME_SAMPLES).clip(-32768, 32767).astype(np.int16))
+        for _ in range(count)
+    ]
 
 
 async def build(participants: int, room_size: int, pool: PortPool, inband: bool) -> Harness:
@@ -148,12 +150,16 @@ async def build(participants: int, room_size: int, pool: PortPool, inband: bool)
     now = engine.now()
     legs, feeds = [], []
     for index in range(participants):
-        call = Call(Direction.INBOUND, f"sip:p{index}@{HOST}", f"sip:room@{HOST}", now, cli=f"+1555{index:07d}")
+        call = Call(
+            Direction.INBOUND, f"sip:p{index}@{HOST}", f"sip:room@{HOST}", now, cli=f"+1555{index:07d}"
+        )
         call.answered(now)
         leg = BenchLeg(HOST, pool, call_id=call.call_id, detection=engine.clock.detection)
         leg.arrivals = arrivals
         await leg.open()
-        media = NegotiatedMedia(HOST, feeder.getsockname()[1], "PCMU", 0, None if inband else 101, 20, "sendrecv")
+        media = NegotiatedMedia(
+            HOST, feeder.getsockname()[1], "PCMU", 0, None if inband else 101, 20, "sendrecv"
+        )
         leg.configure(media)
         # Real legs join at different times, so their 5 s RTCP reports fall in different ticks.
         leg._last_rtcp = now - rng.uniform(0, RTCP_INTERVAL)
@@ -219,14 +225,19 @@ async def measure(participants: int, room_size: int, ticks: int, pool: PortPool,
         sent = sum(leg.stats.packets_sent for leg in harness.legs)
     finally:
         close(harness)
-    return Result(participants, room_size,
-                  (float(np.median(tick_s)) * 1e3, float(np.percentile(tick_s, 99)) * 1e3),
-                  (float(np.median(rx_s)) * 1e3, float(np.percentile(rx_s, 99)) * 1e3),
-                  underruns, sent)
+    return Result(
+        participants,
+        room_size,
+        (float(np.median(tick_s)) * 1e3, float(np.percentile(tick_s, 99)) * 1e3),
+        (float(np.median(rx_s)) * 1e3, float(np.percentile(rx_s, 99)) * 1e3),
+        underruns,
+        sent,
+    )
 
 
-async def capacity(room_size: int, ticks: int, pool: PortPool, inband: bool, with_rx: bool,
-                   limit: int) -> tuple[int, Result]:
+async def capacity(
+    room_size: int, ticks: int, pool: PortPool, inband: bool, with_rx: bool, limit: int
+) -> tuple[int, Result]:
     """Largest participant count (to 5 %) whose median fits the budget: tick alone, or tick plus receive."""
 
     def cost(result: Result) -> float:
@@ -265,11 +276,19 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ticks", type=int, default=300, help="timed ticks per configuration")
     parser.add_argument("--rooms", default="5,10,50", help="room sizes, comma-separated")
-    parser.add_argument("--participants", default="10,100,500,1000", help="participant counts, comma-separated")
-    parser.add_argument("--ports", default=f"{DEFAULT_PORTS[0]}-{DEFAULT_PORTS[1]}",
-                        help="RTP port range for the legs (two ports each)")
-    parser.add_argument("--inband", action="store_true",
-                        help="legs without telephone-event, in detect mode: in-band detector and gate on each")
+    parser.add_argument(
+        "--participants", default="10,100,500,1000", help="participant counts, comma-separated"
+    )
+    parser.add_argument(
+        "--ports",
+        default=f"{DEFAULT_PORTS[0]}-{DEFAULT_PORTS[1]}",
+        help="RTP port range for the legs (two ports each)",
+    )
+    parser.add_argument(
+        "--inband",
+        action="store_true",
+        help="legs without telephone-event, in detect mode: in-band detector and gate on each",
+    )
     parser.add_argument("--no-search", action="store_true", help="skip the search for participants per core")
     args = parser.parse_args()
     room_sizes = [int(x) for x in args.rooms.split(",")]
@@ -281,34 +300,49 @@ async def main() -> None:
 
     load = os.getloadavg()[0]
     affinity = sorted(os.sched_getaffinity(0))
-    legs_kind = "PCMU legs in detect mode, in-band detection and gate" if args.inband else \
-        "PCMU + telephone-event legs"
-    print(f"numpy {np.__version__}; {legs_kind}; {args.ticks} ticks per row after {WARMUP_TICKS} of warm-up; "
-          f"CPUs {affinity} of {os.cpu_count()}, load average {load:.2f}")
-    print(f"{'participants':>12} {'room size':>9} {'rooms':>6} {'tick p50 ms':>11} {'tick p99 ms':>11} "
-          f"{'rx p50 ms':>9} {'rx p99 ms':>9} {'us/leg':>7}")
+    legs_kind = (
+        "PCMU legs in detect mode, in-band detection and gate"
+        if args.inband
+        else "PCMU + telephone-event legs"
+    )
+    print(
+        f"numpy {np.__version__}; {legs_kind}; {args.ticks} ticks per row after {WARMUP_TICKS} of warm-up; "
+        f"CPUs {affinity} of {os.cpu_count()}, load average {load:.2f}"
+    )
+    print(
+        f"{'participants':>12} {'room size':>9} {'rooms':>6} {'tick p50 ms':>11} {'tick p99 ms':>11} "
+        f"{'rx p50 ms':>9} {'rx p99 ms':>9} {'us/leg':>7}"
+    )
     for room_size in room_sizes:
         for participants in counts:
             result = await measure(participants, room_size, args.ticks, pool, args.inband)
             # Every leg must have heard a frame from its jitter buffer on every timed tick and sent one back.
             expected_sent = participants * (args.ticks + WARMUP_TICKS)
             if result.underruns > participants * 3 or result.sent < expected_sent:
-                print(f"  warning: {result.underruns} jitter-buffer underruns, {result.sent} of "
-                      f"{expected_sent} packets sent")
+                print(
+                    f"  warning: {result.underruns} jitter-buffer underruns, {result.sent} of "
+                    f"{expected_sent} packets sent"
+                )
             rooms = -(-participants // room_size)
             (tick50, tick99), (rx50, rx99) = result.tick_ms, result.rx_ms
-            print(f"{participants:>12} {room_size:>9} {rooms:>6} {tick50:>11.3f} {tick99:>11.3f} "
-                  f"{rx50:>9.3f} {rx99:>9.3f} {tick50 * 1e3 / participants:>7.2f}")
+            print(
+                f"{participants:>12} {room_size:>9} {rooms:>6} {tick50:>11.3f} {tick99:>11.3f} "
+                f"{rx50:>9.3f} {rx99:>9.3f} {tick50 * 1e3 / participants:>7.2f}"
+            )
     if args.no_search:
         return
     for with_rx in (False, True):
         what = "tick + receive" if with_rx else "tick alone"
         for room_size in room_sizes:
-            most, result = await capacity(room_size, max(50, args.ticks // 3), pool, args.inband, with_rx, limit)
+            most, result = await capacity(
+                room_size, max(50, args.ticks // 3), pool, args.inband, with_rx, limit
+            )
             capped = " (the port range's limit)" if most >= limit else ""
-            print(f"rooms of {room_size}, {what}: about {most} participants per core within {BUDGET_MS:.0f} ms "
-                  f"per 20 ms tick{capped} (tick p50 {result.tick_ms[0]:.2f} ms, p99 {result.tick_ms[1]:.2f} ms; "
-                  f"receive p50 {result.rx_ms[0]:.2f} ms, p99 {result.rx_ms[1]:.2f} ms there)")
+            print(
+                f"rooms of {room_size}, {what}: about {most} participants per core within {BUDGET_MS:.0f} ms "
+                f"per 20 ms tick{capped} (tick p50 {result.tick_ms[0]:.2f} ms, p99 {result.tick_ms[1]:.2f} ms; "
+                f"receive p50 {result.rx_ms[0]:.2f} ms, p99 {result.rx_ms[1]:.2f} ms there)"
+            )
 
 
 if __name__ == "__main__":

@@ -36,17 +36,26 @@ def free_port() -> int:
 def start_server(workdir: Path) -> tuple[subprocess.Popen[str], int]:
     sip, http = free_port(), free_port()
     config = workdir / "bench.toml"
-    config.write_text(f'[server]\nsip = "{HOST}:{sip}"\nhttp = "{HOST}:{http}"\nrtp_ports = [30000, 39999]\n'
-                      f'data_dir = "{workdir / "data"}"\n')
-    proc = subprocess.Popen([sys.executable, "-m", "tonebridge.cli", "--log-level", "WARNING", "serve",
-                             "--config", str(config)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    config.write_text(
+        f'[server]\nsip = "{HOST}:{sip}"\nhttp = "{HOST}:{http}"\nrtp_ports = [30000, 39999]\n'
+        f'data_dir = "{workdir / "data"}"\n'
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tonebridge.cli", "--log-level", "WARNING", "serve", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
             probe.settimeout(0.5)
-            probe.sendto(f"OPTIONS sip:x@{HOST} SIP/2.0\r\nVia: SIP/2.0/UDP {HOST}:9;branch=z9hG4bKb;rport\r\n"
-                         f"From: <sip:b@{HOST}>;tag=1\r\nTo: <sip:x@{HOST}>\r\nCall-ID: b\r\nCSeq: 1 OPTIONS\r\n"
-                         "Content-Length: 0\r\n\r\n".encode(), (HOST, sip))
+            probe.sendto(
+                f"OPTIONS sip:x@{HOST} SIP/2.0\r\nVia: SIP/2.0/UDP {HOST}:9;branch=z9hG4bKb;rport\r\n"
+                f"From: <sip:b@{HOST}>;tag=1\r\nTo: <sip:x@{HOST}>\r\nCall-ID: b\r\nCSeq: 1 OPTIONS\r\n"
+                "Content-Length: 0\r\n\r\n".encode(),
+                (HOST, sip),
+            )
             try:
                 probe.recvfrom(4096)
                 return proc, sip
@@ -61,26 +70,64 @@ def start_server(workdir: Path) -> tuple[subprocess.Popen[str], int]:
 def run_sipp(workdir: Path, sip_port: int, rate: float, seconds: float, hold_ms: int) -> dict[str, int]:
     stat = workdir / f"stat-{rate}-{seconds}.csv"
     calls = int(rate * seconds)
-    cmd = ["sipp", f"{HOST}:{sip_port}", "-sn", "uac", "-i", HOST, "-mi", HOST, "-p", str(free_port()),
-           "-r", str(rate), "-m", str(calls), "-l", str(max(10, int(rate * (hold_ms / 1000 + 2)))),
-           "-d", str(hold_ms), "-nostdin", "-trace_stat", "-stf", str(stat), "-fd", "1",
-           "-timeout", f"{int(seconds + 60)}s", "-timeout_error", "-max_recv_loops", "10000"]
+    cmd = [
+        "sipp",
+        f"{HOST}:{sip_port}",
+        "-sn",
+        "uac",
+        "-i",
+        HOST,
+        "-mi",
+        HOST,
+        "-p",
+        str(free_port()),
+        "-r",
+        str(rate),
+        "-m",
+        str(calls),
+        "-l",
+        str(max(10, int(rate * (hold_ms / 1000 + 2)))),
+        "-d",
+        str(hold_ms),
+        "-nostdin",
+        "-trace_stat",
+        "-stf",
+        str(stat),
+        "-fd",
+        "1",
+        "-timeout",
+        f"{int(seconds + 60)}s",
+        "-timeout_error",
+        "-max_recv_loops",
+        "10000",
+    ]
     started = time.monotonic()
     subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=seconds + 120)
     elapsed = time.monotonic() - started
     last = list(csv.DictReader(stat.read_text().splitlines(), delimiter=";"))[-1]
-    return {"calls": calls, "ok": int(last["SuccessfulCall(C)"]), "failed": int(last["FailedCall(C)"]),
-            "retrans": int(last["Retransmissions(C)"]), "elapsed": int(elapsed)}
+    return {
+        "calls": calls,
+        "ok": int(last["SuccessfulCall(C)"]),
+        "failed": int(last["FailedCall(C)"]),
+        "retrans": int(last["Retransmissions(C)"]),
+        "elapsed": int(elapsed),
+    }
 
 
 def sustained(result: dict[str, int], seconds: float) -> bool:
     """Every call completed, none retransmitted (the server kept up), and the run kept to its schedule."""
-    return (not result["failed"] and result["ok"] == result["calls"] and result["retrans"] == 0
-            and result["elapsed"] <= seconds * 1.15 + 3)
+    return (
+        not result["failed"]
+        and result["ok"] == result["calls"]
+        and result["retrans"] == 0
+        and result["elapsed"] <= seconds * 1.15 + 3
+    )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rate", type=float, help="skip the probes; hold this rate")
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--probe-seconds", type=float, default=10.0)
@@ -116,8 +163,10 @@ def main() -> None:
             result = run_sipp(workdir, sip_port, best, args.seconds, args.hold_ms)
             print(f"sustained rate={best:g}/s for {args.seconds:g}s: {result}", flush=True)
             clean = sustained(result, args.seconds)
-            print(f"RESULT calls_per_second={best:g} seconds={args.seconds:g} zero_failures={clean} "
-                  f"cores={os.cpu_count()} hold_ms={args.hold_ms}")
+            print(
+                f"RESULT calls_per_second={best:g} seconds={args.seconds:g} zero_failures={clean} "
+                f"cores={os.cpu_count()} hold_ms={args.hold_ms}"
+            )
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(30)

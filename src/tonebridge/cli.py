@@ -24,7 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the server")
-    serve.add_argument("--config", help="TOML config file (default: $TONEBRIDGE_CONFIG, else embedded defaults)")
+    serve.add_argument(
+        "--config", help="TOML config file (default: $TONEBRIDGE_CONFIG, else embedded defaults)"
+    )
 
     check = sub.add_parser("check-config", help="validate a config file")
     check.add_argument("file")

@@ -138,7 +138,9 @@ class Config(_Strict):
         for app in self.applications:
             for number in app.numbers:
                 if number in seen:
-                    raise ValueError(f"number {number} belongs to two applications ({seen[number]}, {app.key})")
+                    raise ValueError(
+                        f"number {number} belongs to two applications ({seen[number]}, {app.key})"
+                    )
                 seen[number] = app.key
         names = [u.name for u in self.users]
         if len(names) != len(set(names)):
@@ -197,7 +199,9 @@ def parse_config(text: str, source: str = "<config>") -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         match = re.search(r"line (\d+)", str(exc))
-        raise ConfigError(source, [ConfigProblem("toml", int(match.group(1)) if match else None, str(exc))]) from None
+        raise ConfigError(
+            source, [ConfigProblem("toml", int(match.group(1)) if match else None, str(exc))]
+        ) from None
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
@@ -210,7 +214,9 @@ def parse_config(text: str, source: str = "<config>") -> Config:
                 if loc[:cut] in lines:
                     line = lines[loc[:cut]]
                     break
-            location = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".")
+            location = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(
+                "."
+            )
             message = error["msg"]
             if error["type"] == "extra_forbidden":
                 message = f"unknown key {loc[-1]!r}"

@@ -76,8 +76,12 @@ class PhoneApplication:
         self.sessions.append(session)
         session.leg.heard_listeners.append(lambda frame, s=session: self.heard(s))
         media = session.media
-        emit("answered", call_id=session.call_id, codec=media.codec if media else "none",
-             telephone_event=media.telephone_event_pt if media else None)
+        emit(
+            "answered",
+            call_id=session.call_id,
+            codec=media.codec if media else "none",
+            telephone_event=media.telephone_event_pt if media else None,
+        )
         self.answered.put_nowait(session)
 
     def heard(self, session: Session) -> None:
@@ -92,16 +96,29 @@ class PhoneApplication:
             emit("dtmf", call_id=session.call_id, digit=press.digit, source=press.source)
         else:
             started = self._pressed_at.pop(session.call_id, press.time)
-            emit("dtmf_ended", call_id=session.call_id, digit=press.digit, source=press.source,
-                 held_ms=round((press.time - started) * 1000))
+            emit(
+                "dtmf_ended",
+                call_id=session.call_id,
+                digit=press.digit,
+                source=press.source,
+                held_ms=round((press.time - started) * 1000),
+            )
 
     def _ended(self, session: Session) -> None:
         call = session.call
-        emit("ended", call_id=session.call_id, reason=call.reason.value if call.reason else "",
-             result=call.result.value if call.result else "", status=call.sip_status or "",
-             rtp_in=session.leg.stats.packets_received, rtp_out=session.leg.stats.packets_sent)
+        emit(
+            "ended",
+            call_id=session.call_id,
+            reason=call.reason.value if call.reason else "",
+            result=call.result.value if call.result else "",
+            status=call.sip_status or "",
+            rtp_in=session.leg.stats.packets_received,
+            rtp_out=session.leg.stats.packets_sent,
+        )
         if self.args.record and session.leg.recording is not None:
-            samples = np.concatenate(session.leg.recording) if session.leg.recording else np.zeros(0, np.int16)
+            samples = (
+                np.concatenate(session.leg.recording) if session.leg.recording else np.zeros(0, np.int16)
+            )
             path = Path(self.args.record)
             if len(self.sessions) > 1:
                 path = path.with_name(f"{path.stem}-{len(self.sessions)}{path.suffix}")
@@ -121,10 +138,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         p.add_argument("--bind", default="127.0.0.1:0", help="local SIP address (port 0: any free port)")
         p.add_argument("--rtp-ports", default="40000-49999")
         p.add_argument("--transport", choices=("udp", "tcp"), default="udp")
-        p.add_argument("--codec", choices=("PCMU", "PCMA"), action="append",
-                       help="codecs to offer/accept, in order (default PCMU, PCMA)")
-        p.add_argument("--no-telephone-event", action="store_true",
-                       help="neither offer nor accept RFC 4733 (as a PSTN gateway without it)")
+        p.add_argument(
+            "--codec",
+            choices=("PCMU", "PCMA"),
+            action="append",
+            help="codecs to offer/accept, in order (default PCMU, PCMA)",
+        )
+        p.add_argument(
+            "--no-telephone-event",
+            action="store_true",
+            help="neither offer nor accept RFC 4733 (as a PSTN gateway without it)",
+        )
         p.add_argument("--dtmf", default="", help="digits to send once answered")
         p.add_argument("--dtmf-mode", choices=("rfc4733", "info", "inband"), default="rfc4733")
         p.add_argument("--dtmf-delay", type=float, default=0.5, help="seconds after answer before digits")
@@ -160,7 +184,11 @@ async def run_phone(args: argparse.Namespace) -> int:
     exit_code = 0
     try:
         if args.phone_command == "dial":
-            uri = args.uri if args.transport == "udp" or "transport=" in args.uri else f"{args.uri};transport=tcp"
+            uri = (
+                args.uri
+                if args.transport == "udp" or "transport=" in args.uri
+                else f"{args.uri};transport=tcp"
+            )
             session = await engine.originate(Destination("sip", uri), cli=args.from_user)
             if not await session.wait_answered():
                 exit_code = 1
@@ -224,8 +252,9 @@ async def _read_commands(engine: CallEngine, app: PhoneApplication, args: argpar
         session = live[-1]
         try:
             if words[0] == "dtmf" and len(words) >= 2:
-                await engine.send_dtmf(session, words[1], words[2] if len(words) > 2 else args.dtmf_mode,
-                                       args.dtmf_duration)
+                await engine.send_dtmf(
+                    session, words[1], words[2] if len(words) > 2 else args.dtmf_mode, args.dtmf_duration
+                )
                 emit("dtmf_sent", call_id=session.call_id, digits=words[1])
             elif words[0] == "hold":
                 response = await engine.set_direction(session, words[1] if len(words) > 1 else "sendonly")

@@ -64,10 +64,14 @@ class Server:
         data_dir = Path(config.server.data_dir)
         data_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store(data_dir / "tonebridge.sqlite3")
-        self.outbox = Outbox(self.store, lambda key: self.sinch.secret_for(key) if self.sinch else None,
-                             retention=config.callbacks.retention_seconds)
-        self.sinch = SinchApplication(config, self.store, self.outbox,
-                                      base_url=f"http://{config.server.http}", tts_dir=data_dir / "tts")
+        self.outbox = Outbox(
+            self.store,
+            lambda key: self.sinch.secret_for(key) if self.sinch else None,
+            retention=config.callbacks.retention_seconds,
+        )
+        self.sinch = SinchApplication(
+            config, self.store, self.outbox, base_url=f"http://{config.server.http}", tts_dir=data_dir / "tts"
+        )
         return self.sinch
 
     async def start(self) -> None:
@@ -77,9 +81,15 @@ class Server:
         await self.stack.start()
         self.clock.start()
         http_host, http_port = split_host_port(self.config.server.http)
-        uv_config = uvicorn.Config(create_app(self), host=http_host, port=http_port, log_level="warning",
-                                   lifespan="off", access_log=False,
-                                   timeout_graceful_shutdown=1)
+        uv_config = uvicorn.Config(
+            create_app(self),
+            host=http_host,
+            port=http_port,
+            log_level="warning",
+            lifespan="off",
+            access_log=False,
+            timeout_graceful_shutdown=1,
+        )
         self._http = _QuietUvicorn(uv_config)
         self._http_task = asyncio.get_running_loop().create_task(self._http.serve())
         while not self._http.started:
@@ -89,9 +99,17 @@ class Server:
             await asyncio.sleep(0.01)
         self.http_port = self._http.servers[0].sockets[0].getsockname()[1]
         mode = "demo" if self.config.demo_mode else f"applications={len(self.config.applications)}"
-        log.info("event=listening sip_udp=%s:%d sip_tcp=%s:%d http=http://%s:%d rtp_ports=%d-%d mode=%s",
-                 self.stack.transport.host, self.stack.port, self.stack.transport.host, self.stack.port,
-                 http_host, self.http_port, *self.config.server.rtp_ports, mode)
+        log.info(
+            "event=listening sip_udp=%s:%d sip_tcp=%s:%d http=http://%s:%d rtp_ports=%d-%d mode=%s",
+            self.stack.transport.host,
+            self.stack.port,
+            self.stack.transport.host,
+            self.stack.port,
+            http_host,
+            self.http_port,
+            *self.config.server.rtp_ports,
+            mode,
+        )
 
     async def stop(self) -> None:
         log.info("event=stopping active_calls=%d", self.engine.active_calls)

@@ -45,8 +45,14 @@ def write_wav(path: Path, samples: np.ndarray, rate: int = RATE) -> Path:
     return path
 
 
-def tone_wav(path: Path, freq_hz: float, seconds: float, level_dbm0: float = -10.0,
-             pad_silence_s: float = 0.0, rate: int = RATE) -> Path:
+def tone_wav(
+    path: Path,
+    freq_hz: float,
+    seconds: float,
+    level_dbm0: float = -10.0,
+    pad_silence_s: float = 0.0,
+    rate: int = RATE,
+) -> Path:
     """Write a sine of `freq_hz` lasting `seconds` at `level_dbm0`, then `pad_silence_s` of silence.
 
     The padding matters for baresip's `aufile` source, which ends the call when its file runs out: make
@@ -116,7 +122,7 @@ def dominant_frequency(samples: np.ndarray, rate: int = RATE) -> float:
         raise ValueError("no signal: the samples are constant")
     offset = 0.0
     if 0 < peak < spectrum.size - 1:
-        left, centre, right = (math.log(max(v, 1e-300)) for v in spectrum[peak - 1:peak + 2])
+        left, centre, right = (math.log(max(v, 1e-300)) for v in spectrum[peak - 1 : peak + 2])
         denominator = left - 2.0 * centre + right
         if denominator != 0.0:
             offset = 0.5 * (left - right) / denominator
@@ -141,4 +147,4 @@ def active_segment(samples: np.ndarray, threshold_dbm0: float = -45.0, frame: in
     active = np.flatnonzero(power >= threshold)
     if active.size == 0:
         return data[:0]
-    return data[active[0] * frame:(active[-1] + 1) * frame]
+    return data[active[0] * frame : (active[-1] + 1) * frame]

@@ -15,8 +15,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 
-def expected_signature(secret_b64: str, method: str, body: bytes, content_type: str, timestamp: str,
-                       path: str) -> str:
+def expected_signature(
+    secret_b64: str, method: str, body: bytes, content_type: str, timestamp: str, path: str
+) -> str:
     md5 = base64.b64encode(hashlib.md5(body).digest()).decode() if body else ""
     text = f"{method}\n{md5}\n{content_type}\nx-timestamp:{timestamp}\n{path}"
     digest = hmac.new(base64.b64decode(secret_b64), text.encode(), hashlib.sha256).digest()
@@ -61,10 +62,20 @@ class Backend:
                 auth = self.headers.get("Authorization") or ""
                 scheme, _, credentials = auth.partition(" ")
                 key, _, sig = credentials.partition(":")
-                expected = expected_signature(backend.secret, "POST", body, self.headers.get("Content-Type") or "",
-                                              self.headers.get("x-timestamp") or "", urlsplit(self.path).path)
-                ok = (scheme == "application" and key == backend.app_key and hmac.compare_digest(sig, expected)
-                      and self.headers.get("Content-Type") == "application/json")
+                expected = expected_signature(
+                    backend.secret,
+                    "POST",
+                    body,
+                    self.headers.get("Content-Type") or "",
+                    self.headers.get("x-timestamp") or "",
+                    urlsplit(self.path).path,
+                )
+                ok = (
+                    scheme == "application"
+                    and key == backend.app_key
+                    and hmac.compare_digest(sig, expected)
+                    and self.headers.get("Content-Type") == "application/json"
+                )
                 event = json.loads(body) if ok else {}
                 with backend.changed:
                     if not ok:
@@ -98,7 +109,11 @@ class Backend:
 
     def events(self, kind: str, call_id: str | None = None) -> list[dict[str, Any]]:
         with self.changed:
-            return [e for e in self.received if e.get("event") == kind and (call_id is None or e.get("callid") == call_id)]
+            return [
+                e
+                for e in self.received
+                if e.get("event") == kind and (call_id is None or e.get("callid") == call_id)
+            ]
 
     def wait(self, predicate: Callable[[], bool], timeout: float = 15.0) -> None:
         with self.changed:

@@ -125,8 +125,14 @@ def allocate_ports() -> Ports:
             port = udp.getsockname()[1]
             mark = len(held)
             held.append(udp)
-            if port < 65535 and hold(socket.SOCK_STREAM, port) and (
-                    not needs_next_tcp or (hold(socket.SOCK_STREAM, port + 1) and hold(socket.SOCK_DGRAM, port + 1))):
+            if (
+                port < 65535
+                and hold(socket.SOCK_STREAM, port)
+                and (
+                    not needs_next_tcp
+                    or (hold(socket.SOCK_STREAM, port + 1) and hold(socket.SOCK_DGRAM, port + 1))
+                )
+            ):
                 return port
             for sock in held[mark:]:
                 sock.close()
@@ -147,8 +153,15 @@ def direct_account(user: str, sip_port: int, *, auto_answer: bool = True) -> str
     return line + (";answermode=auto" if auto_answer else "")
 
 
-def registering_account(user: str, registrar_port: int, password: str, *, auto_answer: bool = True,
-                        regint: int = 60, auth_user: str | None = None) -> str:
+def registering_account(
+    user: str,
+    registrar_port: int,
+    password: str,
+    *,
+    auto_answer: bool = True,
+    regint: int = 60,
+    auth_user: str | None = None,
+) -> str:
     """An account line that registers `user` (digest password `password`) to 127.0.0.1:`registrar_port`."""
     line = f"<sip:{user}@{HOST}:{registrar_port};transport=udp>;auth_pass={password};regint={regint}"
     if auth_user is not None:
@@ -159,15 +172,19 @@ def registering_account(user: str, registrar_port: int, password: str, *, auto_a
 def _check_config_safe(what: str, value: str) -> None:
     # baresip's config values end at whitespace, and ',' separates module from device.
     if _CONFIG_UNSAFE.search(value):
-        raise ValueError(f"{what} {value!r} holds whitespace, ',' or '#', which baresip's config cannot carry")
+        raise ValueError(
+            f"{what} {value!r} holds whitespace, ',' or '#', which baresip's config cannot carry"
+        )
 
 
 def _check_source_wav(path: Path) -> None:
     with wave.open(str(path), "rb") as inp:
         shape = (inp.getframerate(), inp.getnchannels(), inp.getsampwidth())
     if shape != (8000, 1, 2):
-        raise ValueError(f"{path}: aufile with G.711 needs 8000 Hz mono 16-bit, got {shape[0]} Hz, "
-                         f"{shape[1]} channel(s), {8 * shape[2]}-bit")
+        raise ValueError(
+            f"{path}: aufile with G.711 needs 8000 Hz mono 16-bit, got {shape[0]} Hz, "
+            f"{shape[1]} channel(s), {8 * shape[2]}-bit"
+        )
 
 
 def _finished_wav(path: Path) -> bool:
@@ -184,7 +201,7 @@ def _finished_wav(path: Path) -> bool:
         return False
     offset = 12
     while offset + 8 <= len(blob):
-        chunk, size = blob[offset:offset + 4], struct.unpack_from("<I", blob, offset + 4)[0]
+        chunk, size = blob[offset : offset + 4], struct.unpack_from("<I", blob, offset + 4)[0]
         if chunk == b"data":
             return size == length - offset - 8
         offset += 8 + size + (size & 1)
@@ -205,13 +222,25 @@ class Baresip:
         peer.stop()
     """
 
-    def __init__(self, workdir: Path, *, sip_port: int, ctrl_port: int, cons_port: int, accounts: list[str],
-                 audio_source_wav: Path | None = None, record: bool = True,
-                 rtp_ports: tuple[int, int] | None = None, extra_config: str = "",
-                 binary: str = "baresip") -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        sip_port: int,
+        ctrl_port: int,
+        cons_port: int,
+        accounts: list[str],
+        audio_source_wav: Path | None = None,
+        record: bool = True,
+        rtp_ports: tuple[int, int] | None = None,
+        extra_config: str = "",
+        binary: str = "baresip",
+    ) -> None:
         if len({sip_port, sip_port + 1, ctrl_port, cons_port}) != 4:
-            raise ValueError(f"ports clash: sip {sip_port} (and {sip_port + 1} for TLS), ctrl {ctrl_port}, "
-                             f"cons {cons_port}; use allocate_ports()")
+            raise ValueError(
+                f"ports clash: sip {sip_port} (and {sip_port + 1} for TLS), ctrl {ctrl_port}, "
+                f"cons {cons_port}; use allocate_ports()"
+            )
         if not accounts:
             raise ValueError("baresip needs at least one account line to dial or answer")
         found = shutil.which(binary)
@@ -253,10 +282,15 @@ class Baresip:
 
         self._log = self.log_path.open("w", encoding="utf-8")
         self.proc = subprocess.Popen(
-            [found, "-f", str(self.workdir)], cwd=self.workdir, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            [found, "-f", str(self.workdir)],
+            cwd=self.workdir,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
         )
-        self._out_reader = threading.Thread(target=self._read_output, name=f"baresip-out-{sip_port}", daemon=True)
+        self._out_reader = threading.Thread(
+            target=self._read_output, name=f"baresip-out-{sip_port}", daemon=True
+        )
         self._out_reader.start()
 
     # -- configuration -------------------------------------------------------------------------------
@@ -298,7 +332,10 @@ class Baresip:
         (self.workdir / "config").write_text("\n".join(lines) + "\n" + extra + "\n", encoding="utf-8")
         (self.workdir / "accounts").write_text(
             "# Not loaded at start (no account module): the harness adds these with `uanew` over ctrl_tcp.\n"
-            + "\n".join(f"#{line}" for line in self.accounts) + "\n", encoding="utf-8")
+            + "\n".join(f"#{line}" for line in self.accounts)
+            + "\n",
+            encoding="utf-8",
+        )
 
     # -- process output ------------------------------------------------------------------------------
 
@@ -333,8 +370,9 @@ class Baresip:
         with self._cond:
             types = [e.get("type") for e in self.events]
         state = "running" if self.proc.poll() is None else f"exited with {self.proc.returncode}"
-        return BaresipError(f"baresip :{self.sip_port} ({state}): {message}\nevents: {types}\n"
-                            f"output tail:\n{self._tail()}")
+        return BaresipError(
+            f"baresip :{self.sip_port} ({state}): {message}\nevents: {types}\noutput tail:\n{self._tail()}"
+        )
 
     def _wait_line(self, pattern: str, deadline: float) -> re.Match[str] | None:
         regex = re.compile(pattern)
@@ -356,17 +394,23 @@ class Baresip:
         deadline = time.monotonic() + timeout
         if self._wait_line(r"baresip is ready\.", deadline) is None:
             raise self._failure(f"not ready within {timeout}s")
-        problems = [line for line in self.output.splitlines()
-                    if re.search(r"failed to listen|Address already in use|^module .*: |could not open", line)]
+        problems = [
+            line
+            for line in self.output.splitlines()
+            if re.search(r"failed to listen|Address already in use|^module .*: |could not open", line)
+        ]
         if problems:
             raise self._failure("startup problems: " + "; ".join(problems))
         try:
-            self._sock = socket.create_connection((HOST, self.ctrl_port), timeout=max(0.1, deadline - time.monotonic()))
+            self._sock = socket.create_connection(
+                (HOST, self.ctrl_port), timeout=max(0.1, deadline - time.monotonic())
+            )
         except OSError as exc:
             raise self._failure(f"cannot connect to ctrl_tcp on {self.ctrl_port}: {exc}") from None
         self._sock.settimeout(None)
-        self._ctrl_reader = threading.Thread(target=self._read_ctrl, name=f"baresip-ctrl-{self.sip_port}",
-                                             daemon=True)
+        self._ctrl_reader = threading.Thread(
+            target=self._read_ctrl, name=f"baresip-ctrl-{self.sip_port}", daemon=True
+        )
         self._ctrl_reader.start()
         for line in self.accounts:
             response = self.command("uanew", line, timeout=max(0.1, deadline - time.monotonic()))
@@ -434,8 +478,11 @@ class Baresip:
         with self._cond:
             while True:
                 for index, event in enumerate(self.events):
-                    if (index not in self._consumed and event.get("type") == type
-                            and all(event.get(key) == value for key, value in match.items())):
+                    if (
+                        index not in self._consumed
+                        and event.get("type") == type
+                        and all(event.get(key) == value for key, value in match.items())
+                    ):
                         self._consumed.add(index)
                         return event
                 remaining = deadline - time.monotonic()
@@ -559,7 +606,7 @@ def _split_netstrings(buffer: bytes) -> tuple[list[dict[str, Any]], bytes]:
         end = colon + 1 + int(header)
         if len(buffer) < end + 1:
             return messages, buffer
-        if buffer[end:end + 1] != b",":
-            raise BaresipError(f"ctrl_tcp netstring without its ',': {buffer[:end + 1][:80]!r}")
-        messages.append(json.loads(buffer[colon + 1:end]))
-        buffer = buffer[end + 1:]
+        if buffer[end : end + 1] != b",":
+            raise BaresipError(f"ctrl_tcp netstring without its ',': {buffer[: end + 1][:80]!r}")
+        messages.append(json.loads(buffer[colon + 1 : end]))
+        buffer = buffer[end + 1 :]

@@ -64,8 +64,14 @@ def baresip_peer(tmp_path: Path) -> Iterator[Callable[..., Baresip]]:
 
     def start(name: str, accounts: Callable[[int], list[str]], **kwargs: object) -> Baresip:
         ports = allocate_ports()
-        peer = Baresip(tmp_path / name, sip_port=ports.sip, ctrl_port=ports.ctrl, cons_port=ports.cons,
-                       accounts=accounts(ports.sip), **kwargs)
+        peer = Baresip(
+            tmp_path / name,
+            sip_port=ports.sip,
+            ctrl_port=ports.ctrl,
+            cons_port=ports.cons,
+            accounts=accounts(ports.sip),
+            **kwargs,
+        )
         started.append(peer)
         peer.wait_ready(timeout=10)
         return peer

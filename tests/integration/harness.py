@@ -53,15 +53,28 @@ def free_port_range(size: int = 200) -> tuple[int, int]:
 class Process:
     """A child process whose stdout lines are collected for `wait_for`."""
 
-    def __init__(self, args: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None,
-                 stdin: bool = False, name: str = "") -> None:
+    def __init__(
+        self,
+        args: list[str],
+        *,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+        stdin: bool = False,
+        name: str = "",
+    ) -> None:
         self.name = name or Path(args[0]).name
         self.args = args
         self.lines: list[str] = []
         self._cond = threading.Condition(threading.RLock())
         self.proc = subprocess.Popen(
-            args, cwd=cwd, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL, text=True, bufsize=1,
+            args,
+            cwd=cwd,
+            env={**os.environ, **(env or {})},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+            text=True,
+            bufsize=1,
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -91,8 +104,10 @@ class Process:
                 if remaining <= 0 or (self.proc.poll() is not None and not self._reader.is_alive()):
                     break
                 self._cond.wait(min(remaining, 0.5))
-        raise AssertionError(f"{self.name}: no line matching {pattern!r} within {timeout}s; output:\n"
-                             + "\n".join(self.lines[-60:]))
+        raise AssertionError(
+            f"{self.name}: no line matching {pattern!r} within {timeout}s; output:\n"
+            + "\n".join(self.lines[-60:])
+        )
 
     def wait_for_count(self, pattern: str, count: int, timeout: float = 10.0) -> list[re.Match[str]]:
         """Wait until `count` lines match `pattern`; returns the matches."""
@@ -120,7 +135,9 @@ class Process:
         try:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            raise AssertionError(f"{self.name} did not exit in {timeout}s; output:\n" + "\n".join(self.lines[-60:])) from None
+            raise AssertionError(
+                f"{self.name} did not exit in {timeout}s; output:\n" + "\n".join(self.lines[-60:])
+            ) from None
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
         if self.proc.poll() is None:
@@ -130,7 +147,9 @@ class Process:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(5)
-            raise AssertionError(f"{self.name} ignored signal {sig}; output:\n" + "\n".join(self.lines[-60:])) from None
+            raise AssertionError(
+                f"{self.name} ignored signal {sig}; output:\n" + "\n".join(self.lines[-60:])
+            ) from None
 
     @property
     def output(self) -> str:
@@ -161,7 +180,7 @@ http = "{HOST}:{http_port}"
 sip = "{HOST}:{sip_port}"
 rtp_ports = [{rtp[0]}, {rtp[1]}]
 public_address = "{HOST}"
-data_dir = "{path.parent / 'data'}"
+data_dir = "{path.parent / "data"}"
 {extra}
 """,
         encoding="utf-8",
@@ -171,14 +190,27 @@ data_dir = "{path.parent / 'data'}"
 def phone(*args: str, stdin: bool = False) -> Process:
     """`tonebridge phone ...` with its own free SIP port and RTP range."""
     low, high = free_port_range(100)
-    return Process([*tonebridge_command(), "phone", *args, "--bind", f"{HOST}:{free_port()}",
-                    "--rtp-ports", f"{low}-{high}"], stdin=stdin, name="phone")
+    return Process(
+        [
+            *tonebridge_command(),
+            "phone",
+            *args,
+            "--bind",
+            f"{HOST}:{free_port()}",
+            "--rtp-ports",
+            f"{low}-{high}",
+        ],
+        stdin=stdin,
+        name="phone",
+    )
 
 
 def require(binary: str) -> str:
     path = shutil.which(binary)
     if path is None:
-        pytest.fail(f"{binary} is not installed: `make test` installs it (Debian packages sip-tester, baresip)")
+        pytest.fail(
+            f"{binary} is not installed: `make test` installs it (Debian packages sip-tester, baresip)"
+        )
     return path
 
 
@@ -217,5 +249,3 @@ class InProcessServer:
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(10)
-
-

@@ -32,7 +32,9 @@ class SippStats:
 
 
 def _stats(stat_file: Path, exit_code: int, output: str) -> SippStats:
-    rows = list(csv.DictReader(stat_file.read_text().splitlines(), delimiter=";")) if stat_file.exists() else []
+    rows = (
+        list(csv.DictReader(stat_file.read_text().splitlines(), delimiter=";")) if stat_file.exists() else []
+    )
     if not rows:
         raise AssertionError(f"sipp wrote no statistics (exit {exit_code}):\n{output[-3000:]}")
     last = rows[-1]
@@ -46,15 +48,54 @@ def _stats(stat_file: Path, exit_code: int, output: str) -> SippStats:
     )
 
 
-def run_uac(workdir: Path, target: str, *, scenario: str | None = None, builtin: str = "uac", calls: int = 1,
-            rate: float = 10.0, transport: str = "u1", service: str = "demo", timeout: float = 120.0,
-            extra: list[str] | None = None) -> SippStats:
+def run_uac(
+    workdir: Path,
+    target: str,
+    *,
+    scenario: str | None = None,
+    builtin: str = "uac",
+    calls: int = 1,
+    rate: float = 10.0,
+    transport: str = "u1",
+    service: str = "demo",
+    timeout: float = 120.0,
+    extra: list[str] | None = None,
+) -> SippStats:
     """Place `calls` calls at `rate` per second to `target` (host:port) and wait for SIPp to finish."""
     stat_file = workdir / f"sipp-{free_port()}.csv"
-    args = [sipp_binary(), target, "-i", HOST, "-mi", HOST, "-p", str(free_port()), "-mp", str(_media_port()),
-            "-t", transport, "-s", service, "-m", str(calls), "-r", str(rate), "-l", str(max(calls, 10)),
-            "-timeout", f"{int(timeout)}s", "-timeout_error", "-nostdin", "-trace_stat",
-            "-stf", str(stat_file), "-fd", "1", "-max_recv_loops", "1000"]
+    args = [
+        sipp_binary(),
+        target,
+        "-i",
+        HOST,
+        "-mi",
+        HOST,
+        "-p",
+        str(free_port()),
+        "-mp",
+        str(_media_port()),
+        "-t",
+        transport,
+        "-s",
+        service,
+        "-m",
+        str(calls),
+        "-r",
+        str(rate),
+        "-l",
+        str(max(calls, 10)),
+        "-timeout",
+        f"{int(timeout)}s",
+        "-timeout_error",
+        "-nostdin",
+        "-trace_stat",
+        "-stf",
+        str(stat_file),
+        "-fd",
+        "1",
+        "-max_recv_loops",
+        "1000",
+    ]
     if scenario:
         args += ["-sf", str(SCENARIOS / scenario)]
     else:
@@ -64,13 +105,35 @@ def run_uac(workdir: Path, target: str, *, scenario: str | None = None, builtin:
     return _stats(stat_file, completed.returncode, completed.stdout + completed.stderr)
 
 
-def start_uas(workdir: Path, *, scenario: str | None = None, builtin: str = "uas", echo: bool = True,
-              transport: str = "u1", calls: int | None = None) -> tuple[Process, int, Path]:
+def start_uas(
+    workdir: Path,
+    *,
+    scenario: str | None = None,
+    builtin: str = "uas",
+    echo: bool = True,
+    transport: str = "u1",
+    calls: int | None = None,
+) -> tuple[Process, int, Path]:
     """A SIPp callee in the background; returns (process, SIP port, stat file)."""
     port = free_port()
     stat_file = workdir / f"sipp-uas-{port}.csv"
-    args = [sipp_binary(), "-i", HOST, "-mi", HOST, "-p", str(port), "-t", transport, "-nostdin",
-            "-trace_stat", "-stf", str(stat_file), "-fd", "1"]
+    args = [
+        sipp_binary(),
+        "-i",
+        HOST,
+        "-mi",
+        HOST,
+        "-p",
+        str(port),
+        "-t",
+        transport,
+        "-nostdin",
+        "-trace_stat",
+        "-stf",
+        str(stat_file),
+        "-fd",
+        "1",
+    ]
     if echo:
         args += ["-rtp_echo", "-mp", str(_media_port())]
     args += ["-sf", str(SCENARIOS / scenario)] if scenario else ["-sn", builtin]

@@ -32,12 +32,20 @@ def backend() -> Iterator[Backend]:
     server.stop()
 
 
-def auth_headers(method: str, path: str, data: bytes, content_type: str = "application/json") -> dict[str, str]:
+def auth_headers(
+    method: str, path: str, data: bytes, content_type: str = "application/json"
+) -> dict[str, str]:
     timestamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     md5 = base64.b64encode(hashlib.md5(data).digest()).decode() if data else ""
     text = f"{method}\n{md5}\n{content_type}\nx-timestamp:{timestamp}\n{path}"
-    sig = base64.b64encode(hmac.new(base64.b64decode(SECRET), text.encode(), hashlib.sha256).digest()).decode()
-    return {"Authorization": f"Application {KEY}:{sig}", "x-timestamp": timestamp, "Content-Type": content_type}
+    sig = base64.b64encode(
+        hmac.new(base64.b64decode(SECRET), text.encode(), hashlib.sha256).digest()
+    ).decode()
+    return {
+        "Authorization": f"Application {KEY}:{sig}",
+        "x-timestamp": timestamp,
+        "Content-Type": content_type,
+    }
 
 
 def send_raw_body(server, method: str, path: str, data: bytes) -> tuple[int, Any]:  # type: ignore[no-untyped-def]
@@ -60,14 +68,17 @@ def read_reply(sock: socket.socket, timeout: float = 10.0) -> tuple[int, dict[st
         except ConnectionResetError:
             break  # the server closed with part of our body unread: that is the point
         except TimeoutError:
-            raise AssertionError(f"the server neither answered nor closed within {timeout}s; "
-                                 f"received {received[:200]!r}") from None
+            raise AssertionError(
+                f"the server neither answered nor closed within {timeout}s; received {received[:200]!r}"
+            ) from None
         if not chunk:
             break
         received += chunk
     head, _, body = received.partition(b"\r\n\r\n")
     status_line, *header_lines = head.decode("latin-1").split("\r\n")
-    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in header_lines)}
+    headers = {
+        name.lower(): value.strip() for name, _, value in (line.partition(":") for line in header_lines)
+    }
     return int(status_line.split()[1]), headers, body
 
 
@@ -123,8 +134,13 @@ def test_deeply_nested_json_is_a_400_not_a_recursion_error(in_process_server, ba
     for _ in range(100):
         deep = [deep]
     for method, path, document in (
-            ("POST", "/calling/v1/callouts", {"method": "conferenceCallout", "conferenceCallout": {"custom": deep}}),
-            ("PATCH", "/calling/v1/calls/id/nope", {"instructions": deep})):
+        (
+            "POST",
+            "/calling/v1/callouts",
+            {"method": "conferenceCallout", "conferenceCallout": {"custom": deep}},
+        ),
+        ("PATCH", "/calling/v1/calls/id/nope", {"instructions": deep}),
+    ):
         status, body = send_raw_body(server, method, path, json.dumps(document).encode())
         assert status == 400 and body["errorCode"] == 40003 and "nested" in body["message"], body
     assert server.engine.sessions == {}
@@ -134,28 +150,66 @@ def test_lone_surrogates_anywhere_get_a_400_naming_the_field(in_process_server, 
     server = in_process_server(app_config(backend))
 
     def conference(**extra: Any) -> dict[str, Any]:
-        return {"method": "conferenceCallout", "conferenceCallout": {
-            "destination": {"type": "number", "endpoint": "+15550000001"}, "conferenceId": "x", **extra}}
+        return {
+            "method": "conferenceCallout",
+            "conferenceCallout": {
+                "destination": {"type": "number", "endpoint": "+15550000001"},
+                "conferenceId": "x",
+                **extra,
+            },
+        }
 
     cases: list[tuple[str, str, dict[str, Any], str]] = [
         ("POST", "/calling/v1/callouts", conference(cli="\ud800"), "conferenceCallout.cli"),
         ("POST", "/calling/v1/callouts", conference(custom="ticket \ud800"), "conferenceCallout.custom"),
         ("POST", "/calling/v1/callouts", conference(locale="en-\udfff"), "conferenceCallout.locale"),
         ("POST", "/calling/v1/callouts", conference(greeting="Hello \ud83d"), "conferenceCallout.greeting"),
-        ("POST", "/calling/v1/callouts", conference(conferenceId="room\ud800"), "conferenceCallout.conferenceId"),
-        ("POST", "/calling/v1/callouts", {"method": "ttsCallout", "ttsCallout": {
-            "destination": {"type": "number", "endpoint": "+15550000001"}, "text": "hi", "dtmf": "1\ud800"}},
-         "ttsCallout.dtmf"),
-        ("POST", "/calling/v1/callouts", {"method": "conferenceCallout", "conferenceCallout": {
-            "destination": {"type": "sip", "endpoint": "sip:\udc80@127.0.0.1"}, "conferenceId": "x"}},
-         "conferenceCallout.destination.endpoint"),
+        (
+            "POST",
+            "/calling/v1/callouts",
+            conference(conferenceId="room\ud800"),
+            "conferenceCallout.conferenceId",
+        ),
+        (
+            "POST",
+            "/calling/v1/callouts",
+            {
+                "method": "ttsCallout",
+                "ttsCallout": {
+                    "destination": {"type": "number", "endpoint": "+15550000001"},
+                    "text": "hi",
+                    "dtmf": "1\ud800",
+                },
+            },
+            "ttsCallout.dtmf",
+        ),
+        (
+            "POST",
+            "/calling/v1/callouts",
+            {
+                "method": "conferenceCallout",
+                "conferenceCallout": {
+                    "destination": {"type": "sip", "endpoint": "sip:\udc80@127.0.0.1"},
+                    "conferenceId": "x",
+                },
+            },
+            "conferenceCallout.destination.endpoint",
+        ),
         ("POST", "/calling/v1/callouts", conference(**{"\udc80name": 1}), "conferenceCallout.\\udc80name"),
-        ("PATCH", "/calling/v1/calls/id/nope", {"instructions": [{"name": "say", "text": "\ud800"}],
-                                                "action": {"name": "hangup"}}, "instructions[0].text"),
+        (
+            "PATCH",
+            "/calling/v1/calls/id/nope",
+            {"instructions": [{"name": "say", "text": "\ud800"}], "action": {"name": "hangup"}},
+            "instructions[0].text",
+        ),
         ("PATCH", "/calling/v1/conferences/id/room/nope", {"command": "\ud800"}, "command"),
         ("POST", "/v1/configuration/numbers", {"numbers": ["+15550001111", "\udfff"]}, "numbers[1]"),
-        ("POST", f"/v1/configuration/callbacks/applications/{KEY}", {"url": {"primary": "http://\ud800"}},
-         "url.primary"),
+        (
+            "POST",
+            f"/v1/configuration/callbacks/applications/{KEY}",
+            {"url": {"primary": "http://\ud800"}},
+            "url.primary",
+        ),
     ]
     for method, path, document, field in cases:
         assert "\\u" in json.dumps(document)  # sent as the JSON escape, which parses to a lone surrogate
@@ -165,7 +219,9 @@ def test_lone_surrogates_anywhere_get_a_400_naming_the_field(in_process_server, 
         assert "surrogate" in body["message"]
     assert server.engine.sessions == {}
     # A proper pair (the same code points, valid JSON text) is still accepted.
-    status, body = signed(server, "POST", "/calling/v1/callouts", conference(custom="\U0001f600", enableDice=True))
+    status, body = signed(
+        server, "POST", "/calling/v1/callouts", conference(custom="\U0001f600", enableDice=True)
+    )
     assert status == 200, body
     backend.wait(lambda: len(backend.events("dice", body["callId"])) == 1)
     assert backend.events("dice", body["callId"])[0]["custom"] == "\U0001f600"
@@ -181,14 +237,26 @@ def test_conference_ids_with_slash_and_percent_are_decoded_once(in_process_serve
             answerer = phone("answer", "--calls", "1")
             answerers.append(answerer)
             port = int(answerer.wait_for(r"event=listening sip=127.0.0.1:(\d+)").group(1))
-            status, body = signed(server, "POST", "/calling/v1/callouts", {
-                "method": "conferenceCallout", "conferenceCallout": {
-                    "destination": {"type": "sip", "endpoint": f"sip:bob@127.0.0.1:{port}"},
-                    "conferenceId": conference_id, "enableDice": True}})
+            status, body = signed(
+                server,
+                "POST",
+                "/calling/v1/callouts",
+                {
+                    "method": "conferenceCallout",
+                    "conferenceCallout": {
+                        "destination": {"type": "sip", "endpoint": f"sip:bob@127.0.0.1:{port}"},
+                        "conferenceId": conference_id,
+                        "enableDice": True,
+                    },
+                },
+            )
             assert status == 200, body
             call_ids[conference_id] = call_id = body["callId"]
-            events.wait(lambda e, c=call_id, conf=conference_id: e["type"] == "joined" and e["callId"] == c
-                        and e["conferenceId"] == conf)
+            events.wait(
+                lambda e, c=call_id, conf=conference_id: (
+                    e["type"] == "joined" and e["callId"] == c and e["conferenceId"] == conf
+                )
+            )
         slashed, percent = call_ids["c7/1"], call_ids["c7%41"]
 
         status, info = signed(server, "GET", "/calling/v1/conferences/id/c7%2F1")
@@ -203,16 +271,21 @@ def test_conference_ids_with_slash_and_percent_are_decoded_once(in_process_serve
 
         # Participant routes: the conference id keeps its slash, the call id is decoded once too.
         encoded_call = "".join(f"%{byte:02X}" for byte in slashed.encode())
-        status, _ = signed(server, "PATCH", f"/calling/v1/conferences/id/c7%2F1/{encoded_call}", {"command": "mute"})
+        status, _ = signed(
+            server, "PATCH", f"/calling/v1/conferences/id/c7%2F1/{encoded_call}", {"command": "mute"}
+        )
         assert status == 200
         status, info = signed(server, "GET", "/calling/v1/conferences/id/c7%2F1")
         assert info["participants"][0]["muted"] is True
-        status, body = signed(server, "PATCH", f"/calling/v1/conferences/id/c7%2F1/{quote(encoded_call)}",
-                              {"command": "unmute"})
+        status, body = signed(
+            server, "PATCH", f"/calling/v1/conferences/id/c7%2F1/{quote(encoded_call)}", {"command": "unmute"}
+        )
         assert status == 404, body
         status, body = signed(server, "PUT", "/calling/v1/conferences/id/c7%2F1", {"command": "mute"})
         assert status == 405 and body["errorCode"] == 40500, body
-        status, _ = signed(server, "PATCH", f"/calling/v1/conferences/id/c7%2541/{percent}", {"command": "onhold"})
+        status, _ = signed(
+            server, "PATCH", f"/calling/v1/conferences/id/c7%2541/{percent}", {"command": "onhold"}
+        )
         assert status == 200
         status, info = signed(server, "GET", "/calling/v1/conferences/id/c7%2541")
         assert info["participants"][0]["onhold"] is True
@@ -242,8 +315,11 @@ def test_body_over_the_limit_is_refused_before_it_is_read(in_process_server, bac
     size = 10 * 1024 * 1024
     # Signed over the whole body, so that only the size can be the reason for the refusal.
     headers = auth_headers("POST", path, b" " * size)
-    head = (f"POST {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nContent-Length: {size}\r\n"
-            + "".join(f"{name}: {value}\r\n" for name, value in headers.items()) + "\r\n").encode()
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nContent-Length: {size}\r\n"
+        + "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        + "\r\n"
+    ).encode()
 
     with socket.create_connection((HOST, port), timeout=10) as sock:
         sock.sendall(head)
@@ -261,24 +337,41 @@ def test_body_over_the_limit_is_refused_before_it_is_read(in_process_server, bac
 
     # Chunked, no Content-Length: refused once the chunks received pass the limit, the last one never sent.
     chunk = b" " * 8192
-    chunked_head = (f"POST {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nTransfer-Encoding: chunked\r\n"
-                    + "".join(f"{name}: {value}\r\n" for name, value in headers.items()) + "\r\n").encode()
+    chunked_head = (
+        f"POST {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nTransfer-Encoding: chunked\r\n"
+        + "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        + "\r\n"
+    ).encode()
     with socket.create_connection((HOST, port), timeout=10) as sock:
         sock.sendall(chunked_head)
-        send_ignoring_close(sock, b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(MAX_BODY // 8192 + 2)))
+        send_ignoring_close(
+            sock, b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(MAX_BODY // 8192 + 2))
+        )
         status, reply_headers, body = read_reply(sock)
-    assert status == 413 and reply_headers.get("connection") == "close" and json.loads(body)["errorCode"] == 41300
+    assert (
+        status == 413
+        and reply_headers.get("connection") == "close"
+        and json.loads(body)["errorCode"] == 41300
+    )
 
     # A chunked body within the limit reaches the route whole, and its signature still verifies.
     small = json.dumps({"method": "videoCallout"}).encode()
     small_headers = auth_headers("POST", path, small)
     with socket.create_connection((HOST, port), timeout=10) as sock:
-        sock.sendall((f"POST {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nTransfer-Encoding: chunked\r\n"
-                      "Connection: close\r\n"
-                      + "".join(f"{name}: {value}\r\n" for name, value in small_headers.items()) + "\r\n").encode()
-                     + b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (small[:5], small[5:])) + b"0\r\n\r\n")
+        sock.sendall(
+            (
+                f"POST {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nTransfer-Encoding: chunked\r\n"
+                "Connection: close\r\n"
+                + "".join(f"{name}: {value}\r\n" for name, value in small_headers.items())
+                + "\r\n"
+            ).encode()
+            + b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (small[:5], small[5:]))
+            + b"0\r\n\r\n"
+        )
         status, _, body = read_reply(sock)
-    assert status == 400 and json.loads(body)["errorCode"] == 40001 and "method" in json.loads(body)["message"]
+    assert (
+        status == 400 and json.loads(body)["errorCode"] == 40001 and "method" in json.loads(body)["message"]
+    )
 
     # The server is still serving, and nothing was placed.
     status, _ = signed(server, "GET", "/calling/v1/calls/id/nope")

@@ -42,7 +42,7 @@ def check_baresip_heard_1khz(peer) -> None:  # type: ignore[no-untyped-def]
     heard, rate = read_wav(peer.received_wav(timeout=10))
     tone = active_segment(heard)
     assert rate == 8000 and tone.size > 8000
-    middle = tone[len(tone) // 4: -len(tone) // 4]
+    middle = tone[len(tone) // 4 : -len(tone) // 4]
     assert abs(dominant_frequency(middle) - 1000.0) < 5.0
     assert abs(level_dbm0(middle) - (-10.0)) <= 1.0
 
@@ -57,7 +57,9 @@ def check_server_heard(session, freq: float) -> None:  # type: ignore[no-untyped
 
 def test_server_calls_baresip_audio_both_ways(in_process_server, baresip_peer, tmp_path: Path) -> None:
     wav = tone_wav(tmp_path / "b.wav", 700, 10.0, level_dbm0=-10.0, pad_silence_s=30.0)
-    peer = baresip_peer("bob", lambda port: [direct_account("bob", port, auto_answer=True)], audio_source_wav=wav)
+    peer = baresip_peer(
+        "bob", lambda port: [direct_account("bob", port, auto_answer=True)], audio_source_wav=wav
+    )
     server = in_process_server()
     session = call_and_hear(server, Destination("sip", f"sip:bob@127.0.0.1:{peer.sip_port}"))
     check_server_heard(session, 700.0)
@@ -70,8 +72,9 @@ def test_registered_user_is_reached_by_username(in_process_server, baresip_peer,
     server = in_process_server(USERS)
     sip_port = server.server.stack.port
     wav = tone_wav(tmp_path / "alice.wav", 700, 10.0, level_dbm0=-10.0, pad_silence_s=30.0)
-    peer = baresip_peer("alice", lambda port: [registering_account("alice", sip_port, "wonderland")],
-                        audio_source_wav=wav)
+    peer = baresip_peer(
+        "alice", lambda port: [registering_account("alice", sip_port, "wonderland")], audio_source_wav=wav
+    )
     peer.wait_event("REGISTER_OK", timeout=10)
     binding = server.engine.registrar.lookup("alice", server.engine.now())
     assert binding is not None and f":{peer.sip_port}" in binding.contact

@@ -15,8 +15,23 @@ pytestmark = pytest.mark.integration
 def test_mixer_bench_times_the_real_tick_on_a_few_legs() -> None:
     low, high = free_port_range(100)
     completed = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "mixer.py"), "--ticks", "20", "--rooms", "5", "--participants", "10",
-         "--no-search", "--ports", f"{low}-{high}"],
-        capture_output=True, text=True, timeout=120, cwd=ROOT)
+        [
+            sys.executable,
+            str(ROOT / "bench" / "mixer.py"),
+            "--ticks",
+            "20",
+            "--rooms",
+            "5",
+            "--participants",
+            "10",
+            "--no-search",
+            "--ports",
+            f"{low}-{high}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     assert "tick p50 ms" in completed.stdout, completed.stdout

@@ -32,8 +32,13 @@ def wait_pending(http_port: int, count: int, timeout: float = 20.0) -> None:
 
 def test_backend_down_30s_and_server_sigkilled_loses_nothing(tmp_path) -> None:  # type: ignore[no-untyped-def]
     backend = Backend(KEY, SECRET, free_port())
-    backend.answers["ice"] = lambda event: {"action": {
-        "name": "connectConf", "conferenceId": "vote", "conferenceDtmfOptions": {"mode": "detect", "maxDigits": 1}}}
+    backend.answers["ice"] = lambda event: {
+        "action": {
+            "name": "connectConf",
+            "conferenceId": "vote",
+            "conferenceDtmfOptions": {"mode": "detect", "maxDigits": 1},
+        }
+    }
     config = tmp_path / "durable.toml"
 
     def start() -> tuple[Process, int, int]:
@@ -69,8 +74,11 @@ def test_backend_down_30s_and_server_sigkilled_loses_nothing(tmp_path) -> None: 
         events = [e for e in backend.received if e.get("callid") == call_id]
         assert [e["event"] for e in events] == ["ice", "pie", "pie", "pie", "dice"]
         assert [e["menuResult"]["value"] for e in events if e["event"] == "pie"] == ["1", "2", "3"]
-        keys = [h.get("X-Idempotency-Key") for h, e in zip(backend.headers, backend.received, strict=True)
-                if e.get("callid") == call_id and e["event"] != "ice"]
+        keys = [
+            h.get("X-Idempotency-Key")
+            for h, e in zip(backend.headers, backend.received, strict=True)
+            if e.get("callid") == call_id and e["event"] != "ice"
+        ]
         assert len(set(keys)) == 4 and None not in keys
         assert backend.bad_signatures == 0
     finally:

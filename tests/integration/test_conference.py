@@ -37,8 +37,16 @@ class Caller:
         app.plans[user] = plan
         self.user = user
         self.wav = tmp / f"{user}.wav"
-        self.process: Process = phone("dial", f"sip:{plan.room}@127.0.0.1:{server.server.stack.port}",
-                                      "--from-user", user, "--record", str(self.wav), *args, stdin=True)
+        self.process: Process = phone(
+            "dial",
+            f"sip:{plan.room}@127.0.0.1:{server.server.stack.port}",
+            "--from-user",
+            user,
+            "--record",
+            str(self.wav),
+            *args,
+            stdin=True,
+        )
         self.process.wait_for(r"event=answered", timeout=15)
         app.wait(lambda: user in app.sessions)
         self.session = app.sessions[user]
@@ -71,7 +79,7 @@ class Caller:
 
 
 def window(samples: np.ndarray, start_second: int, seconds: int = 1) -> np.ndarray:
-    return samples[start_second * 8000:(start_second + seconds) * 8000]
+    return samples[start_second * 8000 : (start_second + seconds) * 8000]
 
 
 def phase(callers: list[Caller], seconds: int = 1) -> dict[str, int]:
@@ -192,8 +200,19 @@ def test_forward_matrix(room, method: str) -> None:  # type: ignore[no-untyped-d
     held_receiver = room("rheld", Plan("fwd", forward))
     room.server.loop.call_soon_threadsafe(room.server.server.conferences.hold, held_receiver.call_id)
     sender_args = ["--no-telephone-event"] if method == "inband" else []
-    sender = room("snd", Plan("fwd", forward), "--dtmf", DIGITS, "--dtmf-mode", method, "--dtmf-delay", "0.5",
-                  "--dtmf-duration", "100", *sender_args)
+    sender = room(
+        "snd",
+        Plan("fwd", forward),
+        "--dtmf",
+        DIGITS,
+        "--dtmf-mode",
+        method,
+        "--dtmf-delay",
+        "0.5",
+        "--dtmf-duration",
+        "100",
+        *sender_args,
+    )
     sender.process.wait_for(r"event=dtmf_sent", timeout=30)
     for receiver, source in ((te_receiver, "rfc4733"), (inband_receiver, "inband")):
         receiver.process.wait_for(r"^event=dtmf .*digit=0", timeout=15)
@@ -241,8 +260,14 @@ def test_detect_takes_the_participant_out_of_the_mix_until_the_pie_completes(roo
     app.hold_collections = True
     rooms = room.server.server.conferences.rooms
     a = room("a", Plan("room1"), "--tone", "500", "--level", "-15", "--no-telephone-event")
-    det = room("det", Plan("room1", DtmfOptions(mode=DtmfMode.DETECT, max_digits=2, timeout_ms=20000)), "--tone", "800",
-               "--level", "-15")
+    det = room(
+        "det",
+        Plan("room1", DtmfOptions(mode=DtmfMode.DETECT, max_digits=2, timeout_ms=20000)),
+        "--tone",
+        "800",
+        "--level",
+        "-15",
+    )
     before = phase([a, det])
     det.process.send("dtmf 4")
     app.wait(lambda: rooms.participant(det.call_id).state.value == "collecting")
@@ -259,7 +284,9 @@ def test_detect_takes_the_participant_out_of_the_mix_until_the_pie_completes(roo
     assert tone_dbm0(window(rec_a, before["a"]), 800.0) > PRESENT
     assert tone_dbm0(window(rec_det, before["det"]), 500.0) > PRESENT
     assert tone_dbm0(window(rec_a, during["a"]), 800.0) < ABSENT, "the room hears the collecting participant"
-    assert tone_dbm0(window(rec_det, during["det"]), 500.0) < ABSENT, "the collecting participant hears the room"
+    assert tone_dbm0(window(rec_det, during["det"]), 500.0) < ABSENT, (
+        "the collecting participant hears the room"
+    )
     assert tone_dbm0(window(rec_det, after["det"]), 500.0) > PRESENT, "not back in the room after the PIE"
     assert tone_dbm0(window(rec_a, after["a"]), 800.0) > PRESENT
     # a runs an in-band detector on all it heard: no digit of det's leaked into the room.
@@ -268,8 +295,17 @@ def test_detect_takes_the_participant_out_of_the_mix_until_the_pie_completes(roo
 
 def test_inband_presses_of_a_detect_participant_do_not_leak(room) -> None:  # type: ignore[no-untyped-def]
     listener = room("lis", Plan("det"), "--no-telephone-event")
-    presser = room("det", detect_plan(3, 500), "--no-telephone-event", "--dtmf", "1234", "--dtmf-mode",
-                   "inband", "--dtmf-delay", "0.5")
+    presser = room(
+        "det",
+        detect_plan(3, 500),
+        "--no-telephone-event",
+        "--dtmf",
+        "1234",
+        "--dtmf-mode",
+        "inband",
+        "--dtmf-delay",
+        "0.5",
+    )
     room.app.wait(lambda: len(room.app.values("det")) >= 2, timeout=20)
     presser.process.wait_for(r"event=dtmf_sent")
     assert "".join(room.app.values("det")) == "1234"
@@ -316,9 +352,13 @@ def test_event_stream_and_metrics_show_each_press(room) -> None:  # type: ignore
         assert got.wait_for(lambda: sum(e["type"] == "pie_answered" for e in events) == 2, 15), events
     presses = [e for e in events if e["type"] == "press"]
     assert {(e["digit"], e["source"], e["mode"], e["outcome"]) for e in presses} == {
-        ("7", "rfc4733", "detect", "collected"), ("8", "rfc4733", "detect", "collected")}
+        ("7", "rfc4733", "detect", "collected"),
+        ("8", "rfc4733", "detect", "collected"),
+    }
     kinds = [e["type"] for e in events if e.get("callId") == room.app.sessions["det2"].call_id]
-    assert kinds.index("press") < kinds.index("left_mix") or kinds.index("left_mix") < kinds.index("collection")
+    assert kinds.index("press") < kinds.index("left_mix") or kinds.index("left_mix") < kinds.index(
+        "collection"
+    )
     assert kinds.index("collection") < kinds.index("pie_sent") < kinds.index("pie_answered")
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/tonebridge/v1/metrics", timeout=5) as reply:
         counters = json.loads(reply.read())["conferences"]["counters"]

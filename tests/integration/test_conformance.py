@@ -49,12 +49,16 @@ def answerer(*args: str, stdin: bool = False) -> tuple[Process, int]:
 
 
 def metrics(server) -> dict:  # type: ignore[no-untyped-def]
-    with urllib.request.urlopen(f"http://{HOST}:{server.server.http_port}/tonebridge/v1/metrics", timeout=10) as r:
+    with urllib.request.urlopen(
+        f"http://{HOST}:{server.server.http_port}/tonebridge/v1/metrics", timeout=10
+    ) as r:
         return json.loads(r.read())
 
 
 def participants(server, conference_id: str, key: str = KEY, secret: str = SECRET) -> list[str]:  # type: ignore[no-untyped-def]
-    status, info = signed(server, "GET", f"/calling/v1/conferences/id/{conference_id}", key=key, secret=secret)
+    status, info = signed(
+        server, "GET", f"/calling/v1/conferences/id/{conference_id}", key=key, secret=secret
+    )
     return [p["id"] for p in info["participants"]] if status == 200 else []
 
 
@@ -69,15 +73,20 @@ ACE_ANSWERS = {
 
 
 @pytest.mark.parametrize("kind", list(ACE_ANSWERS))
-def test_ace_continue_or_no_usable_answer_joins_the_callout_conference(in_process_server, backend, kind) -> None:  # type: ignore[no-untyped-def]
+def test_ace_continue_or_no_usable_answer_joins_the_callout_conference(
+    in_process_server, backend, kind
+) -> None:  # type: ignore[no-untyped-def]
     backend.answers["ace"] = lambda event: ACE_ANSWERS[kind]
     server = in_process_server(app_config(backend))
     client = sdk(server)
     process, port = answerer("--dtmf", "12", "--dtmf-delay", "1.5")
     call_id = client.voice.callouts.conference(
-        destination={"type": "sip", "endpoint": f"sip:ace@127.0.0.1:{port}"}, conference_id="ace-room",
+        destination={"type": "sip", "endpoint": f"sip:ace@127.0.0.1:{port}"},
+        conference_id="ace-room",
         conference_dtmf_options={"mode": "detect", "max_digits": 2, "timeout_mills": 3000},
-        enable_ace=True, enable_dice=True).call_id
+        enable_ace=True,
+        enable_dice=True,
+    ).call_id
     backend.wait(lambda: len(backend.events("ace", call_id)) == 1)
     until(server, lambda: call_id in server.server.conferences.members)
     assert participants(server, "ace-room") == [call_id]
@@ -87,14 +96,27 @@ def test_ace_continue_or_no_usable_answer_joins_the_callout_conference(in_proces
     process.wait_for(r"event=ended")
 
 
-def test_ace_continue_on_a_tts_callout_plays_then_hangs_up(in_process_server, backend, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_ace_continue_on_a_tts_callout_plays_then_hangs_up(
+    in_process_server, backend, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     backend.answers["ace"] = lambda event: {"action": {"name": "continue"}}
     server = in_process_server(app_config(backend))
     wav = tmp_path / "tts.wav"
     process, port = answerer("--record", str(wav))
-    status, body = signed(server, "POST", "/calling/v1/callouts", {"method": "ttsCallout", "ttsCallout": {
-        "destination": {"type": "sip", "endpoint": f"sip:tts@127.0.0.1:{port}"}, "text": "Your code is one two",
-        "enableAce": True, "enableDice": True}})
+    status, body = signed(
+        server,
+        "POST",
+        "/calling/v1/callouts",
+        {
+            "method": "ttsCallout",
+            "ttsCallout": {
+                "destination": {"type": "sip", "endpoint": f"sip:tts@127.0.0.1:{port}"},
+                "text": "Your code is one two",
+                "enableAce": True,
+                "enableDice": True,
+            },
+        },
+    )
     assert status == 200
     process.wait_for(r"event=ended .*reason=", timeout=30)
     process.wait_for(r"event=recorded")
@@ -106,14 +128,17 @@ def test_ace_continue_on_a_tts_callout_plays_then_hangs_up(in_process_server, ba
 
 # 2. The PIE of a collection ended by the hang-up reaches the backend before the DiCE ---------------------
 
+
 def test_hangup_mid_collection_sends_the_pie_before_the_dice(in_process_server, backend) -> None:  # type: ignore[no-untyped-def]
     server = in_process_server(app_config(backend))
     client = sdk(server)
     process, port = answerer(stdin=True)
     call_id = client.voice.callouts.conference(
-        destination={"type": "sip", "endpoint": f"sip:mid@127.0.0.1:{port}"}, conference_id="mid",
+        destination={"type": "sip", "endpoint": f"sip:mid@127.0.0.1:{port}"},
+        conference_id="mid",
         conference_dtmf_options={"mode": "detect", "max_digits": 3, "timeout_mills": 10000},
-        enable_dice=True).call_id
+        enable_dice=True,
+    ).call_id
     until(server, lambda: call_id in server.server.conferences.members)
     process.send("dtmf 34")
     process.wait_for(r"event=dtmf_sent")
@@ -121,17 +146,30 @@ def test_hangup_mid_collection_sends_the_pie_before_the_dice(in_process_server, 
     until(server, lambda: counters["presses.rfc4733.detect"] == 2)
     process.send("hangup")
     backend.wait(lambda: len(backend.events("dice", call_id)) == 1)
-    order = [(e["event"], e.get("menuResult", {}).get("value")) for e in backend.received if e["callid"] == call_id]
+    order = [
+        (e["event"], e.get("menuResult", {}).get("value")) for e in backend.received if e["callid"] == call_id
+    ]
     assert order == [("pie", "34"), ("dice", None)]
 
 
 # 3. A conference id belongs to an application only while its conference lasts --------------------------
 
+
 def test_conference_id_is_free_for_another_application_once_ended(in_process_server, backend) -> None:  # type: ignore[no-untyped-def]
     server = in_process_server(app_config(backend))
     first, port = answerer()
-    status, body = signed(server, "POST", "/calling/v1/callouts", {"method": "conferenceCallout", "conferenceCallout": {
-        "destination": {"type": "sip", "endpoint": f"sip:a@127.0.0.1:{port}"}, "conferenceId": "shared-room"}})
+    status, body = signed(
+        server,
+        "POST",
+        "/calling/v1/callouts",
+        {
+            "method": "conferenceCallout",
+            "conferenceCallout": {
+                "destination": {"type": "sip", "endpoint": f"sip:a@127.0.0.1:{port}"},
+                "conferenceId": "shared-room",
+            },
+        },
+    )
     a_call = body["callId"]
     until(server, lambda: a_call in server.server.conferences.members)
     assert signed(server, "DELETE", "/calling/v1/conferences/id/shared-room")[0] == 200
@@ -139,9 +177,20 @@ def test_conference_id_is_free_for_another_application_once_ended(in_process_ser
     until(server, lambda: "shared-room" not in server.server.conferences.rooms)
 
     second, port = answerer()
-    status, body = signed(server, "POST", "/calling/v1/callouts", {"method": "conferenceCallout", "conferenceCallout": {
-        "destination": {"type": "sip", "endpoint": f"sip:b@127.0.0.1:{port}"}, "conferenceId": "shared-room"}},
-        key=OTHER_KEY, secret=OTHER_SECRET)
+    status, body = signed(
+        server,
+        "POST",
+        "/calling/v1/callouts",
+        {
+            "method": "conferenceCallout",
+            "conferenceCallout": {
+                "destination": {"type": "sip", "endpoint": f"sip:b@127.0.0.1:{port}"},
+                "conferenceId": "shared-room",
+            },
+        },
+        key=OTHER_KEY,
+        secret=OTHER_SECRET,
+    )
     assert status == 200
     b_call = body["callId"]
     until(server, lambda: b_call in server.server.conferences.members)
@@ -155,7 +204,10 @@ def test_conference_id_is_free_for_another_application_once_ended(in_process_ser
 
 # 6. Metrics that are true ---------------------------------------------------------------------------------
 
-def test_metrics_count_callbacks_by_outcome_time_pies_to_the_answer_and_count_room_legs(in_process_server, backend) -> None:  # type: ignore[no-untyped-def]
+
+def test_metrics_count_callbacks_by_outcome_time_pies_to_the_answer_and_count_room_legs(
+    in_process_server, backend
+) -> None:  # type: ignore[no-untyped-def]
     slow_once = threading.Event()
 
     def pie(event: dict) -> dict:
@@ -170,8 +222,10 @@ def test_metrics_count_callbacks_by_outcome_time_pies_to_the_answer_and_count_ro
     client = sdk(server)
     process, port = answerer("--dtmf", "7", "--dtmf-delay", "1.0")
     call_id = client.voice.callouts.conference(
-        destination={"type": "sip", "endpoint": f"sip:m@127.0.0.1:{port}"}, conference_id="metrics",
-        conference_dtmf_options={"mode": "detect", "max_digits": 1, "timeout_mills": 3000}).call_id
+        destination={"type": "sip", "endpoint": f"sip:m@127.0.0.1:{port}"},
+        conference_id="metrics",
+        conference_dtmf_options={"mode": "detect", "max_digits": 1, "timeout_mills": 3000},
+    ).call_id
     until(server, lambda: call_id in server.server.conferences.members)
     assert metrics(server)["media"]["legs"] == 1
     until(server, lambda: len(server.server.conferences.pie_answered_ms) == 1, timeout=20)
@@ -186,10 +240,13 @@ def test_metrics_count_callbacks_by_outcome_time_pies_to_the_answer_and_count_ro
 
 # 8. Forwarded and rendered keys last as long as they are held -------------------------------------------
 
+
 def test_forwarded_key_lasts_as_long_as_it_is_held(room) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
     forward = DtmfOptions(mode=DtmfMode.FORWARD)
     receiver = room("rcv", Plan("held", forward))
-    sender = room("snd", Plan("held", forward), "--dtmf", "5", "--dtmf-delay", "0.5", "--dtmf-duration", "1000")
+    sender = room(
+        "snd", Plan("held", forward), "--dtmf", "5", "--dtmf-delay", "0.5", "--dtmf-duration", "1000"
+    )
     sender.process.wait_for(r"event=dtmf_sent", timeout=15)
     held = int(receiver.process.wait_for(r"^event=dtmf_ended .*digit=5 .*held_ms=(\d+)", timeout=10).group(1))
     assert 900 <= held <= 1300, receiver.process.output[-2000:]
@@ -210,9 +267,19 @@ def test_rendered_tone_lasts_as_long_as_the_key_is_held(room) -> None:  # type: 
 
 def test_delivered_callbacks_are_pruned_after_the_retention_period(in_process_server, backend) -> None:  # type: ignore[no-untyped-def]
     server = in_process_server(app_config(backend) + "\n[callbacks]\nretention_seconds = 1\n")
-    status, body = signed(server, "POST", "/calling/v1/callouts", {"method": "conferenceCallout", "conferenceCallout": {
-        "destination": {"type": "number", "endpoint": "+15550000001"}, "conferenceId": "nowhere",
-        "enableDice": True}})
+    status, body = signed(
+        server,
+        "POST",
+        "/calling/v1/callouts",
+        {
+            "method": "conferenceCallout",
+            "conferenceCallout": {
+                "destination": {"type": "number", "endpoint": "+15550000001"},
+                "conferenceId": "nowhere",
+                "enableDice": True,
+            },
+        },
+    )
     call_id = body["callId"]
     backend.wait(lambda: len(backend.events("dice", call_id)) == 1)
     store, outbox = server.server.store, server.server.outbox

@@ -27,9 +27,11 @@ NUMBER = "+15550001111"
 
 
 def app_config(backend: Backend, trunk_port: int | None = None) -> str:
-    text = (f'[[applications]]\nkey = "{KEY}"\nsecret = "{SECRET}"\ncallback_url = "{backend.url}"\n'
-            f'numbers = ["{NUMBER}"]\n\n'
-            f'[[applications]]\nkey = "{OTHER_KEY}"\nsecret = "{OTHER_SECRET}"\n')
+    text = (
+        f'[[applications]]\nkey = "{KEY}"\nsecret = "{SECRET}"\ncallback_url = "{backend.url}"\n'
+        f'numbers = ["{NUMBER}"]\n\n'
+        f'[[applications]]\nkey = "{OTHER_KEY}"\nsecret = "{OTHER_SECRET}"\n'
+    )
     if trunk_port:
         text += f'\n[[trunks]]\nname = "sipp"\nuri = "sip:{HOST}:{trunk_port}"\n'
     return text
@@ -44,16 +46,31 @@ def sdk(server):  # type: ignore[no-untyped-def]
     return client
 
 
-def signed(server, method: str, path: str, body: dict | None = None, *, key: str = KEY,  # type: ignore[no-untyped-def]
-           secret: str = SECRET, timestamp: str | None = None, signature: str | None = None):
+def signed(
+    server,
+    method: str,
+    path: str,
+    body: dict | None = None,
+    *,
+    key: str = KEY,  # type: ignore[no-untyped-def]
+    secret: str = SECRET,
+    timestamp: str | None = None,
+    signature: str | None = None,
+):
     data = json.dumps(body).encode() if body is not None else b""
     content_type = "application/json" if body is not None else ""
     timestamp = timestamp or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     md5 = base64.b64encode(hashlib.md5(data).digest()).decode() if data else ""
     text = f"{method}\n{md5}\n{content_type}\nx-timestamp:{timestamp}\n{path}"
-    sig = signature or base64.b64encode(hmac.new(base64.b64decode(secret), text.encode(), hashlib.sha256).digest()).decode()
-    request = urllib.request.Request(f"http://{HOST}:{server.server.http_port}{path}", data=data or None,
-                                     method=method)
+    sig = (
+        signature
+        or base64.b64encode(
+            hmac.new(base64.b64decode(secret), text.encode(), hashlib.sha256).digest()
+        ).decode()
+    )
+    request = urllib.request.Request(
+        f"http://{HOST}:{server.server.http_port}{path}", data=data or None, method=method
+    )
     request.add_header("Authorization", f"Application {key}:{sig}")
     request.add_header("x-timestamp", timestamp)
     if content_type:
@@ -73,7 +90,9 @@ def backend() -> Backend:
     server.stop()
 
 
-def test_conference_callout_detect_pie_and_participant_control(in_process_server, backend, tmp_path: Path) -> None:
+def test_conference_callout_detect_pie_and_participant_control(
+    in_process_server, backend, tmp_path: Path
+) -> None:
     (tmp_path / "pcap").symlink_to("/usr/share/sip-tester")
     uas, uas_port, _ = start_uas(tmp_path, scenario="uas_answer_press_42.xml", echo=False, calls=1)
     server = in_process_server(app_config(backend, uas_port))
@@ -81,22 +100,34 @@ def test_conference_callout_detect_pie_and_participant_control(in_process_server
     from sinch.domains.voice.models import ConferenceDTMFOptions, Destination  # noqa: F401 (typing of the SDK)
 
     response = client.voice.callouts.conference(
-        destination={"type": "number", "endpoint": "+15559990000"}, conference_id="myconf#1",
-        cli="+15550000000", conference_dtmf_options={"mode": "detect", "max_digits": 2, "timeout_mills": 2500},
-        enable_dice=True, custom="ticket-7")
+        destination={"type": "number", "endpoint": "+15559990000"},
+        conference_id="myconf#1",
+        cli="+15550000000",
+        conference_dtmf_options={"mode": "detect", "max_digits": 2, "timeout_mills": 2500},
+        enable_dice=True,
+        custom="ticket-7",
+    )
     call_id = response.call_id
     backend.wait(lambda: len(backend.events("pie", call_id)) == 1)
     pie = backend.events("pie", call_id)[0]
-    assert pie["menuResult"] == {"menuId": "myconf#1", "type": "sequence", "value": "42", "inputMethod": "dtmf"}
+    assert pie["menuResult"] == {
+        "menuId": "myconf#1",
+        "type": "sequence",
+        "value": "42",
+        "inputMethod": "dtmf",
+    }
     assert pie["conferenceId"] == "myconf#1" and pie["custom"] == "ticket-7" and pie["applicationKey"] == KEY
     # The SDK does not percent-encode ids; this one has none of the characters that would break it.
-    client.voice.callouts.conference(destination={"type": "sip", "endpoint": f"sip:nobody@{HOST}:{free_port()}"},
-                                     conference_id="room2")
+    client.voice.callouts.conference(
+        destination={"type": "sip", "endpoint": f"sip:nobody@{HOST}:{free_port()}"}, conference_id="room2"
+    )
     status, info = signed(server, "GET", "/calling/v1/conferences/id/myconf%231")
     assert status == 200 and [p["id"] for p in info["participants"]] == [call_id]
     assert set(info["participants"][0]) == {"cli", "id", "duration", "muted", "onhold"}
     for command in ("mute", "onhold", "resume", "unmute"):
-        status, _ = signed(server, "PATCH", f"/calling/v1/conferences/id/myconf%231/{call_id}", {"command": command})
+        status, _ = signed(
+            server, "PATCH", f"/calling/v1/conferences/id/myconf%231/{call_id}", {"command": command}
+        )
         assert status == 200
     status, info = signed(server, "GET", "/calling/v1/conferences/id/myconf%231")
     assert info["participants"][0]["muted"] is False and info["participants"][0]["onhold"] is False
@@ -119,8 +150,10 @@ def test_sdk_conference_get_manage_kick_and_kick_all(in_process_server, backend,
         answerer = phone("answer", "--calls", "1")
         port = int(answerer.wait_for(r"event=listening sip=127.0.0.1:(\d+)").group(1))
         call_id = client.voice.callouts.conference(
-            destination={"type": "sip", "endpoint": f"sip:{name}@127.0.0.1:{port}"}, conference_id="room1",
-            enable_dice=True).call_id
+            destination={"type": "sip", "endpoint": f"sip:{name}@127.0.0.1:{port}"},
+            conference_id="room1",
+            enable_dice=True,
+        ).call_id
         answerer.wait_for(r"event=answered")
         server.run(_wait_joined(server, call_id))
         answerers.append(answerer)
@@ -128,7 +161,9 @@ def test_sdk_conference_get_manage_kick_and_kick_all(in_process_server, backend,
     bob, eve = call_ids
     assert sorted(p.id for p in client.voice.conferences.get("room1").participants) == sorted(call_ids)
     client.voice.conferences.manage_participant(conference_id="room1", call_id=bob, command="mute")
-    client.voice.conferences.manage_participant(conference_id="room1", call_id=eve, command="onhold", moh="music2")
+    client.voice.conferences.manage_participant(
+        conference_id="room1", call_id=eve, command="onhold", moh="music2"
+    )
     state = {p.id: p for p in client.voice.conferences.get("room1").participants}
     assert state[bob].muted is True and state[eve].onhold is True
     client.voice.conferences.manage_participant(conference_id="room1", call_id=eve, command="resume")
@@ -152,8 +187,8 @@ async def _wait_joined(server, call_id: str) -> None:  # type: ignore[no-untyped
 
 def test_inbound_ice_connect_conf_forward(in_process_server, backend) -> None:
     backend.answers["ice"] = lambda event: {
-        "action": {"name": "ConnectConf", "conferenceId": "fwd",
-                   "conferenceDtmfOptions": {"mode": "forward"}}}
+        "action": {"name": "ConnectConf", "conferenceId": "fwd", "conferenceDtmfOptions": {"mode": "forward"}}
+    }
     server = in_process_server(app_config(backend))
     port = server.server.stack.port
     listener = phone("dial", f"sip:{NUMBER}@127.0.0.1:{port}", stdin=True)
@@ -168,25 +203,52 @@ def test_inbound_ice_connect_conf_forward(in_process_server, backend) -> None:
 
 def test_unknown_number_gets_404_and_bad_requests_get_sinch_errors(in_process_server, backend) -> None:
     server = in_process_server(app_config(backend))
-    status, body = signed(server, "POST", "/calling/v1/callouts", {"method": "conferenceCallout",
-                                                                  "conferenceCallout": {"conferenceId": "x"}})
+    status, body = signed(
+        server,
+        "POST",
+        "/calling/v1/callouts",
+        {"method": "conferenceCallout", "conferenceCallout": {"conferenceId": "x"}},
+    )
     assert status == 400 and body["errorCode"] == 40002 and "destination" in body["message"]
-    status, body = signed(server, "POST", "/calling/v1/callouts", {
-        "method": "conferenceCallout", "conferenceCallout": {
-            "destination": {"type": "number", "endpoint": "+1"}, "conferenceId": "x",
-            "conferenceDtmfOptions": {"mode": "shout"}}})
+    status, body = signed(
+        server,
+        "POST",
+        "/calling/v1/callouts",
+        {
+            "method": "conferenceCallout",
+            "conferenceCallout": {
+                "destination": {"type": "number", "endpoint": "+1"},
+                "conferenceId": "x",
+                "conferenceDtmfOptions": {"mode": "shout"},
+            },
+        },
+    )
     assert status == 400 and "mode" in body["message"]
     status, body = signed(server, "POST", "/calling/v1/callouts", {"method": "videoCallout"})
     assert status == 400 and body["errorCode"] == 40001 and "method" in body["message"]
-    status, body = signed(server, "POST", "/calling/v1/callouts", {
-        "method": "conferenceCallout", "conferenceCallout": {
-            "destination": {"type": "number", "endpoint": "+1"}, "conferenceId": "x",
-            "conferenceDtmfOptions": {"mode": "detect", "maxDigits": 1000}}})
+    status, body = signed(
+        server,
+        "POST",
+        "/calling/v1/callouts",
+        {
+            "method": "conferenceCallout",
+            "conferenceCallout": {
+                "destination": {"type": "number", "endpoint": "+1"},
+                "conferenceId": "x",
+                "conferenceDtmfOptions": {"mode": "detect", "maxDigits": 1000},
+            },
+        },
+    )
     assert status == 400 and "maxDigits" in body["message"]
-    request = urllib.request.Request(f"http://{HOST}:{server.server.http_port}/calling/v1/callouts",
-                                     data=b"{not json", method="POST",
-                                     headers={"Authorization": "Basic " + base64.b64encode(f"{KEY}:{SECRET}".encode()).decode(),
-                                              "Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"http://{HOST}:{server.server.http_port}/calling/v1/callouts",
+        data=b"{not json",
+        method="POST",
+        headers={
+            "Authorization": "Basic " + base64.b64encode(f"{KEY}:{SECRET}".encode()).decode(),
+            "Content-Type": "application/json",
+        },
+    )
     with pytest.raises(urllib.error.HTTPError) as caught:
         urllib.request.urlopen(request, timeout=10)
     assert caught.value.code == 400 and "JSON" in json.loads(caught.value.read())["message"]
@@ -203,10 +265,19 @@ def test_unknown_number_gets_404_and_bad_requests_get_sinch_errors(in_process_se
     status, body = signed(server, "GET", "/calling/v1/calls/id/nope", key="unknown")
     assert status == 401
     assert server.engine.sessions == {}  # none of the refused requests placed a call
-    call_id = signed(server, "POST", "/calling/v1/callouts", {
-        "method": "conferenceCallout", "conferenceCallout": {
-            "destination": {"type": "number", "endpoint": "+15550000001"}, "conferenceId": "nowhere",
-            "enableDice": True}})[1]["callId"]
+    call_id = signed(
+        server,
+        "POST",
+        "/calling/v1/callouts",
+        {
+            "method": "conferenceCallout",
+            "conferenceCallout": {
+                "destination": {"type": "number", "endpoint": "+15550000001"},
+                "conferenceId": "nowhere",
+                "enableDice": True,
+            },
+        },
+    )[1]["callId"]
     backend.wait(lambda: len(backend.events("dice", call_id)) == 1)
     assert backend.events("dice", call_id)[0]["result"] == "FAILED"
     # Another application's call is not there for it.
@@ -214,11 +285,25 @@ def test_unknown_number_gets_404_and_bad_requests_get_sinch_errors(in_process_se
     assert status == 404
 
 
-MENU = {"action": {
-    "name": "runMenu", "barge": True, "mainMenu": "main", "menus": [{
-        "id": "main", "mainPrompt": "#tts[Press one for sales or two for support]", "repeats": 0,
-        "timeoutMills": 1500,
-        "options": [{"dtmf": "1", "action": "return(sales)"}, {"dtmf": "2", "action": "return(support)"}]}]}}
+MENU = {
+    "action": {
+        "name": "runMenu",
+        "barge": True,
+        "mainMenu": "main",
+        "menus": [
+            {
+                "id": "main",
+                "mainPrompt": "#tts[Press one for sales or two for support]",
+                "repeats": 0,
+                "timeoutMills": 1500,
+                "options": [
+                    {"dtmf": "1", "action": "return(sales)"},
+                    {"dtmf": "2", "action": "return(support)"},
+                ],
+            }
+        ],
+    }
+}
 
 
 def test_run_menu_choice_and_timeout_arrive_in_pies(in_process_server, backend) -> None:
@@ -242,8 +327,11 @@ def test_sdk_update_hangs_up_and_call_info_before_and_after(in_process_server, b
     answerer = phone("answer", "--calls", "1")
     port = int(answerer.wait_for(r"event=listening sip=127.0.0.1:(\d+)").group(1))
     call_id = client.voice.callouts.conference(
-        destination={"type": "sip", "endpoint": f"sip:carol@127.0.0.1:{port}"}, conference_id="upd",
-        enable_dice=True, custom="c-1").call_id
+        destination={"type": "sip", "endpoint": f"sip:carol@127.0.0.1:{port}"},
+        conference_id="upd",
+        enable_dice=True,
+        custom="c-1",
+    ).call_id
     answerer.wait_for(r"event=answered")
     server.run(_wait_joined(server, call_id))
     status, live = signed(server, "GET", f"/calling/v1/calls/id/{call_id}")
@@ -254,8 +342,20 @@ def test_sdk_update_hangs_up_and_call_info_before_and_after(in_process_server, b
     backend.wait(lambda: len(backend.events("dice", call_id)) == 1)
     status, final = signed(server, "GET", f"/calling/v1/calls/id/{call_id}")
     assert status == 200 and final["status"] == "FINAL" and final["reason"] == "MANAGERHANGUP"
-    assert set(final) >= {"from", "to", "domain", "callId", "duration", "status", "result", "reason",
-                          "timestamp", "custom", "userRate", "debit"}
+    assert set(final) >= {
+        "from",
+        "to",
+        "domain",
+        "callId",
+        "duration",
+        "status",
+        "result",
+        "reason",
+        "timestamp",
+        "custom",
+        "userRate",
+        "debit",
+    }
     status, body = signed(server, "PATCH", f"/calling/v1/calls/id/{call_id}", {"action": {"name": "hangup"}})
     assert status == 404
 
@@ -264,10 +364,20 @@ def test_callout_max_duration_ends_the_call_with_timeout_after_the_answer(in_pro
     server = in_process_server(app_config(backend))
     answerer = phone("answer", "--calls", "1")
     port = int(answerer.wait_for(r"event=listening sip=127.0.0.1:(\d+)").group(1))
-    status, body = signed(server, "POST", "/calling/v1/callouts", {
-        "method": "conferenceCallout", "conferenceCallout": {
-            "destination": {"type": "sip", "endpoint": f"sip:dave@127.0.0.1:{port}"}, "conferenceId": "limited",
-            "maxDuration": 1, "enableDice": True}})
+    status, body = signed(
+        server,
+        "POST",
+        "/calling/v1/callouts",
+        {
+            "method": "conferenceCallout",
+            "conferenceCallout": {
+                "destination": {"type": "sip", "endpoint": f"sip:dave@127.0.0.1:{port}"},
+                "conferenceId": "limited",
+                "maxDuration": 1,
+                "enableDice": True,
+            },
+        },
+    )
     assert status == 200
     call_id = body["callId"]
     answerer.wait_for(r"event=answered")
@@ -288,25 +398,55 @@ def test_no_request_produces_a_server_error(in_process_server, backend, tmp_path
     basic = base64.b64encode(f"{KEY}:{SECRET}".encode()).decode()
     cli = shutil.which("schemathesis", path=str(Path(sys.executable).parent)) or "schemathesis"
     completed = subprocess.run(
-        [cli, "run", f"{base}/tonebridge/v1/openapi.json", "--url", base, "--checks", "not_a_server_error",
-         "--max-examples", "25", "--header", f"Authorization: Basic {basic}", "--exclude-path-regex",
-         "^/tonebridge/v1/events", "--seed", "1"],
-        capture_output=True, text=True, timeout=600, cwd=tmp_path)
+        [
+            cli,
+            "run",
+            f"{base}/tonebridge/v1/openapi.json",
+            "--url",
+            base,
+            "--checks",
+            "not_a_server_error",
+            "--max-examples",
+            "25",
+            "--header",
+            f"Authorization: Basic {basic}",
+            "--exclude-path-regex",
+            "^/tonebridge/v1/events",
+            "--seed",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
     assert completed.returncode == 0, completed.stdout[-5000:] + completed.stderr[-2000:]
 
 
-def test_connect_sip_bridges_two_phones_and_either_hangup_ends_both(in_process_server, backend, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_connect_sip_bridges_two_phones_and_either_hangup_ends_both(
+    in_process_server, backend, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
     import numpy as np
     from audio import dominant_frequency, read_wav
 
     callee = phone("answer", "--calls", "1", "--tone", "700", "--level", "-15")
     callee_port = int(callee.wait_for(r"event=listening sip=127.0.0.1:(\d+)").group(1))
-    backend.answers["ice"] = lambda event: {"action": {"name": "connectSip",
-                                                       "destination": {"endpoint": f"sip:bob@127.0.0.1:{callee_port}"}}}
+    backend.answers["ice"] = lambda event: {
+        "action": {"name": "connectSip", "destination": {"endpoint": f"sip:bob@127.0.0.1:{callee_port}"}}
+    }
     server = in_process_server(app_config(backend))
     wav = tmp_path / "caller.wav"
-    caller = phone("dial", f"sip:{NUMBER}@127.0.0.1:{server.server.stack.port}", "--tone", "500", "--level", "-15",
-                   "--record", str(wav), stdin=True)
+    caller = phone(
+        "dial",
+        f"sip:{NUMBER}@127.0.0.1:{server.server.stack.port}",
+        "--tone",
+        "500",
+        "--level",
+        "-15",
+        "--record",
+        str(wav),
+        stdin=True,
+    )
     caller.wait_for(r"event=answered")
     callee.wait_for(r"event=answered")
     caller.wait_for(r"event=heard .*seconds=4", timeout=20)
@@ -318,7 +458,9 @@ def test_connect_sip_bridges_two_phones_and_either_hangup_ends_both(in_process_s
     backend.wait(lambda: len(backend.events("dice")) == 1)
 
 
-def test_park_plays_href_prompt_until_a_patch_unparks_into_a_conference(in_process_server, backend, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_park_plays_href_prompt_until_a_patch_unparks_into_a_conference(
+    in_process_server, backend, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
     import io
     import wave
 
@@ -332,18 +474,29 @@ def test_park_plays_href_prompt_until_a_patch_unparks_into_a_conference(in_proce
         out.setframerate(8000)
         out.writeframes(tone.tobytes())
     backend.files["/hold.wav"] = buffer.getvalue()
-    backend.answers["ice"] = lambda event: {"action": {
-        "name": "park", "introPrompt": "#tts[Please hold]", "holdPrompt": f"#href[{backend.url[:-10]}/hold.wav]",
-        "maxDuration": 60}}
+    backend.answers["ice"] = lambda event: {
+        "action": {
+            "name": "park",
+            "introPrompt": "#tts[Please hold]",
+            "holdPrompt": f"#href[{backend.url[:-10]}/hold.wav]",
+            "maxDuration": 60,
+        }
+    }
     server = in_process_server(app_config(backend))
     wav = tmp_path / "parked.wav"
-    caller = phone("dial", f"sip:{NUMBER}@127.0.0.1:{server.server.stack.port}", "--record", str(wav), stdin=True)
+    caller = phone(
+        "dial", f"sip:{NUMBER}@127.0.0.1:{server.server.stack.port}", "--record", str(wav), stdin=True
+    )
     caller.wait_for(r"event=answered")
     backend.wait(lambda: len(backend.events("ice")) == 1)
     call_id = backend.events("ice")[0]["callid"]
     caller.wait_for(r"event=heard .*seconds=4", timeout=20)
-    status, _ = signed(server, "PATCH", f"/calling/v1/calls/id/{call_id}",
-                       {"action": {"name": "connectConf", "conferenceId": "after-park"}})
+    status, _ = signed(
+        server,
+        "PATCH",
+        f"/calling/v1/calls/id/{call_id}",
+        {"action": {"name": "connectConf", "conferenceId": "after-park"}},
+    )
     assert status == 200
     server.run(_wait_joined(server, call_id))
     status, info = signed(server, "GET", "/calling/v1/conferences/id/after-park")
@@ -354,7 +507,7 @@ def test_park_plays_href_prompt_until_a_patch_unparks_into_a_conference(in_proce
 
     heard, _ = read_wav(wav)
     # After "Please hold", the fetched 600 Hz prompt loops (seconds 2 to 4 of the call).
-    assert abs(dominant_frequency(heard[2 * 8000:4 * 8000]) - 600.0) < 5.0
+    assert abs(dominant_frequency(heard[2 * 8000 : 4 * 8000]) - 600.0) < 5.0
 
 
 def test_ace_answer_decides_what_an_answered_callout_does(in_process_server, backend) -> None:
@@ -362,8 +515,18 @@ def test_ace_answer_decides_what_an_answered_callout_does(in_process_server, bac
     server = in_process_server(app_config(backend))
     answerer = phone("answer", "--calls", "1")
     port = int(answerer.wait_for(r"event=listening sip=127.0.0.1:(\d+)").group(1))
-    status, body = signed(server, "POST", "/calling/v1/callouts", {"method": "customCallout", "customCallout": {
-        "destination": {"type": "sip", "endpoint": f"sip:dan@127.0.0.1:{port}"}, "ace": backend.url}})
+    status, body = signed(
+        server,
+        "POST",
+        "/calling/v1/callouts",
+        {
+            "method": "customCallout",
+            "customCallout": {
+                "destination": {"type": "sip", "endpoint": f"sip:dan@127.0.0.1:{port}"},
+                "ace": backend.url,
+            },
+        },
+    )
     assert status == 200
     call_id = body["callId"]
     server.run(_wait_joined(server, call_id))

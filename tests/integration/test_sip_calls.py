@@ -20,7 +20,9 @@ pytestmark = pytest.mark.integration
 
 
 def metrics(server) -> dict:  # type: ignore[no-untyped-def]
-    with urllib.request.urlopen(f"http://{HOST}:{server.http_port}/tonebridge/v1/metrics", timeout=5) as reply:
+    with urllib.request.urlopen(
+        f"http://{HOST}:{server.http_port}/tonebridge/v1/metrics", timeout=5
+    ) as reply:
         return json.loads(reply.read())
 
 
@@ -46,8 +48,15 @@ def test_sipp_uac_100_calls_at_10_per_second(start_server, tmp_path: Path) -> No
 @pytest.mark.parametrize("transport", ["u1", "t1"])
 def test_sipp_custom_sdp_pcma_and_telephone_event(start_server, tmp_path: Path, transport: str) -> None:
     server = start_server()
-    stats = run_uac(tmp_path, server.sip_uri_host, scenario="uac_pcma_te.xml", calls=5, rate=5,
-                    transport=transport, timeout=30)
+    stats = run_uac(
+        tmp_path,
+        server.sip_uri_host,
+        scenario="uac_pcma_te.xml",
+        calls=5,
+        rate=5,
+        transport=transport,
+        timeout=30,
+    )
     assert stats.exit_code == 0, stats.output[-3000:]
     assert (stats.successful, stats.failed, stats.unexpected) == (5, 0, 0)
 
@@ -127,8 +136,17 @@ def test_cancel_of_ringing_outbound_call(in_process_server, tmp_path: Path) -> N
 def test_phone_digits_reach_server_in_order(start_server, method: str) -> None:
     server = start_server()
     extra = ["--no-telephone-event"] if method == "inband" else []
-    caller = phone("dial", f"sip:demo@{server.sip_uri_host}", "--dtmf", "159#*0D", "--dtmf-mode", method,
-                   "--dtmf-delay", "0.3", *extra)
+    caller = phone(
+        "dial",
+        f"sip:demo@{server.sip_uri_host}",
+        "--dtmf",
+        "159#*0D",
+        "--dtmf-mode",
+        method,
+        "--dtmf-delay",
+        "0.3",
+        *extra,
+    )
     caller.wait_for(r"event=dtmf_sent", timeout=30)
     server.process.wait_for(r"event=dtmf .*digit=D", timeout=10)
     digits = "".join(m.group(1) for m in server.process.matches(r"event=dtmf .*digit=(\S+) source=" + method))
@@ -148,8 +166,10 @@ def test_hold_and_resume_by_reinvite(start_server) -> None:
         server.process.wait_for(rf"event=call_media_updated .*direction={expected} on_hold=True")
         caller.send("resume")
         caller.wait_for(r"event=resume .*status=200", start=len(caller.lines) - 1)
-        server.process.wait_for(r"event=call_media_updated .*direction=sendrecv on_hold=False",
-                                start=len(server.process.lines) - 5)
+        server.process.wait_for(
+            r"event=call_media_updated .*direction=sendrecv on_hold=False",
+            start=len(server.process.lines) - 5,
+        )
     caller.send("hangup")
     caller.wait_for(r"event=ended .*reason=CALLERHANGUP")
     assert caller.wait_exit() == 0
@@ -166,9 +186,11 @@ def test_malformed_request_gets_400_naming_the_fault_and_garbage_is_counted(star
         sock.bind((HOST, free_port(both=False)))
         sock.settimeout(5)
         port = sock.getsockname()[1]
-        bad = (f"OPTIONS sip:x@{HOST} SIP/2.0\r\nVia: SIP/2.0/UDP {HOST}:{port};branch=z9hG4bKbad1\r\n"
-               f"From: <sip:a@{HOST}>;tag=1\r\nTo: <sip:x@{HOST}>\r\nCall-ID: bad1\r\nCSeq: nine OPTIONS\r\n"
-               "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode()
+        bad = (
+            f"OPTIONS sip:x@{HOST} SIP/2.0\r\nVia: SIP/2.0/UDP {HOST}:{port};branch=z9hG4bKbad1\r\n"
+            f"From: <sip:a@{HOST}>;tag=1\r\nTo: <sip:x@{HOST}>\r\nCall-ID: bad1\r\nCSeq: nine OPTIONS\r\n"
+            "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        ).encode()
         sock.sendto(bad, (HOST, server.sip_port))
         reply, _ = sock.recvfrom(65535)
         status_line = reply.split(b"\r\n", 1)[0].decode()
@@ -176,8 +198,9 @@ def test_malformed_request_gets_400_naming_the_fault_and_garbage_is_counted(star
         sock.sendto(b"\x00\x01garbage that is not SIP at all", (HOST, server.sip_port))
         sock.sendto(b"X" * 65000, (HOST, server.sip_port))
     # The server still answers afterwards, and counted what it dropped.
-    stats = run_uac(Path(server.config_path.parent), server.sip_uri_host, scenario="uac_options.xml", calls=1,
-                    timeout=10)
+    stats = run_uac(
+        Path(server.config_path.parent), server.sip_uri_host, scenario="uac_options.xml", calls=1, timeout=10
+    )
     assert stats.successful == 1
     assert metrics(server)["sip"].get("dropped_garbage", 0) >= 2
 
@@ -222,8 +245,10 @@ def test_outbound_digest_auth_to_trunk_and_record_route(in_process_server, tmp_p
     """The trunk challenges (401) and checks our digest answer; its 200 comes through a record-routing
     proxy, so our BYE must carry the Route header."""
     uas, uas_port, stat_file = start_uas(tmp_path, scenario="uas_auth_record_route.xml", echo=False, calls=1)
-    server = in_process_server(f'[[trunks]]\nname = "carrier"\nuri = "sip:{HOST}:{uas_port}"\n'
-                               'username = "trunkuser"\npassword = "trunkpass"\n')
+    server = in_process_server(
+        f'[[trunks]]\nname = "carrier"\nuri = "sip:{HOST}:{uas_port}"\n'
+        'username = "trunkuser"\npassword = "trunkpass"\n'
+    )
     engine = server.engine
     from tonebridge.calls.engine import Destination
 

@@ -26,7 +26,9 @@ pytestmark = pytest.mark.integration
 
 
 def metrics(server) -> dict:  # type: ignore[no-untyped-def]
-    with urllib.request.urlopen(f"http://{HOST}:{server.http_port}/tonebridge/v1/metrics", timeout=5) as reply:
+    with urllib.request.urlopen(
+        f"http://{HOST}:{server.http_port}/tonebridge/v1/metrics", timeout=5
+    ) as reply:
         return json.loads(reply.read())
 
 
@@ -34,14 +36,23 @@ def metrics(server) -> dict:  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.parametrize("transport", ["u1", "t1"])
-def test_invite_without_contact_gets_400_and_allocates_nothing(start_server, tmp_path: Path,
-                                                               transport: str) -> None:
+def test_invite_without_contact_gets_400_and_allocates_nothing(
+    start_server, tmp_path: Path, transport: str
+) -> None:
     server = start_server()
-    stats = run_uac(tmp_path, server.sip_uri_host, scenario="uac_invite_no_contact.xml", calls=1,
-                    transport=transport, timeout=10)
+    stats = run_uac(
+        tmp_path,
+        server.sip_uri_host,
+        scenario="uac_invite_no_contact.xml",
+        calls=1,
+        transport=transport,
+        timeout=10,
+    )
     assert stats.exit_code == 0, stats.output[-3000:]
     assert (stats.successful, stats.failed, stats.unexpected) == (1, 0, 0)
-    server.process.wait_for(r"event=sip_rejected .*method=INVITE .*status=400 reason='Missing Contact'", timeout=5)
+    server.process.wait_for(
+        r"event=sip_rejected .*method=INVITE .*status=400 reason='Missing Contact'", timeout=5
+    )
     current = metrics(server)
     assert current["media"]["portsInUse"] == 0
     assert current["calls"]["total"] == 0
@@ -114,7 +125,7 @@ def test_unusable_contacts_get_400_and_retransmissions_the_same_answer(start_ser
             first = _final_response(sock)
             response = parse_message(first)
             assert isinstance(response, Response)
-            assert (response.status, response.reason[:len(reason)]) == (400, reason), contacts
+            assert (response.status, response.reason[: len(reason)]) == (400, reason), contacts
             assert response.to.tag, contacts
             # A retransmitted INVITE gets the very same 400 (the same To tag), not a fresh answer.
             sock.send(invite)
@@ -159,13 +170,19 @@ def test_outbound_invite_to_a_closed_tcp_port_fails_at_once(in_process_server) -
 
 
 def _options(uri: str, local: str) -> Request:
-    return Request("OPTIONS", uri, Headers([
-        ("From", f"<sip:probe@{local}>;tag={secrets.token_hex(4)}"),
-        ("To", f"<{uri}>"),
-        ("Call-ID", secrets.token_hex(8)),
-        ("CSeq", "1 OPTIONS"),
-        ("Content-Length", "0"),
-    ]))
+    return Request(
+        "OPTIONS",
+        uri,
+        Headers(
+            [
+                ("From", f"<sip:probe@{local}>;tag={secrets.token_hex(4)}"),
+                ("To", f"<{uri}>"),
+                ("Call-ID", secrets.token_hex(8)),
+                ("CSeq", "1 OPTIONS"),
+                ("Content-Length", "0"),
+            ]
+        ),
+    )
 
 
 def test_request_on_a_broken_tcp_connection_fails_at_once(in_process_server) -> None:

@@ -26,8 +26,10 @@ def lookup(user: str) -> str | None:
 
 # Published vectors ------------------------------------------------------------------------------------
 
-RFC2617_CHALLENGE = ('Digest realm="testrealm@host.com", qop="auth,auth-int", '
-                     'nonce="dcd98b7102dd2f0e8b11d0f600bfb0c093", opaque="5ccc069c403ebaf9f0171e9517f40e41"')
+RFC2617_CHALLENGE = (
+    'Digest realm="testrealm@host.com", qop="auth,auth-int", '
+    'nonce="dcd98b7102dd2f0e8b11d0f600bfb0c093", opaque="5ccc069c403ebaf9f0171e9517f40e41"'
+)
 
 RFC7616_NONCE = "7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v"
 RFC7616_CNONCE = "f2/wE4q74E6zIJEtWaHKaf5wv/H5QzzpXusqGemxURZJ"
@@ -35,13 +37,16 @@ RFC7616_OPAQUE = "FQhe/qaU925kfnzjCev0ciny7QMkPqMAFRtzCUYo5tdS"
 
 
 def rfc7616_challenge(algorithm: str) -> str:
-    return (f'Digest realm="http-auth@example.org", qop="auth, auth-int", algorithm={algorithm}, '
-            f'nonce="{RFC7616_NONCE}", opaque="{RFC7616_OPAQUE}"')
+    return (
+        f'Digest realm="http-auth@example.org", qop="auth, auth-int", algorithm={algorithm}, '
+        f'nonce="{RFC7616_NONCE}", opaque="{RFC7616_OPAQUE}"'
+    )
 
 
 def test_rfc2617_section_3_5_example() -> None:
-    value = digest_authorization(RFC2617_CHALLENGE, "GET", "/dir/index.html", "Mufasa", "Circle Of Life",
-                                 cnonce="0a4f113b", nc=1)
+    value = digest_authorization(
+        RFC2617_CHALLENGE, "GET", "/dir/index.html", "Mufasa", "Circle Of Life", cnonce="0a4f113b", nc=1
+    )
     creds = parse_credentials(value)
     assert creds["response"] == "6629fae49393a05397450978507c4ef1"
     assert creds["qop"] == "auth" and creds["nc"] == "00000001" and creds["cnonce"] == "0a4f113b"
@@ -50,13 +55,23 @@ def test_rfc2617_section_3_5_example() -> None:
     assert "algorithm" not in creds  # the challenge named none, so neither does the answer
 
 
-@pytest.mark.parametrize(("algorithm", "expected"), [
-    ("MD5", "8ca523f5e9506fed4657c9700eebdbec"),
-    ("SHA-256", "753927fa0e85d155564e2e272a28d1802ca10daf4496794697cf8db5856cb6c1"),
-])
+@pytest.mark.parametrize(
+    ("algorithm", "expected"),
+    [
+        ("MD5", "8ca523f5e9506fed4657c9700eebdbec"),
+        ("SHA-256", "753927fa0e85d155564e2e272a28d1802ca10daf4496794697cf8db5856cb6c1"),
+    ],
+)
 def test_rfc7616_section_3_9_1_example(algorithm: str, expected: str) -> None:
-    value = digest_authorization(rfc7616_challenge(algorithm), "GET", "/dir/index.html", "Mufasa",
-                                 "Circle of Life", cnonce=RFC7616_CNONCE, nc=1)
+    value = digest_authorization(
+        rfc7616_challenge(algorithm),
+        "GET",
+        "/dir/index.html",
+        "Mufasa",
+        "Circle of Life",
+        cnonce=RFC7616_CNONCE,
+        nc=1,
+    )
     creds = parse_credentials(value)
     assert creds["response"] == expected
     assert creds["algorithm"] == algorithm
@@ -65,13 +80,19 @@ def test_rfc7616_section_3_9_1_example(algorithm: str, expected: str) -> None:
 
 def test_client_prefers_sha256_when_both_are_offered() -> None:
     both = [rfc7616_challenge("MD5"), rfc7616_challenge("SHA-256")]
-    creds = parse_credentials(digest_authorization(both, "GET", "/dir/index.html", "Mufasa",
-                                                   "Circle of Life", cnonce=RFC7616_CNONCE))
+    creds = parse_credentials(
+        digest_authorization(
+            both, "GET", "/dir/index.html", "Mufasa", "Circle of Life", cnonce=RFC7616_CNONCE
+        )
+    )
     assert creds["algorithm"] == "SHA-256"
     assert creds["response"] == "753927fa0e85d155564e2e272a28d1802ca10daf4496794697cf8db5856cb6c1"
     # An unknown algorithm alongside is skipped, not fatal.
-    creds = parse_credentials(digest_authorization([rfc7616_challenge("SHA-512-256"), rfc7616_challenge("MD5")],
-                                                   "GET", "/x", "u", "p"))
+    creds = parse_credentials(
+        digest_authorization(
+            [rfc7616_challenge("SHA-512-256"), rfc7616_challenge("MD5")], "GET", "/x", "u", "p"
+        )
+    )
     assert creds["algorithm"] == "MD5"
     with pytest.raises(ValueError):
         digest_authorization(rfc7616_challenge("SHA-512-256"), "GET", "/x", "u", "p")
@@ -79,8 +100,9 @@ def test_client_prefers_sha256_when_both_are_offered() -> None:
 
 def test_rfc2069_form_without_qop() -> None:
     challenge = 'Digest realm="testrealm@host.com", nonce="dcd98b7102dd2f0e8b11d0f600bfb0c093"'
-    creds = parse_credentials(digest_authorization(challenge, "GET", "/dir/index.html", "Mufasa",
-                                                   "CircleOfLife"))
+    creds = parse_credentials(
+        digest_authorization(challenge, "GET", "/dir/index.html", "Mufasa", "CircleOfLife")
+    )
     assert "qop" not in creds and "nc" not in creds and "cnonce" not in creds
 
     def md5(text: str) -> str:
@@ -107,10 +129,15 @@ def test_only_auth_int_offered_is_refused() -> None:
 
 
 def test_parse_challenge_handles_quotes_escapes_and_spacing() -> None:
-    params = parse_challenge('Digest  realm = "a \\"quoted\\" realm, with comma" ,nonce="n1",stale=TRUE,'
-                             'algorithm=MD5')
-    assert params == {"realm": 'a "quoted" realm, with comma', "nonce": "n1", "stale": "TRUE",
-                      "algorithm": "MD5"}
+    params = parse_challenge(
+        'Digest  realm = "a \\"quoted\\" realm, with comma" ,nonce="n1",stale=TRUE,algorithm=MD5'
+    )
+    assert params == {
+        "realm": 'a "quoted" realm, with comma',
+        "nonce": "n1",
+        "stale": "TRUE",
+        "algorithm": "MD5",
+    }
     with pytest.raises(ValueError):
         parse_challenge('Basic realm="x"')
     with pytest.raises(ValueError):
@@ -175,8 +202,9 @@ def test_forged_or_foreign_nonce_is_refused() -> None:
     value = digest_authorization(other.challenge(0.0)[0], "REGISTER", "sip:t", "alice", "s3cret")
     result = srv.verify("REGISTER", value, lookup, 1.0)
     assert not result.ok and not result.stale and "nonce" in result.reason
-    made_up = digest_authorization('Digest realm="tonebridge.example", nonce="abc", qop="auth"',
-                                   "REGISTER", "sip:t", "alice", "s3cret")
+    made_up = digest_authorization(
+        'Digest realm="tonebridge.example", nonce="abc", qop="auth"', "REGISTER", "sip:t", "alice", "s3cret"
+    )
     assert not srv.verify("REGISTER", made_up, lookup, 1.0).ok
     # A nonce of this server is bound to its realm.
     other_realm = DigestServer("elsewhere", KEY)
@@ -189,16 +217,31 @@ def test_realm_algorithm_and_qop_rules() -> None:
     challenge = srv.challenge(0.0)
     assert len(challenge) == 1
     nonce = parse_challenge(challenge[0])["nonce"]
-    md5 = digest_authorization(f'Digest realm="tonebridge.example", nonce="{nonce}", qop="auth", '
-                               'algorithm=MD5', "INVITE", "sip:x", "alice", "s3cret")
+    md5 = digest_authorization(
+        f'Digest realm="tonebridge.example", nonce="{nonce}", qop="auth", algorithm=MD5',
+        "INVITE",
+        "sip:x",
+        "alice",
+        "s3cret",
+    )
     assert "not offered" in srv.verify("INVITE", md5, lookup, 1.0).reason
-    no_qop = digest_authorization(f'Digest realm="tonebridge.example", nonce="{nonce}", algorithm=SHA-256',
-                                  "INVITE", "sip:x", "alice", "s3cret")
+    no_qop = digest_authorization(
+        f'Digest realm="tonebridge.example", nonce="{nonce}", algorithm=SHA-256',
+        "INVITE",
+        "sip:x",
+        "alice",
+        "s3cret",
+    )
     assert "qop=auth is required" in srv.verify("INVITE", no_qop, lookup, 1.0).reason
-    wrong_realm = digest_authorization(f'Digest realm="evil", nonce="{nonce}", qop="auth", algorithm=SHA-256',
-                                       "INVITE", "sip:x", "alice", "s3cret")
+    wrong_realm = digest_authorization(
+        f'Digest realm="evil", nonce="{nonce}", qop="auth", algorithm=SHA-256',
+        "INVITE",
+        "sip:x",
+        "alice",
+        "s3cret",
+    )
     assert "realm" in srv.verify("INVITE", wrong_realm, lookup, 1.0).reason
-    assert not srv.verify("INVITE", 'Basic YWxpY2U6czNjcmV0', lookup, 1.0).ok
+    assert not srv.verify("INVITE", "Basic YWxpY2U6czNjcmV0", lookup, 1.0).ok
     assert "missing" in srv.verify("INVITE", 'Digest username="alice"', lookup, 1.0).reason
 
 
@@ -239,9 +282,11 @@ def test_short_secret_is_refused() -> None:
 
 
 @settings(max_examples=50, deadline=None)
-@given(issued=st.floats(min_value=0, max_value=1e9, allow_nan=False),
-       age=st.floats(min_value=0, max_value=600, allow_nan=False),
-       password=st.text(min_size=1, max_size=20))
+@given(
+    issued=st.floats(min_value=0, max_value=1e9, allow_nan=False),
+    age=st.floats(min_value=0, max_value=600, allow_nan=False),
+    password=st.text(min_size=1, max_size=20),
+)
 def test_nonce_lifetime_property(issued: float, age: float, password: str) -> None:
     srv = server(nonce_lifetime=300)
     value = digest_authorization(srv.challenge(issued)[0], "INVITE", "sip:t", "bob", password)

@@ -26,7 +26,11 @@ def test_answered_call_ends_with_duration_and_first_reason_kept() -> None:
     call.answered(101.0)
     assert call.ended(113.7, EndReason.CALLEE_HANGUP)
     assert not call.ended(120.0, EndReason.MANAGER_HANGUP)
-    assert (call.result, call.reason, call.duration(500.0)) == (CallResult.ANSWERED, EndReason.CALLEE_HANGUP, 12)
+    assert (call.result, call.reason, call.duration(500.0)) == (
+        CallResult.ANSWERED,
+        EndReason.CALLEE_HANGUP,
+        12,
+    )
 
 
 def test_unanswered_call_has_no_duration_and_cannot_be_answered_after_end() -> None:

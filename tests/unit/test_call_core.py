@@ -61,12 +61,19 @@ def summary(message: Message) -> str:
 class Line:
     """The caller's core and the callee's core, and what travels between them."""
 
-    def __init__(self, *, caller: LocalEnd = CALLER, callee: LocalEnd = CALLEE, ring_timeout: float = 60.0) -> None:
+    def __init__(
+        self, *, caller: LocalEnd = CALLER, callee: LocalEnd = CALLEE, ring_timeout: float = 60.0
+    ) -> None:
         self.now = 0.0
-        call = Call(Direction.OUTBOUND, remote_uri="sip:bob@192.0.2.2", local_uri="sip:alice@192.0.2.1",
-                    started_at=0.0)
-        self.caller = OutboundCall(call, "sip:bob@192.0.2.2:5060", caller, from_user="alice",
-                                   ring_timeout=ring_timeout)
+        call = Call(
+            Direction.OUTBOUND,
+            remote_uri="sip:bob@192.0.2.2",
+            local_uri="sip:alice@192.0.2.1",
+            started_at=0.0,
+        )
+        self.caller = OutboundCall(
+            call, "sip:bob@192.0.2.2:5060", caller, from_user="alice", ring_timeout=ring_timeout
+        )
         self.callee_local = callee
         self.callee: InboundCall | None = None
         self.invite_transaction: ServerInviteTransaction | None = None
@@ -124,18 +131,27 @@ class Line:
             self.did("callee", self.callee.receive_response(message, self.now))
             return
         if message.method == "INVITE" and not message.to.tag and self.callee is None:
-            call = Call(Direction.INBOUND, remote_uri=str(message.from_.uri), local_uri=message.uri,
-                        started_at=self.now)
+            call = Call(
+                Direction.INBOUND,
+                remote_uri=str(message.from_.uri),
+                local_uri=message.uri,
+                started_at=self.now,
+            )
             self.callee = InboundCall(message, call, self.callee_local)
-            self.invite_transaction = ServerInviteTransaction(message, reliable=False, now=self.now,
-                                                              trying_delay=None)
+            self.invite_transaction = ServerInviteTransaction(
+                message, reliable=False, now=self.now, trying_delay=None
+            )
             self.invite_transaction.pop_events()
             self.did("callee", self.callee.start(self.now))
             return
         assert self.callee is not None
         transaction = self.invite_transaction
-        if message.method == "ACK" and transaction is not None and not transaction.terminated and (
-                transaction.acknowledges(message) or server_key(message) == transaction.key):
+        if (
+            message.method == "ACK"
+            and transaction is not None
+            and not transaction.terminated
+            and (transaction.acknowledges(message) or server_key(message) == transaction.key)
+        ):
             transaction.receive_request(message, self.now)
             for event in transaction.pop_events():
                 if isinstance(event, RequestReceived):
@@ -148,7 +164,11 @@ class Line:
             self.did("caller", self.caller.receive_request(message, self.now))
             return
         invite = self.caller.invite
-        if message.cseq.method == "INVITE" and message.status >= 300 and message.cseq.number == invite.cseq.number:
+        if (
+            message.cseq.method == "INVITE"
+            and message.status >= 300
+            and message.cseq.number == invite.cseq.number
+        ):
             self.send("callee", make_ack_for_non_2xx(invite, message))  # the client transaction's ACK
         self.did("caller", self.caller.receive_response(message, self.now))
 
@@ -270,8 +290,10 @@ def test_bye_from_either_side(who: str) -> None:
     assert [type(a) for a in actions] == [Ended, SendRequest]
     assert cores[who].deadlines == {"bye": 10.0 + 64 * T1}
     line.deliver()
-    assert line.ladder()[-2:] == ["-> BYE" if who == "caller" else "<- BYE",
-                                  "<- 200 BYE" if who == "caller" else "-> 200 BYE"]
+    assert line.ladder()[-2:] == [
+        "-> BYE" if who == "caller" else "<- BYE",
+        "<- 200 BYE" if who == "caller" else "-> 200 BYE",
+    ]
     assert line.of(who, Ended) == [Ended(EndReason.MANAGER_HANGUP, CallResult.ANSWERED, None)]
     hangup_by_far_end = EndReason.CALLER_HANGUP if who == "caller" else EndReason.CALLEE_HANGUP
     assert line.of(other, Ended) == [Ended(hangup_by_far_end, CallResult.ANSWERED, None)]
@@ -307,8 +329,11 @@ def test_reinvite_hold_and_resume(who: str) -> None:
     cores = {"caller": line.caller, "callee": callee}
     other = "callee" if who == "caller" else "caller"
     start = len(line.wire)
-    for direction, far_direction, on_hold in (("sendonly", "recvonly", True), ("inactive", "inactive", True),
-                                              ("sendrecv", "sendrecv", False)):
+    for direction, far_direction, on_hold in (
+        ("sendonly", "recvonly", True),
+        ("inactive", "inactive", True),
+        ("sendrecv", "sendrecv", False),
+    ):
         line.did(who, cores[who].reoffer(direction, line.now))
         line.deliver()
         assert line.of(who, MediaUpdated)[-1] == MediaUpdated(direction, on_hold)
@@ -475,14 +500,20 @@ def test_max_duration_goes_with_the_call() -> None:
 def test_info_digit_is_a_press() -> None:
     line = Line()
     callee = line.answered()
-    line.did("caller", line.caller.request("INFO", line.now, body=b"Signal=5\r\nDuration=160\r\n",
-                                           content_type="application/dtmf-relay"))
+    line.did(
+        "caller",
+        line.caller.request(
+            "INFO", line.now, body=b"Signal=5\r\nDuration=160\r\n", content_type="application/dtmf-relay"
+        ),
+    )
     line.deliver()
     assert line.of("callee", PressDetected) == [PressDetected("5")]
     assert line.of("caller", RequestCompleted)[-1].response.status == 200
-    for body, content_type, status in ((b"Signal=Z\r\n", "application/dtmf-relay", 400),
-                                       (b"hello", "text/plain", 415),
-                                       (b"", None, 200)):
+    for body, content_type, status in (
+        (b"Signal=Z\r\n", "application/dtmf-relay", 400),
+        (b"hello", "text/plain", 415),
+        (b"", None, 200),
+    ):
         line.did("caller", line.caller.request("INFO", line.now, body=body, content_type=content_type))
         line.deliver()
         assert line.of("caller", RequestCompleted)[-1].response.status == status
@@ -490,14 +521,17 @@ def test_info_digit_is_a_press() -> None:
     assert callee.call.active
 
 
-@pytest.mark.parametrize(("content_type", "body", "digit"), [
-    ("application/dtmf-relay", b"Signal=10\r\n", "*"),
-    ("application/dtmf-relay", b"Signal=11\r\n", "#"),
-    ("application/dtmf-relay", b"signal= a\r\n", "A"),
-    ("application/dtmf", b"7", "7"),
-    ("application/dtmf", b"77", None),
-    ("text/plain", b"Signal=5", None),
-])
+@pytest.mark.parametrize(
+    ("content_type", "body", "digit"),
+    [
+        ("application/dtmf-relay", b"Signal=10\r\n", "*"),
+        ("application/dtmf-relay", b"Signal=11\r\n", "#"),
+        ("application/dtmf-relay", b"signal= a\r\n", "A"),
+        ("application/dtmf", b"7", "7"),
+        ("application/dtmf", b"77", None),
+        ("text/plain", b"Signal=5", None),
+    ],
+)
 def test_parse_dtmf_info(content_type: str, body: bytes, digit: str | None) -> None:
     assert parse_dtmf_info(content_type, body) == digit
 
@@ -507,10 +541,19 @@ def test_bye_on_an_unknown_dialog_gets_481() -> None:
     callee = line.answered()
     assert callee.dialog is not None
     # No call at all: the engine answers from the request alone.
-    stray = Request("BYE", "sip:bob@192.0.2.2", Headers([
-        ("Via", f"SIP/2.0/UDP 192.0.2.9:5060;branch={new_branch()}"),
-        ("From", "<sip:eve@192.0.2.9>;tag=e1"), ("To", "<sip:bob@192.0.2.2>;tag=nope"),
-        ("Call-ID", "unknown@192.0.2.9"), ("CSeq", "1 BYE")]))
+    stray = Request(
+        "BYE",
+        "sip:bob@192.0.2.2",
+        Headers(
+            [
+                ("Via", f"SIP/2.0/UDP 192.0.2.9:5060;branch={new_branch()}"),
+                ("From", "<sip:eve@192.0.2.9>;tag=e1"),
+                ("To", "<sip:bob@192.0.2.2>;tag=nope"),
+                ("Call-ID", "unknown@192.0.2.9"),
+                ("CSeq", "1 BYE"),
+            ]
+        ),
+    )
     response = answer_without_call(stray)
     assert response is not None and response.status == 481
     ack = Request("ACK", "sip:bob@192.0.2.2", stray.headers.copy())
@@ -547,8 +590,10 @@ def test_cancel_after_the_answer_or_for_another_invite_gets_481() -> None:
 
 
 def test_no_common_codec_is_declined_with_488() -> None:
-    line = Line(caller=LocalEnd(CALLER.address, CALLER.contact, CALLER.media_port, codecs=("PCMA",)),
-                callee=LocalEnd(CALLEE.address, CALLEE.contact, CALLEE.media_port, codecs=("PCMU",)))
+    line = Line(
+        caller=LocalEnd(CALLER.address, CALLER.contact, CALLER.media_port, codecs=("PCMA",)),
+        callee=LocalEnd(CALLEE.address, CALLEE.contact, CALLEE.media_port, codecs=("PCMU",)),
+    )
     line.start()
     assert line.callee is not None and line.callee.declined
     assert line.of("callee", Declined) == [Declined(488, "no_common_codec")]
@@ -557,16 +602,30 @@ def test_no_common_codec_is_declined_with_488() -> None:
     assert line.of("caller", Ended) == [Ended(EndReason.GENERAL_ERROR, CallResult.FAILED, 488)]
 
 
-@pytest.mark.parametrize(("body", "content_type", "status"), [
-    (b"<xml/>", "application/xml", 415),
-    (b"v=0\r\nnot sdp at all\r\n", "application/sdp", 400),
-])
+@pytest.mark.parametrize(
+    ("body", "content_type", "status"),
+    [
+        (b"<xml/>", "application/xml", 415),
+        (b"v=0\r\nnot sdp at all\r\n", "application/sdp", 400),
+    ],
+)
 def test_unusable_offer_is_declined(body: bytes, content_type: str, status: int) -> None:
-    invite = Request("INVITE", "sip:bob@192.0.2.2", Headers([
-        ("Via", f"SIP/2.0/UDP 192.0.2.1:5060;branch={new_branch()}"),
-        ("From", "<sip:alice@192.0.2.1>;tag=a1"), ("To", "<sip:bob@192.0.2.2>"),
-        ("Call-ID", "declined@192.0.2.1"), ("CSeq", "1 INVITE"), ("Contact", "<sip:alice@192.0.2.1>"),
-        ("Content-Type", content_type)]), body)
+    invite = Request(
+        "INVITE",
+        "sip:bob@192.0.2.2",
+        Headers(
+            [
+                ("Via", f"SIP/2.0/UDP 192.0.2.1:5060;branch={new_branch()}"),
+                ("From", "<sip:alice@192.0.2.1>;tag=a1"),
+                ("To", "<sip:bob@192.0.2.2>"),
+                ("Call-ID", "declined@192.0.2.1"),
+                ("CSeq", "1 INVITE"),
+                ("Contact", "<sip:alice@192.0.2.1>"),
+                ("Content-Type", content_type),
+            ]
+        ),
+        body,
+    )
     core = InboundCall(invite, Call(Direction.INBOUND, "sip:alice@192.0.2.1", invite.uri, 0.0), CALLEE)
     actions = core.start(0.0)
     assert [a.response.status for a in actions if isinstance(a, Respond)] == [100, status]
@@ -575,29 +634,53 @@ def test_unusable_offer_is_declined(body: bytes, content_type: str, status: int)
 
 
 def test_offerless_invite_gets_an_offer_and_the_ack_brings_the_answer() -> None:
-    invite = Request("INVITE", "sip:bob@192.0.2.2", Headers([
-        ("Via", f"SIP/2.0/UDP 192.0.2.1:5060;branch={new_branch()}"),
-        ("From", "<sip:alice@192.0.2.1>;tag=a1"), ("To", "<sip:bob@192.0.2.2>"),
-        ("Call-ID", "late@192.0.2.1"), ("CSeq", "1 INVITE"), ("Contact", "<sip:alice@192.0.2.1>")]))
+    invite = Request(
+        "INVITE",
+        "sip:bob@192.0.2.2",
+        Headers(
+            [
+                ("Via", f"SIP/2.0/UDP 192.0.2.1:5060;branch={new_branch()}"),
+                ("From", "<sip:alice@192.0.2.1>;tag=a1"),
+                ("To", "<sip:bob@192.0.2.2>"),
+                ("Call-ID", "late@192.0.2.1"),
+                ("CSeq", "1 INVITE"),
+                ("Contact", "<sip:alice@192.0.2.1>"),
+            ]
+        ),
+    )
     core = InboundCall(invite, Call(Direction.INBOUND, "sip:alice@192.0.2.1", invite.uri, 0.0), CALLEE)
     core.start(0.0)
     actions = core.answer(0.0)
     assert not any(isinstance(a, ConfigureMedia) for a in actions)
     ok = next(a.response for a in actions if isinstance(a, Respond))
     answer, _ = sdp.negotiate(sdp.SessionDescription.parse(ok.body), CALLER.address, CALLER.media_port)
-    ack = Request("ACK", "sip:bob@192.0.2.2", Headers([
-        ("Via", f"SIP/2.0/UDP 192.0.2.1:5060;branch={new_branch()}"),
-        ("From", "<sip:alice@192.0.2.1>;tag=a1"), ("To", ok.headers.get("To") or ""),
-        ("Call-ID", "late@192.0.2.1"), ("CSeq", "1 ACK"), ("Content-Type", "application/sdp")]),
-        answer.serialize())
+    ack = Request(
+        "ACK",
+        "sip:bob@192.0.2.2",
+        Headers(
+            [
+                ("Via", f"SIP/2.0/UDP 192.0.2.1:5060;branch={new_branch()}"),
+                ("From", "<sip:alice@192.0.2.1>;tag=a1"),
+                ("To", ok.headers.get("To") or ""),
+                ("Call-ID", "late@192.0.2.1"),
+                ("CSeq", "1 ACK"),
+                ("Content-Type", "application/sdp"),
+            ]
+        ),
+        answer.serialize(),
+    )
     (configured,) = core.receive_request(ack, 1.0)
     assert isinstance(configured, ConfigureMedia) and configured.media.remote_port == CALLER.media_port
     assert core.media == configured.media and core.next_timer() is None
 
 
 def test_digest_challenge_is_answered_once() -> None:
-    call = Call(Direction.OUTBOUND, remote_uri="sip:+1555@trunk", local_uri="sip:alice@192.0.2.1", started_at=0.0)
-    core = OutboundCall(call, "sip:+1555@192.0.2.7", CALLER, from_user="alice", credentials=("user", "secret"))
+    call = Call(
+        Direction.OUTBOUND, remote_uri="sip:+1555@trunk", local_uri="sip:alice@192.0.2.1", started_at=0.0
+    )
+    core = OutboundCall(
+        call, "sip:+1555@192.0.2.7", CALLER, from_user="alice", credentials=("user", "secret")
+    )
     (first,) = core.start(0.0)
     assert isinstance(first, SendRequest)
     first.request.headers.prepend("Via", f"SIP/2.0/UDP 192.0.2.1:5060;branch={new_branch()}")
@@ -612,8 +695,12 @@ def test_digest_challenge_is_answered_once() -> None:
     (retry,) = core.receive_response(challenge(first.request), 0.1)
     assert isinstance(retry, SendRequest) and retry.request is core.invite
     assert retry.request.cseq.number == 2 and retry.request.headers.get("Via") is None
-    assert server.verify("INVITE", retry.request.headers.get("Authorization") or "",
-                         lambda user: "secret" if user == "user" else None, 0.2).ok
+    assert server.verify(
+        "INVITE",
+        retry.request.headers.get("Authorization") or "",
+        lambda user: "secret" if user == "user" else None,
+        0.2,
+    ).ok
     retry.request.headers.prepend("Via", f"SIP/2.0/UDP 192.0.2.1:5060;branch={new_branch()}")
     # A second challenge means the credentials are wrong: the call fails with it.
     actions = core.receive_response(challenge(retry.request), 0.3)

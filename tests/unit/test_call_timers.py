@@ -54,9 +54,15 @@ class Clock:
 
 def new_engine(clock: Clock) -> CallEngine:
     server = SimpleNamespace(rtp_ports=(40000, 40100), public_address="192.0.2.2", digest_algorithms=("MD5",))
-    application = SimpleNamespace(on_answered=lambda *_: None, on_press=lambda *_: None, on_ended=lambda *_: None)
-    engine = CallEngine(cast(Any, SimpleNamespace(server=server)), cast(Any, SimpleNamespace()), MediaClock(),
-                        cast(Any, application))
+    application = SimpleNamespace(
+        on_answered=lambda *_: None, on_press=lambda *_: None, on_ended=lambda *_: None
+    )
+    engine = CallEngine(
+        cast(Any, SimpleNamespace(server=server)),
+        cast(Any, SimpleNamespace()),
+        MediaClock(),
+        cast(Any, application),
+    )
     engine.now = lambda: clock.now  # type: ignore[method-assign]
     return engine
 
@@ -263,4 +269,3 @@ def test_first_set_returns_at_once_for_an_event_already_set() -> None:
         await waiting
 
     asyncio.run(scenario())
-

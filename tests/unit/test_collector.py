@@ -86,7 +86,10 @@ def test_timeout_runs_from_the_end_of_the_last_press() -> None:
     assert c.handle_timer(12.999) is None
     done = c.handle_timer(13.0)
     assert (
-        done is not None and done.digits == "7" and done.reason is CollectionEndReason.TIMEOUT and done.ended_at == 13.0
+        done is not None
+        and done.digits == "7"
+        and done.reason is CollectionEndReason.TIMEOUT
+        and done.ended_at == 13.0
     )
     assert c.next_timer() is None
     assert c.handle_timer(20.0) is None

@@ -15,10 +15,21 @@ from tonebridge.conference import room as r
 from tonebridge.conference.options import DtmfMode, DtmfOptions
 
 FIELD_VALUES = {
-    "call_id": "c1", "conference_id": "room", "to_call_id": "c2", "from_call_id": "c1", "digit": "5",
-    "digits": "12", "contributes": True, "hears_room": True, "moh": None, "reason": r.LeaveReason.LEFT,
-    "source": r.PressSource.RFC4733, "mode": DtmfMode.DETECT, "outcome": r.PressOutcome.IGNORED,
-    "options": DtmfOptions(), "receivers": (),
+    "call_id": "c1",
+    "conference_id": "room",
+    "to_call_id": "c2",
+    "from_call_id": "c1",
+    "digit": "5",
+    "digits": "12",
+    "contributes": True,
+    "hears_room": True,
+    "moh": None,
+    "reason": r.LeaveReason.LEFT,
+    "source": r.PressSource.RFC4733,
+    "mode": DtmfMode.DETECT,
+    "outcome": r.PressOutcome.IGNORED,
+    "options": DtmfOptions(),
+    "receivers": (),
 }
 
 
@@ -73,8 +84,13 @@ def test_an_unknown_effect_kind_is_reported_not_dropped(caplog: pytest.LogCaptur
 def test_room_events_reach_the_event_stream() -> None:
     service = ConferenceService(_Engine(), lambda session, done: None)  # type: ignore[arg-type]
     queue = service.events.subscribe()
-    service._apply([r.ConferenceStarted("room"), r.OptionsChanged("c1", "room", DtmfOptions()),
-                    r.ConferenceEnded("room")])
+    service._apply(
+        [
+            r.ConferenceStarted("room"),
+            r.OptionsChanged("c1", "room", DtmfOptions()),
+            r.ConferenceEnded("room"),
+        ]
+    )
     kinds = Counter()
     while not queue.empty():
         kinds[queue.get_nowait()["type"]] += 1

@@ -19,23 +19,30 @@ BOB_CONTACT = "<sip:bob@198.51.100.20:5070;transport=udp>"
 
 
 def invite(record_route: bool = False, contact: str = ALICE_CONTACT, cseq: int = 101) -> Request:
-    headers = Headers([
-        ("Via", f"SIP/2.0/UDP 192.0.2.10:5060;branch={new_branch()}"),
-        ("Max-Forwards", "70"),
-        ("From", '"Alice" <sip:alice@a.example>;tag=alicetag'),
-        ("To", "<sip:bob@b.example>"),
-        ("Call-ID", "dialog-call-1"),
-        ("CSeq", f"{cseq} INVITE"),
-        ("Contact", contact),
-    ])
+    headers = Headers(
+        [
+            ("Via", f"SIP/2.0/UDP 192.0.2.10:5060;branch={new_branch()}"),
+            ("Max-Forwards", "70"),
+            ("From", '"Alice" <sip:alice@a.example>;tag=alicetag'),
+            ("To", "<sip:bob@b.example>"),
+            ("Call-ID", "dialog-call-1"),
+            ("CSeq", f"{cseq} INVITE"),
+            ("Contact", contact),
+        ]
+    )
     if record_route:
         # As it reaches Bob: P2's on top; here split as one field holding both, kamailio-style.
         headers.add("Record-Route", f"<{P2}>, <{P1}>")
     return Request("INVITE", "sip:bob@b.example", headers)
 
 
-def answer(request: Request, status: int = 200, to_tag: str = "bobtag", contact: str | None = BOB_CONTACT,
-           record_route: list[str] | None = None) -> Response:
+def answer(
+    request: Request,
+    status: int = 200,
+    to_tag: str = "bobtag",
+    contact: str | None = BOB_CONTACT,
+    record_route: list[str] | None = None,
+) -> Response:
     response = make_response(request, status, to_tag=to_tag)
     if record_route is not None:
         response.headers.remove("Record-Route")
@@ -79,8 +86,9 @@ def test_in_dialog_request_through_loose_routers() -> None:
     assert bye.call_id == "dialog-call-1"
     assert bye.headers.get("Contact") is None  # BYE is no target refresh
     assert bye.headers.get("Via") is None  # no via_factory: the sender adds it
-    info = dialog.create_request("INFO", body=b"Signal=5\r\nDuration=160\r\n",
-                                 content_type="application/dtmf-relay")
+    info = dialog.create_request(
+        "INFO", body=b"Signal=5\r\nDuration=160\r\n", content_type="application/dtmf-relay"
+    )
     assert info.headers.get("CSeq") == "103 INFO"
     assert info.headers.get("Content-Type") == "application/dtmf-relay"
     # It is a well-formed message once a Via is added.
@@ -92,8 +100,9 @@ def test_in_dialog_request_through_loose_routers() -> None:
 
 def test_reinvite_carries_contact_and_extra_headers() -> None:
     _, dialog = uac_dialog()
-    reinvite = dialog.create_request("INVITE", headers=[("Supported", "timer")], body=b"v=0\r\n",
-                                     content_type="application/sdp")
+    reinvite = dialog.create_request(
+        "INVITE", headers=[("Supported", "timer")], body=b"v=0\r\n", content_type="application/sdp"
+    )
     assert reinvite.headers.get("Contact") == ALICE_CONTACT
     assert reinvite.headers.get("Supported") == "timer"
     override = dialog.create_request("UPDATE", headers=[("Contact", "<sip:alice@203.0.113.5>")])
@@ -209,13 +218,15 @@ def test_uas_dialog_keeps_record_route_order() -> None:
 
 
 def dialog_request_from_alice(dialog: Dialog, method: str, cseq: int, contact: str | None = None) -> Request:
-    headers = Headers([
-        ("Via", f"SIP/2.0/UDP 192.0.2.10:5060;branch={new_branch()}"),
-        ("From", f"<sip:alice@a.example>;tag={dialog.remote_tag}"),
-        ("To", f"<sip:bob@b.example>;tag={dialog.local_tag}"),
-        ("Call-ID", dialog.call_id),
-        ("CSeq", f"{cseq} {method}"),
-    ])
+    headers = Headers(
+        [
+            ("Via", f"SIP/2.0/UDP 192.0.2.10:5060;branch={new_branch()}"),
+            ("From", f"<sip:alice@a.example>;tag={dialog.remote_tag}"),
+            ("To", f"<sip:bob@b.example>;tag={dialog.local_tag}"),
+            ("Call-ID", dialog.call_id),
+            ("CSeq", f"{cseq} {method}"),
+        ]
+    )
     if contact:
         headers.add("Contact", contact)
     return Request(method, dialog.local_contact.strip("<>") if dialog.local_contact else "sip:x@y", headers)
@@ -241,13 +252,19 @@ def test_remote_cseq_must_increase() -> None:
 
 def test_uac_dialog_takes_the_first_remote_cseq_as_given() -> None:
     _, dialog = uac_dialog()
-    request = Request("BYE", "sip:alice@192.0.2.10", Headers([
-        ("Via", "SIP/2.0/UDP 198.51.100.20:5070;branch=z9hG4bKx"),
-        ("From", "<sip:bob@b.example>;tag=bobtag"),
-        ("To", "<sip:alice@a.example>;tag=alicetag"),
-        ("Call-ID", "dialog-call-1"),
-        ("CSeq", "1 BYE"),
-    ]))
+    request = Request(
+        "BYE",
+        "sip:alice@192.0.2.10",
+        Headers(
+            [
+                ("Via", "SIP/2.0/UDP 198.51.100.20:5070;branch=z9hG4bKx"),
+                ("From", "<sip:bob@b.example>;tag=bobtag"),
+                ("To", "<sip:alice@a.example>;tag=alicetag"),
+                ("Call-ID", "dialog-call-1"),
+                ("CSeq", "1 BYE"),
+            ]
+        ),
+    )
     assert dialog.receive_request(request)  # §12.2.2: empty remote sequence number takes any value
     assert dialog.remote_cseq == 1
 
@@ -308,17 +325,20 @@ def test_uas_needs_contact_and_tag() -> None:
         Dialog.from_uas_request(invite(), "", BOB_CONTACT)
 
 
-@pytest.mark.parametrize(("contacts", "problem"), [
-    ([ALICE_CONTACT], None),
-    (['"Alice" <sips:alice@192.0.2.10;transport=tcp>;expires=60'], None),
-    (["sip:alice@192.0.2.10:5060;q=0.5"], None),
-    ([], "Missing Contact"),
-    ([ALICE_CONTACT, "<sip:alice@192.0.2.11>"], "More Than One Contact"),
-    ([f"{ALICE_CONTACT}, <sip:alice@192.0.2.11>"], "More Than One Contact"),
-    (["*"], "Contact * Outside REGISTER"),
-    (["<sip:alice@>"], "Malformed Contact"),
-    (["<tel:+15550001111>"], "Contact Is Not a SIP URI"),
-])
+@pytest.mark.parametrize(
+    ("contacts", "problem"),
+    [
+        ([ALICE_CONTACT], None),
+        (['"Alice" <sips:alice@192.0.2.10;transport=tcp>;expires=60'], None),
+        (["sip:alice@192.0.2.10:5060;q=0.5"], None),
+        ([], "Missing Contact"),
+        ([ALICE_CONTACT, "<sip:alice@192.0.2.11>"], "More Than One Contact"),
+        ([f"{ALICE_CONTACT}, <sip:alice@192.0.2.11>"], "More Than One Contact"),
+        (["*"], "Contact * Outside REGISTER"),
+        (["<sip:alice@>"], "Malformed Contact"),
+        (["<tel:+15550001111>"], "Contact Is Not a SIP URI"),
+    ],
+)
 def test_contact_problem_says_why_a_dialog_cannot_be_made(contacts: list[str], problem: str | None) -> None:
     inv = invite()
     inv.headers.remove("Contact")

@@ -55,8 +55,9 @@ def test_release_of_a_digit_not_held_changes_nothing() -> None:
 
 
 def _tone_samples(renderer: DtmfToneRenderer, frames: int) -> np.ndarray:
-    return np.concatenate([f if (f := renderer.frame()) is not None else np.zeros(160, np.int16)
-                           for _ in range(frames)])
+    return np.concatenate(
+        [f if (f := renderer.frame()) is not None else np.zeros(160, np.int16) for _ in range(frames)]
+    )
 
 
 def test_held_tone_sounds_until_release_then_silence() -> None:

@@ -423,7 +423,9 @@ def test_unknown_secret_is_a_failed_attempt_and_nothing_is_sent(
     assert SECRET.encode() not in Path(store.path).read_bytes()
 
 
-def test_enqueue_stores_the_row_before_anything_is_sent(store: Store, backends: Callable[..., Backend]) -> None:
+def test_enqueue_stores_the_row_before_anything_is_sent(
+    store: Store, backends: Callable[..., Backend]
+) -> None:
     backend = backends()
 
     async def scenario() -> None:

@@ -41,12 +41,16 @@ def test_href_refuses_anything_but_http(url: str, caplog: pytest.LogCaptureFixtu
 
 def test_href_fetches_a_wav(tmp_path: Path) -> None:
     samples = (np.arange(800, dtype=np.int16) * 7) % 4000
-    fetched = prompts.fetch_wav("https://app.example/hello.wav", transport=answering(200, wav_bytes(tmp_path, samples)))
+    fetched = prompts.fetch_wav(
+        "https://app.example/hello.wav", transport=answering(200, wav_bytes(tmp_path, samples))
+    )
     assert fetched is not None and np.array_equal(fetched, samples)
 
 
 @pytest.mark.parametrize(("status", "content"), [(404, b"not here"), (200, b"RIFF but no WAV"), (500, b"")])
-def test_href_failures_are_none_and_logged(status: int, content: bytes, caplog: pytest.LogCaptureFixture) -> None:
+def test_href_failures_are_none_and_logged(
+    status: int, content: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
     with caplog.at_level(logging.WARNING, "tonebridge.prompts"):
         assert prompts.fetch_wav("http://app.example/x.wav", transport=answering(status, content)) is None
     assert "event=href_failed" in caplog.text
@@ -74,13 +78,19 @@ def test_render_joins_speech_and_href_in_order(monkeypatch: pytest.MonkeyPatch, 
 
     monkeypatch.setattr(tts, "synthesize", synthesize)
     href = wav_bytes(tmp_path, np.full(2, 9, dtype=np.int16))
-    audio = prompts.render(parse_prompts("#tts[one];#href[http://app.example/a.wav];#ssml[<s>two</s>]"), "sv-SE",
-                           cache_dir=tmp_path, transport=answering(200, href))
+    audio = prompts.render(
+        parse_prompts("#tts[one];#href[http://app.example/a.wav];#ssml[<s>two</s>]"),
+        "sv-SE",
+        cache_dir=tmp_path,
+        transport=answering(200, href),
+    )
     assert audio.tolist() == [1, 1, 1, 9, 9, 2, 2, 2]
     assert spoken == [("one", "sv-SE", tmp_path), ("two", "sv-SE", tmp_path)]
 
 
-def test_render_skips_what_cannot_be_rendered(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+def test_render_skips_what_cannot_be_rendered(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     def synthesize(text: str, locale: str = "en-US", cache_dir: Path | None = None) -> np.ndarray:
         if text == "broken":
             raise tts.TtsUnavailable("espeak-ng is not installed")
@@ -88,8 +98,16 @@ def test_render_skips_what_cannot_be_rendered(monkeypatch: pytest.MonkeyPatch, c
 
     monkeypatch.setattr(tts, "synthesize", synthesize)
     with caplog.at_level(logging.INFO, "tonebridge.prompts"):
-        audio = prompts.render([Prompt("tts", "broken"), Prompt("file", "welcome"), Prompt("href", "file:///x"),
-                                prompts.speech("fine")], "en-US", transport=refusing_network())
+        audio = prompts.render(
+            [
+                Prompt("tts", "broken"),
+                Prompt("file", "welcome"),
+                Prompt("href", "file:///x"),
+                prompts.speech("fine"),
+            ],
+            "en-US",
+            transport=refusing_network(),
+        )
     assert audio.tolist() == [1, 1, 1, 1]
     assert "event=tts_unavailable" in caplog.text and "event=prompt_not_played kind=file" in caplog.text
     assert "event=href_refused" in caplog.text

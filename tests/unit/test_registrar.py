@@ -9,9 +9,16 @@ from tonebridge.sip.registrar import IntervalTooBrief, Registrar
 
 
 def register(contact: str, cseq: int = 1, expires: str | None = None, call_id: str = "reg1") -> Request:
-    headers = Headers([("Via", "SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKr"), ("From", "<sip:alice@h>;tag=a"),
-                       ("To", "<sip:alice@h>"), ("Call-ID", call_id), ("CSeq", f"{cseq} REGISTER"),
-                       ("Contact", contact)])
+    headers = Headers(
+        [
+            ("Via", "SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKr"),
+            ("From", "<sip:alice@h>;tag=a"),
+            ("To", "<sip:alice@h>"),
+            ("Call-ID", call_id),
+            ("CSeq", f"{cseq} REGISTER"),
+            ("Contact", contact),
+        ]
+    )
     if expires is not None:
         headers.add("Expires", expires)
     return Request("REGISTER", "sip:h", headers)
@@ -42,4 +49,6 @@ def test_star_clears_all_and_short_interval_is_refused() -> None:
     registrar.register("alice", register("*", cseq=2, expires="0"), SOURCE, now=1.0)
     assert registrar.bindings("alice", 1.0) == []
     with pytest.raises(IntervalTooBrief):
-        registrar.register("alice", register("<sip:alice@127.0.0.1:5070>;expires=10", cseq=3), SOURCE, now=2.0)
+        registrar.register(
+            "alice", register("<sip:alice@127.0.0.1:5070>;expires=10", cseq=3), SOURCE, now=2.0
+        )

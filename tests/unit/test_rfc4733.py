@@ -208,7 +208,9 @@ def test_sipp_pcaps_played_1_1_2_give_three_presses() -> None:
     receiver = TelephoneEventReceiver()
     started = []
     for index, (event, timestamp, seq0) in enumerate(((1, 13280, 7984), (1, 13280, 7984), (2, 23200, 8042))):
-        packets = [ev(event, timestamp, 320 * i, seq=seq0 + i, ssrc=0x0E05384E, marker=(i == 0)) for i in range(7)]
+        packets = [
+            ev(event, timestamp, 320 * i, seq=seq0 + i, ssrc=0x0E05384E, marker=(i == 0)) for i in range(7)
+        ]
         packets += [ev(event, timestamp, 2240, end=True, seq=seq0 + 7, ssrc=0x0E05384E)] * 3
         times = [index * 0.7 + min(i, 7) * 0.02 for i in range(len(packets))]
         for packet, now in zip(packets, times, strict=True):
@@ -361,5 +363,7 @@ def test_a_sender_whose_clock_jumps_back_a_long_way_gives_a_new_press() -> None:
         for i, (end, duration) in enumerate(((False, 0), (False, 800), (True, 2240), (True, 2240))):
             payload = TelephoneEvent(event, end, 10, duration).serialize()
             packet = RtpPacket(101, seq0 + i, timestamp, 0x0E05384E, payload, marker=(i == 0))
-            started += [e.digit for e in receiver.receive(packet, 1.0 + i * 0.02) if isinstance(e, PressStarted)]
+            started += [
+                e.digit for e in receiver.receive(packet, 1.0 + i * 0.02) if isinstance(e, PressStarted)
+            ]
     assert started == ["4", "2"]

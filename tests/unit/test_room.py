@@ -352,7 +352,9 @@ def test_detect_collects_until_timeout_then_returns_after_pie() -> None:
     assert c.next_timer() == pytest.approx(4.1)
     assert c.handle_timer(4.0) == []
     effects = c.handle_timer(4.1)
-    assert effects == [CollectionDone("d", ROOM, "12", seq=0, reason=CollectionEndReason.TIMEOUT, ended_at=4.1)]
+    assert effects == [
+        CollectionDone("d", ROOM, "12", seq=0, reason=CollectionEndReason.TIMEOUT, ended_at=4.1)
+    ]
     assert c.participant("d").state is ParticipantState.AWAITING_PIE
     assert c.next_timer() is None
     assert c.pie_completed("d", 4.3) == [ReturnedToMix("d", ROOM), MixState("d", ROOM, True, True, None)]

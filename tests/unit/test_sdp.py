@@ -76,8 +76,17 @@ BARESIP = sdp(
 
 
 def offer_with(*media_lines: str, session: tuple[str, ...] = ()) -> SessionDescription:
-    return SessionDescription.parse(sdp(
-        "v=0", "o=peer 1 1 IN IP4 192.0.2.50", "s=-", "c=IN IP4 192.0.2.50", "t=0 0", *session, *media_lines))
+    return SessionDescription.parse(
+        sdp(
+            "v=0",
+            "o=peer 1 1 IN IP4 192.0.2.50",
+            "s=-",
+            "c=IN IP4 192.0.2.50",
+            "t=0 0",
+            *session,
+            *media_lines,
+        )
+    )
 
 
 # --- parsing -----------------------------------------------------------------------------------------
@@ -123,8 +132,13 @@ def test_static_payload_types_need_no_rtpmap() -> None:
 
 
 def test_session_and_media_level_attributes() -> None:
-    session = offer_with("m=audio 4000 RTP/AVP 0", "c=IN IP4 192.0.2.99", "a=recvonly",
-                         "m=audio 4002 RTP/AVP 0", session=("a=sendonly", "a=tool:x"))
+    session = offer_with(
+        "m=audio 4000 RTP/AVP 0",
+        "c=IN IP4 192.0.2.99",
+        "a=recvonly",
+        "m=audio 4002 RTP/AVP 0",
+        session=("a=sendonly", "a=tool:x"),
+    )
     first, second = session.media
     assert session.direction == "sendonly" and session.attributes == [("tool", "x")]
     assert session.direction_of(first) == "recvonly" and session.direction_of(second) == "sendonly"
@@ -133,27 +147,47 @@ def test_session_and_media_level_attributes() -> None:
     assert SessionDescription.parse(session.serialize()) == session
 
 
-@pytest.mark.parametrize(("body", "fault"), [
-    (b"", "empty SDP"),
-    (b"o=x 1 1 IN IP4 1.2.3.4\r\n", "must start with v="),
-    (b"v=1\r\n", "unsupported SDP version"),
-    (sdp("v=0", "s=-", "c=IN IP4 1.2.3.4", "t=0 0"), "no o= line"),
-    (sdp("v=0", "o=x 1 IN IP4 1.2.3.4"), "o= needs"),
-    (sdp("v=0", "o=x 1 1 IN IP4 1.2.3.4", "x=what"), "unknown line type 'x'"),
-    (sdp("v=0", "o=x 1 1 IN IP4 1.2.3.4", "garbage"), "not a <type>=<value> line"),
-    (sdp("v=0", "o=x 1 1 IN IP4 1.2.3.4", "c=IN IP9 1.2.3.4"), "c= needs"),
-    (sdp("v=0", "o=x 1 1 IN IP4 1.2.3.4", "m=audio 4000 RTP/AVP 0"), "has no c= line"),
-    (sdp("v=0", "o=x 1 1 IN IP4 1.2.3.4", "c=IN IP4 1.2.3.4", "m=audio 70000 RTP/AVP 0"), "invalid port"),
-    (sdp("v=0", "o=x 1 1 IN IP4 1.2.3.4", "c=IN IP4 1.2.3.4", "m=audio 4000 RTP/AVP"), "at least one format"),
-    (sdp("v=0", "o=x 1 1 IN IP4 1.2.3.4", "c=IN IP4 1.2.3.4", "m=audio 4000 RTP/AVP 128"), "not 0-127"),
-    (sdp("v=0", "o=x 1 1 IN IP4 1.2.3.4", "c=IN IP4 1.2.3.4", "m=audio 4000 RTP/AVP 0", "a=rtpmap:0 PCMU"),
-     "a=rtpmap needs"),
-    (sdp("v=0", "o=x 1 1 IN IP4 1.2.3.4", "c=IN IP4 1.2.3.4", "m=audio 4000 RTP/AVP 0", "a=ptime:soon"),
-     "a=ptime needs"),
-    (sdp("v=0", "o=x 1 1 IN IP4 1.2.3.4", "c=IN IP4 1.2.3.4", "m=audio 4000 RTP/AVP 0", "t=0 0"),
-     "t= is not allowed inside a media section"),
-    (b"v=0\r\no=\xff\r\n", "not valid UTF-8"),
-])
+@pytest.mark.parametrize(
+    ("body", "fault"),
+    [
+        (b"", "empty SDP"),
+        (b"o=x 1 1 IN IP4 1.2.3.4\r\n", "must start with v="),
+        (b"v=1\r\n", "unsupported SDP version"),
+        (sdp("v=0", "s=-", "c=IN IP4 1.2.3.4", "t=0 0"), "no o= line"),
+        (sdp("v=0", "o=x 1 IN IP4 1.2.3.4"), "o= needs"),
+        (sdp("v=0", "o=x 1 1 IN IP4 1.2.3.4", "x=what"), "unknown line type 'x'"),
+        (sdp("v=0", "o=x 1 1 IN IP4 1.2.3.4", "garbage"), "not a <type>=<value> line"),
+        (sdp("v=0", "o=x 1 1 IN IP4 1.2.3.4", "c=IN IP9 1.2.3.4"), "c= needs"),
+        (sdp("v=0", "o=x 1 1 IN IP4 1.2.3.4", "m=audio 4000 RTP/AVP 0"), "has no c= line"),
+        (sdp("v=0", "o=x 1 1 IN IP4 1.2.3.4", "c=IN IP4 1.2.3.4", "m=audio 70000 RTP/AVP 0"), "invalid port"),
+        (
+            sdp("v=0", "o=x 1 1 IN IP4 1.2.3.4", "c=IN IP4 1.2.3.4", "m=audio 4000 RTP/AVP"),
+            "at least one format",
+        ),
+        (sdp("v=0", "o=x 1 1 IN IP4 1.2.3.4", "c=IN IP4 1.2.3.4", "m=audio 4000 RTP/AVP 128"), "not 0-127"),
+        (
+            sdp(
+                "v=0",
+                "o=x 1 1 IN IP4 1.2.3.4",
+                "c=IN IP4 1.2.3.4",
+                "m=audio 4000 RTP/AVP 0",
+                "a=rtpmap:0 PCMU",
+            ),
+            "a=rtpmap needs",
+        ),
+        (
+            sdp(
+                "v=0", "o=x 1 1 IN IP4 1.2.3.4", "c=IN IP4 1.2.3.4", "m=audio 4000 RTP/AVP 0", "a=ptime:soon"
+            ),
+            "a=ptime needs",
+        ),
+        (
+            sdp("v=0", "o=x 1 1 IN IP4 1.2.3.4", "c=IN IP4 1.2.3.4", "m=audio 4000 RTP/AVP 0", "t=0 0"),
+            "t= is not allowed inside a media section",
+        ),
+        (b"v=0\r\no=\xff\r\n", "not valid UTF-8"),
+    ],
+)
 def test_parse_errors_say_what_is_wrong(body: bytes, fault: str) -> None:
     with pytest.raises(SdpError, match=fault):
         SessionDescription.parse(body)
@@ -187,14 +221,24 @@ def test_build_offer_default() -> None:
 
 
 def test_build_offer_options() -> None:
-    offer = build_offer("2001:db8::5", 40002, codecs=("PCMA",), telephone_event_pt=None, direction="sendonly",
-                        session_id="9", version=4)
+    offer = build_offer(
+        "2001:db8::5",
+        40002,
+        codecs=("PCMA",),
+        telephone_event_pt=None,
+        direction="sendonly",
+        session_id="9",
+        version=4,
+    )
     (audio,) = offer.media
     assert audio.formats == ["8"] and audio.telephone_event() is None and audio.direction == "sendonly"
     assert offer.connection == Connection("2001:db8::5", "IP6")
     assert (offer.origin.session_id, offer.session_version, offer.origin.addrtype) == ("9", 4, "IP6")
     assert build_offer("192.0.2.1", 1, codecs=["pcma", "PCMU"], telephone_event_pt=100).media[0].formats == [
-        "8", "0", "100"]
+        "8",
+        "0",
+        "100",
+    ]
     for bad in ({"codecs": ("G729",)}, {"codecs": ()}, {"direction": "both"}, {"telephone_event_pt": 8}):
         with pytest.raises(ValueError):
             build_offer("192.0.2.1", 4000, **bad)  # type: ignore[arg-type]
@@ -249,12 +293,16 @@ def test_answer_respects_our_supported_list() -> None:
 def test_telephone_event_only_when_offered_and_wanted() -> None:
     answer, media = negotiate(SessionDescription.parse(BARESIP), "127.0.0.1", 1, telephone_event=False)
     assert media.telephone_event_pt is None and answer.media[0].formats == ["0"]
-    offer = offer_with("m=audio 4000 RTP/AVP 0 96 97", "a=rtpmap:96 telephone-event/48000",
-                       "a=rtpmap:97 telephone-event/8000")
+    offer = offer_with(
+        "m=audio 4000 RTP/AVP 0 96 97",
+        "a=rtpmap:96 telephone-event/48000",
+        "a=rtpmap:97 telephone-event/8000",
+    )
     answer, media = negotiate(offer, "192.0.2.1", 1)
     assert media.telephone_event_pt == 97 and answer.media[0].formats == ["0", "97"]
-    answer, media = negotiate(offer_with("m=audio 4000 RTP/AVP 0 96", "a=rtpmap:96 telephone-event/48000"),
-                              "192.0.2.1", 1)
+    answer, media = negotiate(
+        offer_with("m=audio 4000 RTP/AVP 0 96", "a=rtpmap:96 telephone-event/48000"), "192.0.2.1", 1
+    )
     assert media.telephone_event_pt is None and answer.media[0].formats == ["0"]
 
 
@@ -263,21 +311,31 @@ def test_dynamic_payload_type_for_g711_is_kept() -> None:
     assert (media.codec, media.payload_type) == ("PCMA", 98)
 
 
-@pytest.mark.parametrize(("offered", "answered"), [
-    ("sendrecv", "sendrecv"), ("sendonly", "recvonly"), ("recvonly", "sendonly"), ("inactive", "inactive"),
-])
+@pytest.mark.parametrize(
+    ("offered", "answered"),
+    [
+        ("sendrecv", "sendrecv"),
+        ("sendonly", "recvonly"),
+        ("recvonly", "sendonly"),
+        ("inactive", "inactive"),
+    ],
+)
 def test_answer_direction_mirrors_offer(offered: str, answered: str) -> None:
     for session, media_lines in (((f"a={offered}",), ()), ((), (f"a={offered}",))):
-        answer, media = negotiate(offer_with("m=audio 4000 RTP/AVP 0", *media_lines, session=session),
-                                  "192.0.2.1", 1)
+        answer, media = negotiate(
+            offer_with("m=audio 4000 RTP/AVP 0", *media_lines, session=session), "192.0.2.1", 1
+        )
         assert answer.media[0].direction == answered == media.direction
 
 
 def test_direction_policy_limits_what_we_do() -> None:
-    answer, media = negotiate(offer_with("m=audio 4000 RTP/AVP 0"), "192.0.2.1", 1, direction_policy="sendonly")
+    answer, media = negotiate(
+        offer_with("m=audio 4000 RTP/AVP 0"), "192.0.2.1", 1, direction_policy="sendonly"
+    )
     assert (answer.media[0].direction, media.local_sends, media.local_receives) == ("sendonly", True, False)
-    _, media = negotiate(offer_with("m=audio 4000 RTP/AVP 0", "a=sendonly"), "192.0.2.1", 1,
-                         direction_policy="sendonly")
+    _, media = negotiate(
+        offer_with("m=audio 4000 RTP/AVP 0", "a=sendonly"), "192.0.2.1", 1, direction_policy="sendonly"
+    )
     assert media.direction == "inactive"
     with pytest.raises(ValueError):
         negotiate(offer_with("m=audio 4000 RTP/AVP 0"), "192.0.2.1", 1, direction_policy="upward")
@@ -344,14 +402,24 @@ def test_ptime() -> None:
 
 
 def answer_with(*media_lines: str, session: tuple[str, ...] = ()) -> SessionDescription:
-    return SessionDescription.parse(sdp(
-        "v=0", "o=peer 9 9 IN IP4 192.0.2.60", "s=-", "c=IN IP4 192.0.2.60", "t=0 0", *session, *media_lines))
+    return SessionDescription.parse(
+        sdp(
+            "v=0",
+            "o=peer 9 9 IN IP4 192.0.2.60",
+            "s=-",
+            "c=IN IP4 192.0.2.60",
+            "t=0 0",
+            *session,
+            *media_lines,
+        )
+    )
 
 
 def test_apply_answer_round_trip_with_our_own_negotiate() -> None:
     offer = build_offer("192.0.2.1", 40000)
-    answer, theirs = negotiate(SessionDescription.parse(offer.serialize()), "192.0.2.2", 41000,
-                               supported=("PCMA", "PCMU"))
+    answer, theirs = negotiate(
+        SessionDescription.parse(offer.serialize()), "192.0.2.2", 41000, supported=("PCMA", "PCMU")
+    )
     ours = apply_answer(offer, SessionDescription.parse(answer.serialize()))
     assert ours == NegotiatedMedia("192.0.2.2", 41000, "PCMU", 0, 101, 20, "sendrecv")
     assert theirs.codec == ours.codec and theirs.telephone_event_pt == ours.telephone_event_pt
@@ -359,31 +427,41 @@ def test_apply_answer_round_trip_with_our_own_negotiate() -> None:
 
 def test_apply_answer_uses_the_answers_event_pt_and_first_codec() -> None:
     offer = build_offer("192.0.2.1", 40000)
-    media = apply_answer(offer, answer_with("m=audio 5000 RTP/AVP 8 0 100", "a=rtpmap:100 telephone-event/8000",
-                                            "a=ptime:30"))
+    media = apply_answer(
+        offer, answer_with("m=audio 5000 RTP/AVP 8 0 100", "a=rtpmap:100 telephone-event/8000", "a=ptime:30")
+    )
     assert (media.codec, media.payload_type, media.telephone_event_pt, media.ptime_ms) == ("PCMA", 8, 100, 30)
-    media = apply_answer(build_offer("192.0.2.1", 40000, telephone_event_pt=None),
-                         answer_with("m=audio 5000 RTP/AVP 0 101", "a=rtpmap:101 telephone-event/8000"))
+    media = apply_answer(
+        build_offer("192.0.2.1", 40000, telephone_event_pt=None),
+        answer_with("m=audio 5000 RTP/AVP 0 101", "a=rtpmap:101 telephone-event/8000"),
+    )
     assert media.telephone_event_pt is None
 
 
-@pytest.mark.parametrize(("ours", "answered", "result"), [
-    ("sendrecv", "sendrecv", "sendrecv"),
-    ("sendrecv", "recvonly", "sendonly"),
-    ("sendrecv", "sendonly", "recvonly"),
-    ("sendrecv", "inactive", "inactive"),
-    ("sendonly", "recvonly", "sendonly"),
-    ("sendonly", "sendrecv", "sendonly"),
-    ("inactive", "inactive", "inactive"),
-])
+@pytest.mark.parametrize(
+    ("ours", "answered", "result"),
+    [
+        ("sendrecv", "sendrecv", "sendrecv"),
+        ("sendrecv", "recvonly", "sendonly"),
+        ("sendrecv", "sendonly", "recvonly"),
+        ("sendrecv", "inactive", "inactive"),
+        ("sendonly", "recvonly", "sendonly"),
+        ("sendonly", "sendrecv", "sendonly"),
+        ("inactive", "inactive", "inactive"),
+    ],
+)
 def test_apply_answer_direction(ours: str, answered: str, result: str) -> None:
-    media = apply_answer(build_offer("192.0.2.1", 40000, direction=ours),
-                         answer_with("m=audio 5000 RTP/AVP 0", f"a={answered}"))
+    media = apply_answer(
+        build_offer("192.0.2.1", 40000, direction=ours),
+        answer_with("m=audio 5000 RTP/AVP 0", f"a={answered}"),
+    )
     assert media.direction == result
 
 
 def test_apply_answer_hold_address() -> None:
-    media = apply_answer(build_offer("192.0.2.1", 40000), answer_with("m=audio 5000 RTP/AVP 0", "c=IN IP4 0.0.0.0"))
+    media = apply_answer(
+        build_offer("192.0.2.1", 40000), answer_with("m=audio 5000 RTP/AVP 0", "c=IN IP4 0.0.0.0")
+    )
     assert not media.local_sends and media.local_receives
 
 
@@ -403,36 +481,67 @@ def test_apply_answer_refusals() -> None:
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 words = st.text(string.ascii_letters + string.digits + "-_.", min_size=1, max_size=8)
-addresses = st.one_of(st.tuples(*[st.integers(0, 255)] * 4).map(lambda t: ".".join(map(str, t))),
-                      st.sampled_from(["2001:db8::1", "::1"]))
+addresses = st.one_of(
+    st.tuples(*[st.integers(0, 255)] * 4).map(lambda t: ".".join(map(str, t))),
+    st.sampled_from(["2001:db8::1", "::1"]),
+)
 directions = st.one_of(st.none(), st.sampled_from(["sendrecv", "sendonly", "recvonly", "inactive"]))
-attributes = st.lists(st.tuples(words, st.one_of(st.none(), st.text(
-    st.characters(blacklist_categories=("Cs", "Cc")), max_size=12))), max_size=3).map(
-    lambda attrs: [(n, v) for n, v in attrs if n not in ("sendrecv", "sendonly", "recvonly", "inactive",
-                                                          "rtpmap", "fmtp", "ptime")])
+attributes = st.lists(
+    st.tuples(
+        words, st.one_of(st.none(), st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=12))
+    ),
+    max_size=3,
+).map(
+    lambda attrs: [
+        (n, v)
+        for n, v in attrs
+        if n not in ("sendrecv", "sendonly", "recvonly", "inactive", "rtpmap", "fmtp", "ptime")
+    ]
+)
 
 
 @st.composite
 def media_descriptions(draw: st.DrawFn) -> MediaDescription:
     pts = draw(st.lists(st.integers(0, 127), min_size=1, max_size=5, unique=True))
-    rtpmap = {pt: draw(st.sampled_from(["PCMU/8000", "PCMA/8000", "telephone-event/8000", "opus/48000/2"]))
-              for pt in pts if draw(st.booleans())}
+    rtpmap = {
+        pt: draw(st.sampled_from(["PCMU/8000", "PCMA/8000", "telephone-event/8000", "opus/48000/2"]))
+        for pt in pts
+        if draw(st.booleans())
+    }
     fmtp = {pt: draw(words) for pt in pts if draw(st.booleans())}
     connection = draw(st.one_of(st.none(), addresses.map(Connection.for_address)))
-    return MediaDescription(draw(st.sampled_from(["audio", "video"])), draw(st.integers(0, 65535)),
-                            draw(st.sampled_from(["RTP/AVP", "RTP/AVPF"])), [str(pt) for pt in pts], rtpmap,
-                            fmtp, draw(directions), draw(st.one_of(st.none(), st.integers(1, 200))), connection,
-                            attributes=draw(attributes))
+    return MediaDescription(
+        draw(st.sampled_from(["audio", "video"])),
+        draw(st.integers(0, 65535)),
+        draw(st.sampled_from(["RTP/AVP", "RTP/AVPF"])),
+        [str(pt) for pt in pts],
+        rtpmap,
+        fmtp,
+        draw(directions),
+        draw(st.one_of(st.none(), st.integers(1, 200))),
+        connection,
+        attributes=draw(attributes),
+    )
 
 
 @st.composite
 def descriptions(draw: st.DrawFn) -> SessionDescription:
     address = draw(addresses)
-    origin = Origin(draw(words), str(draw(st.integers(0, 2**63))), draw(st.integers(0, 2**32)), address,
-                    Connection.for_address(address).addrtype)
-    return SessionDescription(origin, draw(words), Connection.for_address(address),
-                              draw(st.lists(media_descriptions(), max_size=3)), draw(directions),
-                              attributes=draw(attributes))
+    origin = Origin(
+        draw(words),
+        str(draw(st.integers(0, 2**63))),
+        draw(st.integers(0, 2**32)),
+        address,
+        Connection.for_address(address).addrtype,
+    )
+    return SessionDescription(
+        origin,
+        draw(words),
+        Connection.for_address(address),
+        draw(st.lists(media_descriptions(), max_size=3)),
+        draw(directions),
+        attributes=draw(attributes),
+    )
 
 
 @SETTINGS
@@ -447,8 +556,10 @@ def test_negotiate_keeps_shape_and_payload_types(offer: SessionDescription, even
     try:
         answer, media = negotiate(offer, "192.0.2.9", 30000, telephone_event=events)
     except NoCommonCodec:
-        assert not any(m.media == "audio" and m.port and any(m.codec_of(pt) for pt in m.payload_types)
-                       for m in offer.media)
+        assert not any(
+            m.media == "audio" and m.port and any(m.codec_of(pt) for pt in m.payload_types)
+            for m in offer.media
+        )
         return
     assert len(answer.media) == len(offer.media)
     accepted = [(o, a) for o, a in zip(offer.media, answer.media, strict=True) if a.port]
@@ -465,9 +576,16 @@ def test_negotiate_keeps_shape_and_payload_types(offer: SessionDescription, even
 
 
 @SETTINGS
-@given(st.one_of(st.binary(max_size=400), st.text(max_size=400),
-                 st.lists(st.sampled_from(SIPP.split(b"\r\n") + BARESIP.split(b"\r\n") + [b"m=", b"a=", b"\xff"]),
-                          max_size=25).map(b"\r\n".join)))
+@given(
+    st.one_of(
+        st.binary(max_size=400),
+        st.text(max_size=400),
+        st.lists(
+            st.sampled_from(SIPP.split(b"\r\n") + BARESIP.split(b"\r\n") + [b"m=", b"a=", b"\xff"]),
+            max_size=25,
+        ).map(b"\r\n".join),
+    )
+)
 def test_parse_raises_only_sdp_error(data: bytes | str) -> None:
     try:
         session = SessionDescription.parse(data)

@@ -41,8 +41,10 @@ from tonebridge.svaml.menu import MenuResult, MenuRunner
 from tonebridge.svaml.models import Prompt, RunMenuAction, SvamlError, parse_svaml
 
 SECRET = base64.b64encode(b"sixteen byte key").decode()
-APPS = [ApplicationConfig(key="a", secret=SECRET, callback_url="https://a.example/cb", numbers=["+15550001"]),
-        ApplicationConfig(key="b", secret=SECRET, numbers=["15550002"])]
+APPS = [
+    ApplicationConfig(key="a", secret=SECRET, callback_url="https://a.example/cb", numbers=["+15550001"]),
+    ApplicationConfig(key="b", secret=SECRET, numbers=["15550002"]),
+]
 
 
 class Timer:
@@ -98,7 +100,9 @@ class Engine:
     def limit_duration(self, session: Any, seconds: float) -> None:
         self.limits.append((session.call_id, seconds))
 
-    async def send_dtmf(self, session: Any, digits: str, method: str = "rfc4733", duration_ms: int = 160) -> None:
+    async def send_dtmf(
+        self, session: Any, digits: str, method: str = "rfc4733", duration_ms: int = 160
+    ) -> None:
         self.sent.append((digits, self.time))
 
     async def originate(self, destination: Any, **fields: Any) -> Any:
@@ -140,8 +144,9 @@ class Conferences:
     def on_press(self, session: Any, press: Press) -> None:
         self.done.append(("press", session.call_id, press.digit))
 
-    def join(self, session: Any, conference_id: str, options: DtmfOptions | None = None,
-             moh: str | None = None) -> None:
+    def join(
+        self, session: Any, conference_id: str, options: DtmfOptions | None = None, moh: str | None = None
+    ) -> None:
         self.done.append(("join", session.call_id, conference_id))
 
     def mute(self, call_id: str, conference_id: str) -> None:
@@ -169,7 +174,9 @@ class Outbox:
     def __init__(self) -> None:
         self.sent: list[tuple[str, str, str, dict[str, Any]]] = []
 
-    def enqueue(self, key: str, url: str, call_id: str, event: str, body: dict[str, Any], **_: object) -> None:
+    def enqueue(
+        self, key: str, url: str, call_id: str, event: str, body: dict[str, Any], **_: object
+    ) -> None:
         self.sent.append((url, call_id, event, body))
 
 
@@ -183,12 +190,23 @@ def parts() -> SimpleNamespace:
 
 
 def session(direction: Direction = Direction.INBOUND, *, answered: bool = True) -> Any:
-    call = Call(direction, remote_uri="sip:x@example.com", local_uri="sip:tb@example.com", started_at=0.0,
-                cli="+15559999")
+    call = Call(
+        direction,
+        remote_uri="sip:x@example.com",
+        local_uri="sip:tb@example.com",
+        started_at=0.0,
+        cli="+15559999",
+    )
     if answered:
         call.answered(1.0)
-    return SimpleNamespace(call=call, call_id=call.call_id, incoming=None, leg=SimpleNamespace(source=None),
-                           ended_event=asyncio.Event(), media=None)
+    return SimpleNamespace(
+        call=call,
+        call_id=call.call_id,
+        incoming=None,
+        leg=SimpleNamespace(source=None),
+        ended_event=asyncio.Event(),
+        media=None,
+    )
 
 
 def end(s: Any, reason: EndReason = EndReason.CALLER_HANGUP) -> None:
@@ -221,7 +239,10 @@ def test_assigning_a_number_another_application_holds_assigns_none() -> None:
 def test_callback_urls_change_only_where_given() -> None:
     apps = Applications(APPS)
     apps.set_callback_urls("a", CallbackUrls(fallback="https://a.example/fallback"))
-    assert apps.callback_urls("a") == {"primary": "https://a.example/cb", "fallback": "https://a.example/fallback"}
+    assert apps.callback_urls("a") == {
+        "primary": "https://a.example/cb",
+        "fallback": "https://a.example/fallback",
+    }
     apps.set_callback_urls("a", CallbackUrls(primary=""))
     assert apps.callback_urls("a") == {"primary": "", "fallback": "https://a.example/fallback"}
 
@@ -235,14 +256,31 @@ def test_query_number_normalises() -> None:
 
 
 def test_a_callout_call_carries_its_plan() -> None:
-    callout = Callout(CalloutMethod.CONFERENCE, {"type": "number", "endpoint": "+1"}, cli="+2", custom="c",
-                      conference_id="room", enable_dice=True, dtmf_options=DtmfOptions(DtmfMode.DETECT))
+    callout = Callout(
+        CalloutMethod.CONFERENCE,
+        {"type": "number", "endpoint": "+1"},
+        cli="+2",
+        custom="c",
+        conference_id="room",
+        enable_dice=True,
+        dtmf_options=DtmfOptions(DtmfMode.DETECT),
+    )
     call = SinchCall.placed("a", callout)
-    assert (call.method, call.conference_id, call.enable_dice, call.custom, call.callout) == \
-        ("conferenceCallout", "room", True, "c", callout)
+    assert (call.method, call.conference_id, call.enable_dice, call.custom, call.callout) == (
+        "conferenceCallout",
+        "room",
+        True,
+        "c",
+        callout,
+    )
     call.cookies["k"] = "v"
     fields = call.fields("c1")
-    assert (fields.call_id, fields.app_key, fields.conference_id, dict(fields.cookies)) == ("c1", "a", "room", {"k": "v"})
+    assert (fields.call_id, fields.app_key, fields.conference_id, dict(fields.cookies)) == (
+        "c1",
+        "a",
+        "room",
+        {"k": "v"},
+    )
 
 
 def test_presses_during_a_menu_go_to_the_menu_not_the_room(parts: SimpleNamespace) -> None:
@@ -293,8 +331,11 @@ def test_a_patch_unparks_a_parked_call(parts: SimpleNamespace) -> None:
     call = SinchCall.inbound("a", "+15550001", "+15559999")
     call.parked = True
     parts.app.calls[s.call_id] = call
-    asyncio.run(parts.app.update_call("a", s.call_id, parse_svaml({"action": {"name": "connectConf",
-                                                                              "conferenceId": "room"}}), None))
+    asyncio.run(
+        parts.app.update_call(
+            "a", s.call_id, parse_svaml({"action": {"name": "connectConf", "conferenceId": "room"}}), None
+        )
+    )
     assert call.parked is False and len(parts.engine.spawned) == 1
     parts.engine.spawned.pop().close()
 
@@ -304,8 +345,11 @@ def test_a_live_call_refuses_what_a_patch_may_not_do(parts: SimpleNamespace) -> 
     parts.engine.sessions[s.call_id] = s
     parts.app.calls[s.call_id] = SinchCall.inbound("a", "+15550001", "+15559999")
     with pytest.raises(SvamlError) as caught:
-        asyncio.run(parts.app.update_call("a", s.call_id, parse_svaml({"action": {"name": "connectConf",
-                                                                                  "conferenceId": "r"}}), None))
+        asyncio.run(
+            parts.app.update_call(
+                "a", s.call_id, parse_svaml({"action": {"name": "connectConf", "conferenceId": "r"}}), None
+            )
+        )
     assert caught.value.path == "action.name"
     assert parts.engine.spawned == []
 
@@ -332,9 +376,13 @@ def test_conference_operations_check_owner_and_membership(parts: SimpleNamespace
         parts.app.kick_all("b", "room")
     with pytest.raises(NotAParticipant):
         parts.app.kick_participant("a", "room", "c2")
-    parts.app.manage_participant("a", "room", "c1", ParticipantUpdate(ParticipantCommand.ONHOLD, DtmfOptions(),
-                                                                      "music2"))
-    assert parts.conferences.done == [("hold", "c1", "music2", "room"), ("options", "c1", DtmfOptions(), "room")]
+    parts.app.manage_participant(
+        "a", "room", "c1", ParticipantUpdate(ParticipantCommand.ONHOLD, DtmfOptions(), "music2")
+    )
+    assert parts.conferences.done == [
+        ("hold", "c1", "music2", "room"),
+        ("options", "c1", DtmfOptions(), "room"),
+    ]
 
 
 # -- menus, parks, prompts and pauses, driven by news ----------------------------------------------------------
@@ -371,8 +419,13 @@ def renders(app: SinchApplication, frames: dict[str, int], gate: asyncio.Event |
 
 
 def menu(**fields: Any) -> RunMenuAction:
-    main = {"id": "main", "mainPrompt": "#tts[choose]", "repeats": 0, "timeoutMills": 1500,
-            "options": [{"dtmf": "1", "action": "return(sales)"}, {"dtmf": "2", "action": "return(support)"}]}
+    main = {
+        "id": "main",
+        "mainPrompt": "#tts[choose]",
+        "repeats": 0,
+        "timeoutMills": 1500,
+        "options": [{"dtmf": "1", "action": "return(sales)"}, {"dtmf": "2", "action": "return(support)"}],
+    }
     main.update(fields)
     action = parse_svaml({"action": {"name": "runMenu", "barge": True, "menus": [main]}}).action
     assert isinstance(action, RunMenuAction)
@@ -393,12 +446,16 @@ def press(parts: SimpleNamespace, s: Any, digit: str) -> None:
     parts.app.on_press(parts.engine, s, Press(digit, "rfc4733", False, parts.engine.now()))
 
 
-def test_a_menu_opens_input_when_its_prompt_is_heard_and_times_out_on_a_call_timer(parts: SimpleNamespace) -> None:
+def test_a_menu_opens_input_when_its_prompt_is_heard_and_times_out_on_a_call_timer(
+    parts: SimpleNamespace,
+) -> None:
     async def scenario() -> None:
         renders(parts.app, {"choose": 3})
         s, _, driving = start_menu(parts, menu())
         await settle()
-        assert isinstance(s.leg.source, WavPlayer) and parts.engine.pending() == []  # no timer while prompting
+        assert (
+            isinstance(s.leg.source, WavPlayer) and parts.engine.pending() == []
+        )  # no timer while prompting
         tick(s, 2)
         await settle()
         assert isinstance(s.leg.source, WavPlayer)  # a frame of prompt still to go
@@ -486,8 +543,11 @@ def test_a_menu_ends_with_its_call(parts: SimpleNamespace) -> None:
 
 
 def park_op(max_duration: int = 60, hold: bool = True) -> ops.Park:
-    return ops.Park(intro_prompts=(Prompt("tts", "intro"),),
-                    hold_prompts=(Prompt("tts", "hold"),) if hold else (), max_duration=max_duration)
+    return ops.Park(
+        intro_prompts=(Prompt("tts", "intro"),),
+        hold_prompts=(Prompt("tts", "hold"),) if hold else (),
+        max_duration=max_duration,
+    )
 
 
 def start_park(parts: SimpleNamespace, op: ops.Park) -> tuple[Any, SinchCall, asyncio.Future[Any]]:
@@ -499,7 +559,8 @@ def start_park(parts: SimpleNamespace, op: ops.Park) -> tuple[Any, SinchCall, as
 
 
 def test_a_park_plays_its_intro_then_loops_the_hold_prompt_until_a_patch_unparks_it(
-        parts: SimpleNamespace) -> None:
+    parts: SimpleNamespace,
+) -> None:
     async def scenario() -> None:
         rendered = renders(parts.app, {"intro": 2, "hold": 1})
         s, call, parking = start_park(parts, park_op())
@@ -513,8 +574,9 @@ def test_a_park_plays_its_intro_then_loops_the_hold_prompt_until_a_patch_unparks
         tick(s, 7)
         await settle()
         assert s.leg.source is hold and rendered == ["intro", "hold"]  # looped, not rendered again
-        await parts.app.update_call("a", s.call_id, parse_svaml({"action": {"name": "connectConf",
-                                                                          "conferenceId": "room"}}), None)
+        await parts.app.update_call(
+            "a", s.call_id, parse_svaml({"action": {"name": "connectConf", "conferenceId": "room"}}), None
+        )
         await settle()
         assert parking.done() and not call.parked and s.leg.source is None
         assert parts.engine.pending() == [] and parts.engine.hung_up == []
@@ -563,8 +625,9 @@ def test_a_patch_that_parks_again_starts_a_new_park_the_old_one_leaves_alone(par
         s, call, first = start_park(parts, park_op(max_duration=60))
         await settle()
         parts.engine.advance(15.0)
-        await parts.app.update_call("a", s.call_id, parse_svaml({"action": {"name": "park", "maxDuration": 30}}),
-                                    None)
+        await parts.app.update_call(
+            "a", s.call_id, parse_svaml({"action": {"name": "park", "maxDuration": 30}}), None
+        )
         second = asyncio.ensure_future(parts.engine.spawned.pop())
         await settle()
         assert first.done() and not second.done()
@@ -638,7 +701,9 @@ def test_a_callouts_max_duration_limits_the_call_it_places(parts: SimpleNamespac
     limited = Callout(CalloutMethod.TTS, {"type": "number", "endpoint": "+1"}, text="hi", max_duration=90)
     call_id = asyncio.run(parts.app.callout("a", limited))
     assert parts.engine.limits == [(call_id, 90.0)]
-    asyncio.run(parts.app.callout("a", Callout(CalloutMethod.TTS, {"type": "number", "endpoint": "+1"}, text="hi")))
+    asyncio.run(
+        parts.app.callout("a", Callout(CalloutMethod.TTS, {"type": "number", "endpoint": "+1"}, text="hi"))
+    )
     assert len(parts.engine.limits) == 1
 
 

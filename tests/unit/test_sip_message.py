@@ -36,8 +36,9 @@ def load_fixture(name: str) -> bytes:
     """Expand the notation of fixtures/sip/README.md into the bytes on the wire."""
     entry = EXPECTATIONS[name]
     text = (FIXTURES / f"{name}.sip").read_text(encoding="utf-8")
-    text = re.sub(r"<repeat count=(\d+)>(.*?)</repeat>", lambda m: m.group(2) * int(m.group(1)), text,
-                  flags=re.DOTALL)
+    text = re.sub(
+        r"<repeat count=(\d+)>(.*?)</repeat>", lambda m: m.group(2) * int(m.group(1)), text, flags=re.DOTALL
+    )
     if entry.get("line_ends", "crlf") == "crlf":
         text = text.replace("\n", "\r\n")
     data = b""
@@ -147,7 +148,10 @@ def test_escapes_stay_escaped() -> None:
     assert esc01.request_uri.host == "example.net"
     escnull = parse_request(load_fixture("escnull"))
     assert b"\x00" not in escnull.to_bytes()
-    assert escnull.headers.values("Contact") == ["<sip:%00@host7.example.org>", "<sip:%00%00@host7.example.org>"]
+    assert escnull.headers.values("Contact") == [
+        "<sip:%00@host7.example.org>",
+        "<sip:%00%00@host7.example.org>",
+    ]
     esc02 = parse_request(load_fixture("esc02"))
     assert esc02.method == "OP%54IO%4ES"
 
@@ -235,7 +239,7 @@ BASE = (
     "OPTIONS sip:room@tonebridge.example SIP/2.0\r\n"
     "Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKbase\r\n"
     "Max-Forwards: 70\r\n"
-    "From: \"Base\" <sip:base@192.0.2.10>;tag=b1\r\n"
+    'From: "Base" <sip:base@192.0.2.10>;tag=b1\r\n'
     "To: <sip:room@tonebridge.example>\r\n"
     "Call-ID: base-call@192.0.2.10\r\n"
     "CSeq: 7 OPTIONS\r\n"
@@ -253,7 +257,9 @@ def test_compact_forms_expand_to_canonical_names() -> None:
     assert {"Contact", "Supported", "Subject", "Content-Type", "Content-Length"} <= set(names)
     assert [v.transport for v in request.vias] == ["TCP", "UDP"]
     assert request.headers.values("Contact") == [
-        "<sip:compact@192.0.2.62:5070;transport=tcp>", "<sip:compact@192.0.2.63>;q=0.1"]
+        "<sip:compact@192.0.2.62:5070;transport=tcp>",
+        "<sip:compact@192.0.2.63>;q=0.1",
+    ]
     assert request.headers.values("k") == ["timer", "replaces"]
     assert request.content_type == "application/sdp"
 
@@ -272,18 +278,23 @@ def test_continuation_before_any_header_is_a_fault() -> None:
 
 
 def test_comma_combined_via_contact_route_split_in_order() -> None:
-    request = parse_request(with_headers(
-        "Via: SIP/2.0/TCP p1.example.net;branch=z9hG4bK1, SIP/2.0/UDP [2001:db8::9]:5070;branch=z9hG4bK2",
-        'Contact: "A, B" <sip:a@192.0.2.1>;q=0.5, <sip:b@192.0.2.2;lr>',
-        "Route: <sip:p1.example.net;lr>, <sip:p2.example.net;lr>",
-        "Route: <sip:p3.example.net;lr>",
-    ))
+    request = parse_request(
+        with_headers(
+            "Via: SIP/2.0/TCP p1.example.net;branch=z9hG4bK1, SIP/2.0/UDP [2001:db8::9]:5070;branch=z9hG4bK2",
+            'Contact: "A, B" <sip:a@192.0.2.1>;q=0.5, <sip:b@192.0.2.2;lr>',
+            "Route: <sip:p1.example.net;lr>, <sip:p2.example.net;lr>",
+            "Route: <sip:p3.example.net;lr>",
+        )
+    )
     assert [v.host for v in request.vias] == ["192.0.2.10", "p1.example.net", "[2001:db8::9]"]
     assert request.vias[2].port == 5070
     contacts = [NameAddress.parse(v) for v in request.headers.values("Contact")]
     assert [c.display_name for c in contacts] == ["A, B", None]
     assert [str(NameAddress.parse(r).uri) for r in request.headers.values("Route")] == [
-        "sip:p1.example.net;lr", "sip:p2.example.net;lr", "sip:p3.example.net;lr"]
+        "sip:p1.example.net;lr",
+        "sip:p2.example.net;lr",
+        "sip:p3.example.net;lr",
+    ]
 
 
 def test_route_outside_angle_brackets_is_refused() -> None:
@@ -343,13 +354,16 @@ def test_parsed_content_length_always_matches_the_body() -> None:
 # --- start lines and values ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("line", "status"), [
-    ("SIP/2.0 099 Too Low", None),
-    ("SIP/2.0 700 Too High", None),
-    ("SIP/2.0 4294967301 big", None),
-    ("SIP/2.0 ٢٠٠ OK", None),
-    ("SIP/3.0 200 OK", 505),
-])
+@pytest.mark.parametrize(
+    ("line", "status"),
+    [
+        ("SIP/2.0 099 Too Low", None),
+        ("SIP/2.0 700 Too High", None),
+        ("SIP/2.0 4294967301 big", None),
+        ("SIP/2.0 ٢٠٠ OK", None),
+        ("SIP/3.0 200 OK", 505),
+    ],
+)
 def test_bad_status_lines_are_dropped(line: str, status: int | None) -> None:
     data = with_headers(base=BASE.replace("OPTIONS sip:room@tonebridge.example SIP/2.0", line))
     with pytest.raises(SipParseError) as caught:
@@ -361,22 +375,30 @@ def test_bad_status_lines_are_dropped(line: str, status: int | None) -> None:
 
 def test_status_line_without_reason_and_with_lower_case_version() -> None:
     for line in ("SIP/2.0 180", "sip/2.0 180 Ringing"):
-        response = parse_response(with_headers(base=BASE.replace(
-            "OPTIONS sip:room@tonebridge.example SIP/2.0", line).replace("7 OPTIONS", "7 INVITE")))
+        response = parse_response(
+            with_headers(
+                base=BASE.replace("OPTIONS sip:room@tonebridge.example SIP/2.0", line).replace(
+                    "7 OPTIONS", "7 INVITE"
+                )
+            )
+        )
         assert response.status == 180
 
 
-@pytest.mark.parametrize(("uri", "status", "fault"), [
-    ("mailto:someone@example.net", 416, "unsupported URI scheme 'mailto'"),
-    ("<sip:a@b>", 400, "bad Request-URI"),
-    ("sip:a b@host", 400, "malformed request line"),
-    ("sip:us%zzer@host", 400, "invalid user part"),
-    ("sip:host:99999", 400, "invalid port"),
-    ("sip:host:²", 400, "invalid port"),
-    ("sip:[::1", 400, "unterminated IPv6"),
-    ("sip:host;;lr", 400, "invalid URI parameter"),
-    ("sip:@host", 400, "invalid user part"),
-])
+@pytest.mark.parametrize(
+    ("uri", "status", "fault"),
+    [
+        ("mailto:someone@example.net", 416, "unsupported URI scheme 'mailto'"),
+        ("<sip:a@b>", 400, "bad Request-URI"),
+        ("sip:a b@host", 400, "malformed request line"),
+        ("sip:us%zzer@host", 400, "invalid user part"),
+        ("sip:host:99999", 400, "invalid port"),
+        ("sip:host:²", 400, "invalid port"),
+        ("sip:[::1", 400, "unterminated IPv6"),
+        ("sip:host;;lr", 400, "invalid URI parameter"),
+        ("sip:@host", 400, "invalid user part"),
+    ],
+)
 def test_bad_request_uris(uri: str, status: int, fault: str) -> None:
     data = with_headers(base=BASE.replace("sip:room@tonebridge.example SIP", f"{uri} SIP", 1))
     with pytest.raises(SipParseError) as caught:
@@ -387,19 +409,24 @@ def test_bad_request_uris(uri: str, status: int, fault: str) -> None:
 
 def test_tel_and_sips_request_uris_are_accepted() -> None:
     for uri in ("tel:+1-201-555-0123;phone-context=example.net", "sips:room@tonebridge.example:5061"):
-        request = parse_request(with_headers(base=BASE.replace("sip:room@tonebridge.example SIP", f"{uri} SIP", 1)))
+        request = parse_request(
+            with_headers(base=BASE.replace("sip:room@tonebridge.example SIP", f"{uri} SIP", 1))
+        )
         assert request.uri == uri
 
 
-@pytest.mark.parametrize(("header", "fault"), [
-    ("Max-Forwards: 70", "more than one Max-Forwards header"),
-    ("CSeq: 8 OPTIONS", "more than one CSeq header"),
-    ("Contact: <sip:a@b", "malformed Contact header: unterminated <...>"),
-    ("Contact: <sip:a@b> junk", "malformed Contact header: unexpected text"),
-    ('Contact: <sip:a@b>;p="unterminated', "malformed Contact header"),
-    ("Via: SIP/2.0/UDP host:0;branch=z9hG4bKx", "malformed Via header: invalid port"),
-    ("Via: SIP/2.0/UDP host;branch=a b", "malformed Via header"),
-])
+@pytest.mark.parametrize(
+    ("header", "fault"),
+    [
+        ("Max-Forwards: 70", "more than one Max-Forwards header"),
+        ("CSeq: 8 OPTIONS", "more than one CSeq header"),
+        ("Contact: <sip:a@b", "malformed Contact header: unterminated <...>"),
+        ("Contact: <sip:a@b> junk", "malformed Contact header: unexpected text"),
+        ('Contact: <sip:a@b>;p="unterminated', "malformed Contact header"),
+        ("Via: SIP/2.0/UDP host:0;branch=z9hG4bKx", "malformed Via header: invalid port"),
+        ("Via: SIP/2.0/UDP host;branch=a b", "malformed Via header"),
+    ],
+)
 def test_header_faults_are_named(header: str, fault: str) -> None:
     with pytest.raises(SipParseError) as caught:
         parse_message(with_headers(header))
@@ -409,9 +436,14 @@ def test_header_faults_are_named(header: str, fault: str) -> None:
 
 
 def test_contact_star_and_unusual_but_valid_headers_pass() -> None:
-    request = parse_request(with_headers(
-        "Contact: *", 'X-Instance: <urn:uuid:00000000-0000-1000-8000-AABBCCDDEEFF>',
-        'Accept-Contact: *;+sip.instance="<urn:uuid:1>"', "Via: SIP/2.0/UDP 192.0.2.1;received=2001:db8::1"))
+    request = parse_request(
+        with_headers(
+            "Contact: *",
+            "X-Instance: <urn:uuid:00000000-0000-1000-8000-AABBCCDDEEFF>",
+            'Accept-Contact: *;+sip.instance="<urn:uuid:1>"',
+            "Via: SIP/2.0/UDP 192.0.2.1;received=2001:db8::1",
+        )
+    )
     assert request.headers.get("Contact") == "*"
 
 
@@ -424,13 +456,16 @@ def test_header_injection_is_refused_on_serialise() -> None:
 # --- objects --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("text", [
-    "sip:alice@example.net",
-    "sips:alice:secret@example.net:5061;transport=tls;lr?subject=hi&priority=urgent",
-    "sip:[2001:db8::1]:5070;maddr=192.0.2.1",
-    "sip:+1-555@gw.example.net;user=phone",
-    "tel:+15551234;ext=7",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "sip:alice@example.net",
+        "sips:alice:secret@example.net:5061;transport=tls;lr?subject=hi&priority=urgent",
+        "sip:[2001:db8::1]:5070;maddr=192.0.2.1",
+        "sip:+1-555@gw.example.net;user=phone",
+        "tel:+15551234;ext=7",
+    ],
+)
 def test_uri_round_trip(text: str) -> None:
     uri = SipUri.parse(text)
     assert SipUri.parse(str(uri)) == uri
@@ -438,8 +473,9 @@ def test_uri_round_trip(text: str) -> None:
 
 
 def test_name_address_quoting_round_trip() -> None:
-    original = NameAddress(SipUri("example.net", user="x"), display_name='He said "hi" \\ <bye>',
-                           params={"tag": "9"})
+    original = NameAddress(
+        SipUri("example.net", user="x"), display_name='He said "hi" \\ <bye>', params={"tag": "9"}
+    )
     text = str(original)
     assert text == '"He said \\"hi\\" \\\\ <bye>" <sip:x@example.net>;tag=9'
     assert NameAddress.parse(text) == original
@@ -473,8 +509,10 @@ def test_error_response_copies_the_request_and_adds_a_stable_to_tag() -> None:
     second = error_response(again.value)
     assert first is not None and second is not None
     assert first.reason == "Bad Request - more than one CSeq header"
-    assert first.headers.get_all("Via") == ["SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKbase",
-                                           "SIP/2.0/TCP p1.example.net;branch=z9hG4bKp1"]
+    assert first.headers.get_all("Via") == [
+        "SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKbase",
+        "SIP/2.0/TCP p1.example.net;branch=z9hG4bKp1",
+    ]
     assert first.headers.get("Call-ID") == "base-call@192.0.2.10"
     to_tag = first.to.tag
     assert to_tag and to_tag == second.to.tag
@@ -482,8 +520,12 @@ def test_error_response_copies_the_request_and_adds_a_stable_to_tag() -> None:
 
 
 def test_garbage_and_responses_get_no_answer() -> None:
-    for data in (b"\x00\x01\x02\r\n\r\n", b"hello\r\n\r\n", b"SIP/2.0 200 OK\r\n\r\n",
-                 with_headers(base=BASE.replace("Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKbase\r\n", ""))):
+    for data in (
+        b"\x00\x01\x02\r\n\r\n",
+        b"hello\r\n\r\n",
+        b"SIP/2.0 200 OK\r\n\r\n",
+        with_headers(base=BASE.replace("Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKbase\r\n", "")),
+    ):
         with pytest.raises(SipParseError) as caught:
             parse_message(data)
         assert not caught.value.answerable and error_response(caught.value) is None
@@ -495,7 +537,9 @@ def test_garbage_and_responses_get_no_answer() -> None:
 def stream_messages() -> list[bytes]:
     one = with_headers("Content-Type: text/plain", "Content-Length: 11", body=b"hello\r\n\r\nyo")
     two = with_headers("l: 0").replace(b"OPTIONS", b"OPTIONS", 1)
-    three = (BASE.replace("7 OPTIONS", "8 OPTIONS") + "Content-Length:\r\n 4\r\nX-After: 1\r\n\r\nbody").encode()
+    three = (
+        BASE.replace("7 OPTIONS", "8 OPTIONS") + "Content-Length:\r\n 4\r\nX-After: 1\r\n\r\nbody"
+    ).encode()
     lf = with_headers("content-length: 3", body=b"a\nb").replace(b"\r\n", b"\n")
     return [one, two, three, lf]
 
@@ -505,7 +549,12 @@ def test_framer_cuts_several_messages_in_one_chunk() -> None:
     framer = StreamFramer()
     assert framer.feed(b"".join(messages)) == messages
     assert framer.buffered == 0
-    assert [parse_request(m, stream=True).body for m in messages] == [b"hello\r\n\r\nyo", b"", b"body", b"a\nb"]
+    assert [parse_request(m, stream=True).body for m in messages] == [
+        b"hello\r\n\r\nyo",
+        b"",
+        b"body",
+        b"a\nb",
+    ]
 
 
 def test_framer_cuts_the_same_at_every_split_position() -> None:
@@ -524,7 +573,7 @@ def test_framer_one_byte_at_a_time() -> None:
     framer = StreamFramer()
     got: list[bytes] = []
     for index in range(len(stream)):
-        got.extend(framer.feed(stream[index:index + 1]))
+        got.extend(framer.feed(stream[index : index + 1]))
     assert got == stream_messages()
 
 
@@ -540,10 +589,12 @@ def test_framer_refuses_a_header_section_that_never_ends() -> None:
 
 
 def test_framer_refuses_oversized_and_untrustworthy_lengths() -> None:
-    for head, fault in ((f"Content-Length: {MAX_MESSAGE_BYTES}", "exceeds"),
-                        ("Content-Length: -1", "invalid Content-Length"),
-                        ("Content-Length: 9" + "9" * 5000, "invalid Content-Length"),
-                        ("Content-Length: 1\r\nl: 2", "conflicting Content-Length")):
+    for head, fault in (
+        (f"Content-Length: {MAX_MESSAGE_BYTES}", "exceeds"),
+        ("Content-Length: -1", "invalid Content-Length"),
+        ("Content-Length: 9" + "9" * 5000, "invalid Content-Length"),
+        ("Content-Length: 1\r\nl: 2", "conflicting Content-Length"),
+    ):
         with pytest.raises(FramingError, match=fault):
             StreamFramer().feed(with_headers(head))
 

@@ -34,7 +34,9 @@ FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCh
 MUTATED = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 GENERATED = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
-VALID_FIXTURES = [load_fixture(name) for name, entry in sorted(EXPECTATIONS.items()) if entry["expect"] == "valid"]
+VALID_FIXTURES = [
+    load_fixture(name) for name, entry in sorted(EXPECTATIONS.items()) if entry["expect"] == "valid"
+]
 ALL_FIXTURES = [load_fixture(name) for name in sorted(EXPECTATIONS)]
 
 # --- value strategies (RFC 3261 §25.1 character classes) -----------------------------------------------
@@ -47,7 +49,9 @@ escapes = st.sampled_from(["%00", "%20", "%3A", "%40", "%ff", "%7E"])
 
 
 def chars_or_escapes(alphabet: str, min_size: int = 1) -> st.SearchStrategy[str]:
-    return st.lists(st.one_of(st.sampled_from(alphabet), escapes), min_size=min_size, max_size=10).map("".join)
+    return st.lists(st.one_of(st.sampled_from(alphabet), escapes), min_size=min_size, max_size=10).map(
+        "".join
+    )
 
 
 labels = st.text(string.ascii_lowercase + string.digits + "-", min_size=1, max_size=8)
@@ -57,28 +61,49 @@ hosts = st.one_of(
     st.sampled_from(["[2001:db8::1]", "[::1]", "[fe80::a:b:c]"]),
 )
 ports = st.one_of(st.none(), st.integers(1, 65535))
-uri_params = st.dictionaries(lower_names, st.one_of(st.none(), chars_or_escapes(UNRESERVED + "[]/:&+$")),
-                             max_size=3)
+uri_params = st.dictionaries(
+    lower_names, st.one_of(st.none(), chars_or_escapes(UNRESERVED + "[]/:&+$")), max_size=3
+)
 
 
 @st.composite
 def sip_uris(draw: st.DrawFn) -> SipUri:
     user = draw(st.one_of(st.none(), chars_or_escapes(UNRESERVED + "&=+$,;?/")))
     password = draw(st.one_of(st.none(), chars_or_escapes(UNRESERVED + "&=+$,"))) if user else None
-    headers = draw(st.one_of(st.none(), st.lists(
-        st.tuples(chars_or_escapes(UNRESERVED), chars_or_escapes(UNRESERVED + "[]/?:+$", 0)),
-        min_size=1, max_size=2).map(lambda pairs: "&".join(f"{k}={v}" for k, v in pairs))))
-    return SipUri(host=draw(hosts), user=user, port=draw(ports), scheme=draw(st.sampled_from(["sip", "sips"])),
-                  password=password, params=draw(uri_params), headers=headers)
+    headers = draw(
+        st.one_of(
+            st.none(),
+            st.lists(
+                st.tuples(chars_or_escapes(UNRESERVED), chars_or_escapes(UNRESERVED + "[]/?:+$", 0)),
+                min_size=1,
+                max_size=2,
+            ).map(lambda pairs: "&".join(f"{k}={v}" for k, v in pairs)),
+        )
+    )
+    return SipUri(
+        host=draw(hosts),
+        user=user,
+        port=draw(ports),
+        scheme=draw(st.sampled_from(["sip", "sips"])),
+        password=password,
+        params=draw(uri_params),
+        headers=headers,
+    )
 
 
-quoted_strings = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n"),
-                         max_size=12).map(lambda s: '"' + re.sub(r'(["\\\x00-\x1f\x7f])', r"\\\1", s) + '"')
+quoted_strings = st.text(
+    st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n"), max_size=12
+).map(lambda s: '"' + re.sub(r'(["\\\x00-\x1f\x7f])', r"\\\1", s) + '"')
 gen_values = st.one_of(st.none(), tokens, quoted_strings, hosts)
-header_params = st.dictionaries(lower_names.filter(lambda n: n != "q") | tokens.map(str.lower), gen_values,
-                                max_size=3)
-display_names = st.one_of(st.none(), st.text(
-    st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n"), min_size=1, max_size=15))
+header_params = st.dictionaries(
+    lower_names.filter(lambda n: n != "q") | tokens.map(str.lower), gen_values, max_size=3
+)
+display_names = st.one_of(
+    st.none(),
+    st.text(
+        st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n"), min_size=1, max_size=15
+    ),
+)
 
 
 @st.composite
@@ -93,17 +118,27 @@ def name_addresses(draw: st.DrawFn, tag: bool = False) -> NameAddress:
 def vias(draw: st.DrawFn) -> Via:
     params = draw(header_params)
     params["branch"] = "z9hG4bK" + draw(tokens)
-    return Via(transport=draw(st.sampled_from(["UDP", "TCP", "TLS", "SCTP", "WS"])), host=draw(hosts),
-               port=draw(ports), params=params)
+    return Via(
+        transport=draw(st.sampled_from(["UDP", "TCP", "TLS", "SCTP", "WS"])),
+        host=draw(hosts),
+        port=draw(ports),
+        params=params,
+    )
 
 
-WORD = TOKEN_CHARS + "()<>:\\\"/[]?{}"
-call_ids = st.tuples(st.text(WORD, min_size=1, max_size=20), st.one_of(st.none(), st.text(WORD, min_size=1,
-                     max_size=10))).map(lambda t: t[0] if t[1] is None else f"{t[0]}@{t[1]}")
+WORD = TOKEN_CHARS + '()<>:\\"/[]?{}'
+call_ids = st.tuples(
+    st.text(WORD, min_size=1, max_size=20), st.one_of(st.none(), st.text(WORD, min_size=1, max_size=10))
+).map(lambda t: t[0] if t[1] is None else f"{t[0]}@{t[1]}")
 # Values of extension headers: any text without control characters, trimmed (the parser trims).
 free_values = st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=30).map(str.strip)
-extension_headers = st.lists(st.tuples(st.text(string.ascii_letters + string.digits + "-", min_size=1,
-                                                max_size=10).map(lambda s: "X-" + s), free_values), max_size=5)
+extension_headers = st.lists(
+    st.tuples(
+        st.text(string.ascii_letters + string.digits + "-", min_size=1, max_size=10).map(lambda s: "X-" + s),
+        free_values,
+    ),
+    max_size=5,
+)
 
 
 @st.composite
@@ -120,8 +155,9 @@ def common_headers(draw: st.DrawFn, method: str) -> list[tuple[str, str]]:
         ("Max-Forwards", str(draw(st.integers(0, 255)))),
     ]
     if draw(st.booleans()):
-        fields.append(("Contact", ", ".join(str(c) for c in draw(st.lists(name_addresses(), min_size=1,
-                                                                               max_size=2)))))
+        fields.append(
+            ("Contact", ", ".join(str(c) for c in draw(st.lists(name_addresses(), min_size=1, max_size=2))))
+        )
     fields += draw(extension_headers)
     return draw(st.permutations(fields))
 
@@ -149,9 +185,38 @@ messages = st.one_of(requests(), responses())
 
 # --- mutation of real messages ----------------------------------------------------------------------------
 
-INTERESTING = [b"\r\n", b"\n", b"\r", b" ", b"\t", b":", b";", b",", b"<", b">", b'"', b"\\", b"\x00", b"%",
-               b"@", b"=", b"/", b"[", b"]", b"0", b"9" * 12, b"SIP/2.0", b"\r\n\r\n", b"\xff", b"\xc3",
-               b"Content-Length: 99\r\n", b"l: -1\r\n", b"Via: ;;\r\n", b" folded\r\n", "²".encode()]
+INTERESTING = [
+    b"\r\n",
+    b"\n",
+    b"\r",
+    b" ",
+    b"\t",
+    b":",
+    b";",
+    b",",
+    b"<",
+    b">",
+    b'"',
+    b"\\",
+    b"\x00",
+    b"%",
+    b"@",
+    b"=",
+    b"/",
+    b"[",
+    b"]",
+    b"0",
+    b"9" * 12,
+    b"SIP/2.0",
+    b"\r\n\r\n",
+    b"\xff",
+    b"\xc3",
+    b"Content-Length: 99\r\n",
+    b"l: -1\r\n",
+    b"Via: ;;\r\n",
+    b" folded\r\n",
+    "²".encode(),
+]
 
 
 @st.composite
@@ -172,9 +237,9 @@ def mutated(draw: st.DrawFn, bases: list[bytes]) -> bytes:
         elif kind == "insert":
             data[at:at] = draw(st.sampled_from(INTERESTING))
         elif kind == "delete":
-            del data[at:at + draw(st.integers(1, 20))]
+            del data[at : at + draw(st.integers(1, 20))]
         else:
-            data[at:at + 1] = draw(st.sampled_from(INTERESTING))
+            data[at : at + 1] = draw(st.sampled_from(INTERESTING))
     return bytes(data)
 
 
@@ -227,8 +292,11 @@ def test_every_truncation_of_a_valid_message_is_handled(data: bytes, draw: st.Da
 
 
 @FAST
-@given(st.lists(st.sampled_from(INTERESTING + [b"a", b"A", b"INVITE ", b"sip:", b"Via: ", b"To: "]),
-                max_size=60).map(b"".join))
+@given(
+    st.lists(
+        st.sampled_from(INTERESTING + [b"a", b"A", b"INVITE ", b"sip:", b"Via: ", b"To: "]), max_size=60
+    ).map(b"".join)
+)
 def test_token_soup_is_handled(data: bytes) -> None:
     check_outcome(data)
 
@@ -260,7 +328,9 @@ def test_vias_round_trip(via: Via) -> None:
 
 @settings(GENERATED, max_examples=40)
 @given(st.lists(messages, min_size=1, max_size=3), st.data())
-def test_framer_cuts_generated_streams_at_any_chunking(batch: list[Request | Response], data: st.DataObject) -> None:
+def test_framer_cuts_generated_streams_at_any_chunking(
+    batch: list[Request | Response], data: st.DataObject
+) -> None:
     wire = [m.to_bytes() for m in batch]
     stream = b"".join(wire)
     cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=8)))
@@ -273,8 +343,16 @@ def test_framer_cuts_generated_streams_at_any_chunking(batch: list[Request | Res
 
 
 @FAST
-@given(st.lists(st.one_of(st.binary(max_size=500), st.sampled_from(ALL_FIXTURES).map(lambda m: m[:400]),
-                          st.sampled_from(ALL_FIXTURES)), max_size=6))
+@given(
+    st.lists(
+        st.one_of(
+            st.binary(max_size=500),
+            st.sampled_from(ALL_FIXTURES).map(lambda m: m[:400]),
+            st.sampled_from(ALL_FIXTURES),
+        ),
+        max_size=6,
+    )
+)
 def test_framer_raises_only_framing_error_and_stays_bounded(chunks: list[bytes]) -> None:
     framer = StreamFramer()
     for chunk in chunks:

@@ -107,8 +107,12 @@ def test_save_call_rejects_bad_records(db_path: Path) -> None:
         # The rejected records were never queued; the table's CHECK stays the last line of defence.
         assert on_writer(store, "SELECT count(*) FROM calls") == 0
         with pytest.raises(sqlite3.IntegrityError):
-            store._submit("probe", lambda db: db.execute(
-                "INSERT INTO calls (call_id, app_key, status) VALUES ('c', 'a', 'DONE')")).result(WAIT)
+            store._submit(
+                "probe",
+                lambda db: db.execute(
+                    "INSERT INTO calls (call_id, app_key, status) VALUES ('c', 'a', 'DONE')"
+                ),
+            ).result(WAIT)
 
 
 def test_outbox_add_and_pending_in_id_order(db_path: Path) -> None:
@@ -208,7 +212,9 @@ def test_reopen_keeps_everything(db_path: Path) -> None:
     # Nothing is waited for before close(): closing commits whatever is still queued.
     store = Store(db_path)
     store.save_call(FULL_CALL)
-    a = store.outbox_add("app", "c-1", "dice", "http://x/cb", b'{"event":"dice"}', "k1", created_at=5.0).row_id
+    a = store.outbox_add(
+        "app", "c-1", "dice", "http://x/cb", b'{"event":"dice"}', "k1", created_at=5.0
+    ).row_id
     b = store.outbox_add("app", "c-1", "notify", "http://x/cb", b"\x00\xff", "k2", created_at=6.0).row_id
     assert a is not None and b is not None
     store.outbox_attempted(a, 2, 9.0, "ConnectError")

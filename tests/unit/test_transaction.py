@@ -32,16 +32,18 @@ S = TransactionState
 
 
 def request(method: str = "INVITE", branch: str | None = None, cseq: int = 1, route: bool = False) -> Request:
-    headers = Headers([
-        ("Via", f"SIP/2.0/UDP 192.0.2.10:5060;branch={branch or new_branch()};rport"),
-        ("Via", "SIP/2.0/UDP 192.0.2.99:5062;branch=z9hG4bKfirsthop"),
-        ("Max-Forwards", "70"),
-        ("From", '"Alice" <sip:alice@a.example>;tag=fromtag1'),
-        ("To", "<sip:bob@b.example>"),
-        ("Call-ID", "call-1@a.example"),
-        ("CSeq", f"{cseq} {method}"),
-        ("Contact", "<sip:alice@192.0.2.10:5060>"),
-    ])
+    headers = Headers(
+        [
+            ("Via", f"SIP/2.0/UDP 192.0.2.10:5060;branch={branch or new_branch()};rport"),
+            ("Via", "SIP/2.0/UDP 192.0.2.99:5062;branch=z9hG4bKfirsthop"),
+            ("Max-Forwards", "70"),
+            ("From", '"Alice" <sip:alice@a.example>;tag=fromtag1'),
+            ("To", "<sip:bob@b.example>"),
+            ("Call-ID", "call-1@a.example"),
+            ("CSeq", f"{cseq} {method}"),
+            ("Contact", "<sip:alice@192.0.2.10:5060>"),
+        ]
+    )
     if route:
         headers.add("Route", "<sip:proxy.example;lr>")
     return Request(method, "sip:bob@b.example", headers)

@@ -51,29 +51,36 @@ def create_app(server: Server) -> Starlette:
         return JSONResponse({"status": "ok", "activeCalls": server.engine.active_calls})
 
     async def metrics(request: Request) -> JSONResponse:
-        return JSONResponse({
-            "sip": dict(server.stack.transport.stats.counters),
-            "calls": {"active": server.engine.active_calls, "total": len(server.engine.sessions)},
-            "tasks": len(asyncio.all_tasks()),
-            "outbox": {"pending": len(server.outbox.pending()) if server.outbox is not None else 0,
-                       "pruned": server.outbox.pruned if server.outbox is not None else 0},
-            "conferences": {
-                "rooms": len(server.conferences.rooms),
-                "participants": len(server.conferences.members),
-                "counters": dict(server.conferences.events.counters),
-                # From the end of a collection to the application's answer to its PIE (and, "Request", to
-                # the PIE leaving); over the latest 1,000 collections.
-                "pieLatencyMsP50": _quantile(server.conferences.pie_answered_ms, 0.5),
-                "pieLatencyMsP99": _quantile(server.conferences.pie_answered_ms, 0.99),
-                "pieRequestLatencyMsP50": _quantile(server.conferences.pie_sent_ms, 0.5),
-                "pieRequestLatencyMsP99": _quantile(server.conferences.pie_sent_ms, 0.99),
-                "eventSubscribers": server.conferences.events.subscribers,
-            },
-            "callbacks": _callback_counters(server),
-            # A leg in a room is ticked by its room, not by the clock: both carry audio.
-            "media": {"lateTicks": server.clock.late_ticks, "portsInUse": server.engine.ports.in_use,
-                      "legs": len(server.clock.legs) + len(server.conferences.members)},
-        })
+        return JSONResponse(
+            {
+                "sip": dict(server.stack.transport.stats.counters),
+                "calls": {"active": server.engine.active_calls, "total": len(server.engine.sessions)},
+                "tasks": len(asyncio.all_tasks()),
+                "outbox": {
+                    "pending": len(server.outbox.pending()) if server.outbox is not None else 0,
+                    "pruned": server.outbox.pruned if server.outbox is not None else 0,
+                },
+                "conferences": {
+                    "rooms": len(server.conferences.rooms),
+                    "participants": len(server.conferences.members),
+                    "counters": dict(server.conferences.events.counters),
+                    # From the end of a collection to the application's answer to its PIE (and, "Request", to
+                    # the PIE leaving); over the latest 1,000 collections.
+                    "pieLatencyMsP50": _quantile(server.conferences.pie_answered_ms, 0.5),
+                    "pieLatencyMsP99": _quantile(server.conferences.pie_answered_ms, 0.99),
+                    "pieRequestLatencyMsP50": _quantile(server.conferences.pie_sent_ms, 0.5),
+                    "pieRequestLatencyMsP99": _quantile(server.conferences.pie_sent_ms, 0.99),
+                    "eventSubscribers": server.conferences.events.subscribers,
+                },
+                "callbacks": _callback_counters(server),
+                # A leg in a room is ticked by its room, not by the clock: both carry audio.
+                "media": {
+                    "lateTicks": server.clock.late_ticks,
+                    "portsInUse": server.engine.ports.in_use,
+                    "legs": len(server.clock.legs) + len(server.conferences.members),
+                },
+            }
+        )
 
     async def events(request: Request) -> StreamingResponse:
         """Server-sent events: one `data: {json}` per press, collection, join, leave... (conference-dtmf §5)."""
@@ -93,8 +100,9 @@ def create_app(server: Server) -> Starlette:
             finally:
                 bus.unsubscribe(queue)
 
-        return StreamingResponse(stream(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-store"})
+        return StreamingResponse(
+            stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store"}
+        )
 
     async def openapi(request: Request) -> JSONResponse:
         return JSONResponse(openapi_document())
@@ -110,4 +118,6 @@ def create_app(server: Server) -> Starlette:
         from tonebridge.api.calling import routes as calling_routes
 
         routes += calling_routes(sinch)
-    return Starlette(routes=routes, middleware=[Middleware(BodyLimit)], exception_handlers=exception_handlers())
+    return Starlette(
+        routes=routes, middleware=[Middleware(BodyLimit)], exception_handlers=exception_handlers()
+    )

@@ -56,7 +56,9 @@ class CallingApplication(Protocol):
 
     def kick_participant(self, key: str, conference_id: str, call_id: str) -> None: ...
 
-    def manage_participant(self, key: str, conference_id: str, call_id: str, update: ParticipantUpdate) -> None: ...
+    def manage_participant(
+        self, key: str, conference_id: str, call_id: str, update: ParticipantUpdate
+    ) -> None: ...
 
     def list_numbers(self, key: str) -> list[dict[str, str]]: ...
 
@@ -124,8 +126,10 @@ def _check_utf8(field: str, text: str, what: str) -> None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
-        raise invalid(field, f"{what} is not valid Unicode text (lone surrogate U+{ord(text[exc.start]):04X} "
-                             f"at {exc.start})") from None
+        raise invalid(
+            field,
+            f"{what} is not valid Unicode text (lone surrogate U+{ord(text[exc.start]):04X} at {exc.start})",
+        ) from None
 
 
 def _printable(key: str) -> str:
@@ -146,7 +150,7 @@ class RawPathRoute(Route):
         path = raw.decode("latin-1").partition("?")[0]
         root_path = scope.get("root_path", "")
         if root_path and path.startswith(root_path):
-            path = path[len(root_path):]
+            path = path[len(root_path) :]
         match = self.path_regex.match(path)
         if match is None:
             return Match.NONE, {}
@@ -164,8 +168,9 @@ def routes(app: CallingApplication) -> list[Route]:
         body = await request.body()
         raw_path = request.scope.get("raw_path", b"").decode("latin-1").split("?")[0] or request.url.path
         try:
-            return verify_request(request.method, raw_path, request.headers, body, app.secret_for,
-                                  datetime.now(UTC), SKEW)
+            return verify_request(
+                request.method, raw_path, request.headers, body, app.secret_for, datetime.now(UTC), SKEW
+            )
         except AuthError as exc:
             raise ApiError(exc.error_code, exc.message) from None
 
@@ -205,8 +210,9 @@ def routes(app: CallingApplication) -> list[Route]:
     async def manage_participant(request: Request) -> Response:
         key = await authenticate(request)
         update = parse_participant_update(await read_json(request))
-        app.manage_participant(key, request.path_params["conference_id"], request.path_params["call_id"],
-                               update)
+        app.manage_participant(
+            key, request.path_params["conference_id"], request.path_params["call_id"], update
+        )
         return empty()
 
     async def kick_participant(request: Request) -> Response:
@@ -250,12 +256,17 @@ def routes(app: CallingApplication) -> list[Route]:
         RawPathRoute("/calling/v1/calls/id/{call_id}/leg/{leg}", update_call_leg, methods=["PATCH"]),
         RawPathRoute("/calling/v1/conferences/id/{conference_id}", get_conference, methods=["GET"]),
         RawPathRoute("/calling/v1/conferences/id/{conference_id}", kick_all, methods=["DELETE"]),
-        RawPathRoute("/calling/v1/conferences/id/{conference_id}/{call_id}", manage_participant,
-                     methods=["PATCH"]),
-        RawPathRoute("/calling/v1/conferences/id/{conference_id}/{call_id}", kick_participant,
-                     methods=["DELETE"]),
+        RawPathRoute(
+            "/calling/v1/conferences/id/{conference_id}/{call_id}", manage_participant, methods=["PATCH"]
+        ),
+        RawPathRoute(
+            "/calling/v1/conferences/id/{conference_id}/{call_id}", kick_participant, methods=["DELETE"]
+        ),
         Route("/v1/configuration/numbers", numbers, methods=["GET", "POST", "DELETE"]),
-        RawPathRoute("/v1/configuration/callbacks/applications/{application_key}", callback_urls,
-                     methods=["GET", "POST"]),
+        RawPathRoute(
+            "/v1/configuration/callbacks/applications/{application_key}",
+            callback_urls,
+            methods=["GET", "POST"],
+        ),
         RawPathRoute("/v1/calling/query/number/{number}", query_number, methods=["GET"]),
     ]

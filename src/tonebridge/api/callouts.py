@@ -93,7 +93,9 @@ def parse_destination(params: dict[str, Any], method: str) -> dict[str, str]:
         except ValueError as exc:
             raise invalid(f"{method}.destination.endpoint", f"not a SIP URI ({exc})") from None
     elif not re.fullmatch(r"[A-Za-z0-9+._\-]{1,64}", endpoint):
-        raise invalid(f"{method}.destination.endpoint", "must be a number or user name (letters, digits, + . _ -)")
+        raise invalid(
+            f"{method}.destination.endpoint", "must be a number or user name (letters, digits, + . _ -)"
+        )
     return {"type": kind.lower(), "endpoint": endpoint}
 
 
@@ -134,7 +136,11 @@ def parse_callout(method: CalloutMethod, params: dict[str, Any], envelope: dict[
     fields["dtmf"] = dtmf or None
     max_duration = params.get("maxDuration")
     if max_duration is not None:
-        if isinstance(max_duration, bool) or not isinstance(max_duration, int) or not 0 < max_duration <= MAX_DURATION:
+        if (
+            isinstance(max_duration, bool)
+            or not isinstance(max_duration, int)
+            or not 0 < max_duration <= MAX_DURATION
+        ):
             raise invalid(f"{method}.maxDuration", f"must be an integer from 1 to {MAX_DURATION} seconds")
         fields["max_duration"] = max_duration
     if method is CalloutMethod.CONFERENCE:
@@ -158,7 +164,8 @@ def _conference_fields(params: dict[str, Any]) -> dict[str, Any]:
         raise missing("conferenceCallout.conferenceId")
     try:
         fields: dict[str, Any] = {
-            "conference_id": validate_conference_id(conference_id, "conferenceCallout.conferenceId")}
+            "conference_id": validate_conference_id(conference_id, "conferenceCallout.conferenceId")
+        }
         options = params.get("conferenceDtmfOptions")
         if options is not None and not isinstance(options, dict):
             raise InvalidField("conferenceCallout.conferenceDtmfOptions", "must be an object")
@@ -167,8 +174,11 @@ def _conference_fields(params: dict[str, Any]) -> dict[str, Any]:
         fields["moh"] = validate_moh_class(moh, "conferenceCallout.mohClass") if moh is not None else None
     except InvalidField as exc:
         # DtmfOptions names its own fields (mode, maxDigits...); the client wrote them inside the options.
-        field_name = exc.field if exc.field.startswith("conferenceCallout") else \
-            f"conferenceCallout.conferenceDtmfOptions.{exc.field}"
+        field_name = (
+            exc.field
+            if exc.field.startswith("conferenceCallout")
+            else f"conferenceCallout.conferenceDtmfOptions.{exc.field}"
+        )
         raise invalid(field_name, exc.message) from None
     fields["greeting"] = _text(params, "greeting", MAX_TTS * 4)
     return fields
@@ -250,8 +260,9 @@ def parse_callback_urls(body: dict[str, Any]) -> CallbackUrls:
         raise missing("url") if url is None else invalid("url", "must be an object with primary and fallback")
     for name in ("primary", "fallback"):
         value = url.get(name)
-        if value is not None and (not isinstance(value, str) or
-                                  (value and not value.startswith(("http://", "https://")))):
+        if value is not None and (
+            not isinstance(value, str) or (value and not value.startswith(("http://", "https://")))
+        ):
             raise invalid(f"url.{name}", "must be an http:// or https:// URL")
     # A name sent as null clears the URL as "" does; a name not sent leaves it.
     return CallbackUrls(**{name: url[name] or "" for name in ("primary", "fallback") if name in url})

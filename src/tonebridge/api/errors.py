@@ -59,8 +59,16 @@ def missing(field: str) -> ApiError:
 def error_response(status: int, error_code: int, message: str) -> JSONResponse:
     reference = secrets.token_hex(8)
     if status >= 500:
-        log.error("event=api_error status=%d code=%d reference=%s message=%r", status, error_code, reference, message)
-    return JSONResponse({"errorCode": error_code, "message": message, "reference": reference}, status_code=status)
+        log.error(
+            "event=api_error status=%d code=%d reference=%s message=%r",
+            status,
+            error_code,
+            reference,
+            message,
+        )
+    return JSONResponse(
+        {"errorCode": error_code, "message": message, "reference": reference}, status_code=status
+    )
 
 
 async def api_error_handler(request: Request, exc: Exception) -> JSONResponse:
@@ -112,7 +120,9 @@ async def unexpected_error_handler(request: Request, exc: Exception) -> JSONResp
 def exception_handlers() -> dict[Any, Callable[[Request, Exception], Awaitable[Response]]]:
     """What every HTTP app of Tonebridge registers, so that no error leaves in another shape."""
     handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
-        kind: domain_error_handler for kind in DOMAIN_ERRORS}
-    handlers.update({ApiError: api_error_handler, HTTPException: http_error_handler,
-                     Exception: unexpected_error_handler})
+        kind: domain_error_handler for kind in DOMAIN_ERRORS
+    }
+    handlers.update(
+        {ApiError: api_error_handler, HTTPException: http_error_handler, Exception: unexpected_error_handler}
+    )
     return handlers

@@ -52,8 +52,9 @@ class BodyLimit:
                 return
             if not message.get("more_body", False):
                 break
-        await self.app(scope, _replay([{"type": "http.request", "body": bytes(body), "more_body": False}],
-                                      receive), send)
+        await self.app(
+            scope, _replay([{"type": "http.request", "body": bytes(body), "more_body": False}], receive), send
+        )
 
     async def refuse(self, scope: Scope, send: Send, detail: str) -> None:
         response = error_response(413, PAYLOAD_TOO_LARGE, f"{detail}; the limit is {self.max_body} bytes")

@@ -58,36 +58,52 @@ CALLOUT = {
         "ttsCallout": {
             "type": "object",
             "required": ["destination"],
-            "properties": {**COMMON_CALLOUT, "destination": DESTINATION,
-                           "text": {"type": "string", "maxLength": 600}, "prompts": {"type": "string"}},
+            "properties": {
+                **COMMON_CALLOUT,
+                "destination": DESTINATION,
+                "text": {"type": "string", "maxLength": 600},
+                "prompts": {"type": "string"},
+            },
         },
         "customCallout": {
             "type": "object",
             "required": ["destination"],
-            "properties": {**COMMON_CALLOUT, "destination": DESTINATION, "ice": {"type": "string"},
-                           "ace": {"type": "string"}, "pie": {"type": "string"}},
+            "properties": {
+                **COMMON_CALLOUT,
+                "destination": DESTINATION,
+                "ice": {"type": "string"},
+                "ace": {"type": "string"},
+                "pie": {"type": "string"},
+            },
         },
     },
 }
 SVAML = {
     "type": "object",
     "properties": {
-        "instructions": {"type": "array", "items": {"type": "object", "required": ["name"],
-                                                     "properties": {"name": {"type": "string"}}}},
+        "instructions": {
+            "type": "array",
+            "items": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}},
+        },
         "action": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}},
     },
 }
 ERROR = {
     "type": "object",
     "required": ["errorCode", "message"],
-    "properties": {"errorCode": {"type": "integer"}, "message": {"type": "string"},
-                   "reference": {"type": "string"}},
+    "properties": {
+        "errorCode": {"type": "integer"},
+        "message": {"type": "string"},
+        "reference": {"type": "string"},
+    },
 }
 
 
 def _error_responses(*statuses: int) -> dict[str, Any]:
-    return {str(s): {"description": "Sinch-style error", "content": {"application/json": {"schema": ERROR}}}
-            for s in statuses}
+    return {
+        str(s): {"description": "Sinch-style error", "content": {"application/json": {"schema": ERROR}}}
+        for s in statuses
+    }
 
 
 def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
@@ -110,73 +126,170 @@ def document() -> dict[str, Any]:
         "type": "object",
         "required": ["cli", "id", "duration", "muted", "onhold"],
         "additionalProperties": False,
-        "properties": {"cli": {"type": "string"}, "id": {"type": "string"}, "duration": {"type": "integer"},
-                       "muted": {"type": "boolean"}, "onhold": {"type": "boolean"}},
+        "properties": {
+            "cli": {"type": "string"},
+            "id": {"type": "string"},
+            "duration": {"type": "integer"},
+            "muted": {"type": "boolean"},
+            "onhold": {"type": "boolean"},
+        },
     }
     return {
         "openapi": "3.0.3",
-        "info": {"title": "Tonebridge", "version": "1",
-                 "description": "The Sinch Voice API v1 surface Tonebridge keeps, and its own routes."},
-        "components": {"securitySchemes": {
-            "application": {"type": "apiKey", "in": "header", "name": "Authorization",
-                            "description": "Application {key}:{signature} with x-timestamp (Sinch signing)"},
-            "basic": {"type": "http", "scheme": "basic"}}},
+        "info": {
+            "title": "Tonebridge",
+            "version": "1",
+            "description": "The Sinch Voice API v1 surface Tonebridge keeps, and its own routes.",
+        },
+        "components": {
+            "securitySchemes": {
+                "application": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "Authorization",
+                    "description": "Application {key}:{signature} with x-timestamp (Sinch signing)",
+                },
+                "basic": {"type": "http", "scheme": "basic"},
+            }
+        },
         "security": [{"application": []}, {"basic": []}],
         "paths": {
-            "/calling/v1/callouts": {"post": {
-                "operationId": "callout", "requestBody": _json_body(CALLOUT),
-                "responses": {**_ok({"type": "object", "required": ["callId"],
-                                     "properties": {"callId": {"type": "string"}}}), **errors}}},
+            "/calling/v1/callouts": {
+                "post": {
+                    "operationId": "callout",
+                    "requestBody": _json_body(CALLOUT),
+                    "responses": {
+                        **_ok(
+                            {
+                                "type": "object",
+                                "required": ["callId"],
+                                "properties": {"callId": {"type": "string"}},
+                            }
+                        ),
+                        **errors,
+                    },
+                }
+            },
             "/calling/v1/calls/id/{callId}": {
                 "parameters": [_path_param("callId")],
                 "get": {"operationId": "getCall", "responses": {**_ok({"type": "object"}), **errors}},
-                "patch": {"operationId": "updateCall", "requestBody": _json_body(SVAML),
-                          "responses": {**_ok(), **errors}}},
+                "patch": {
+                    "operationId": "updateCall",
+                    "requestBody": _json_body(SVAML),
+                    "responses": {**_ok(), **errors},
+                },
+            },
             "/calling/v1/calls/id/{callId}/leg/{callLeg}": {
-                "parameters": [_path_param("callId"),
-                               _path_param("callLeg", {"type": "string", "enum": ["caller", "callee", "both"]})],
-                "patch": {"operationId": "updateCallLeg", "requestBody": _json_body(SVAML),
-                          "responses": {**_ok(), **errors}}},
+                "parameters": [
+                    _path_param("callId"),
+                    _path_param("callLeg", {"type": "string", "enum": ["caller", "callee", "both"]}),
+                ],
+                "patch": {
+                    "operationId": "updateCallLeg",
+                    "requestBody": _json_body(SVAML),
+                    "responses": {**_ok(), **errors},
+                },
+            },
             "/calling/v1/conferences/id/{conferenceId}": {
                 "parameters": [_path_param("conferenceId")],
-                "get": {"operationId": "getConference", "responses": {
-                    **_ok({"type": "object", "required": ["participants"],
-                           "properties": {"participants": {"type": "array", "items": participant}}}), **errors}},
-                "delete": {"operationId": "kickAll", "responses": {**_ok(), **errors}}},
+                "get": {
+                    "operationId": "getConference",
+                    "responses": {
+                        **_ok(
+                            {
+                                "type": "object",
+                                "required": ["participants"],
+                                "properties": {"participants": {"type": "array", "items": participant}},
+                            }
+                        ),
+                        **errors,
+                    },
+                },
+                "delete": {"operationId": "kickAll", "responses": {**_ok(), **errors}},
+            },
             "/calling/v1/conferences/id/{conferenceId}/{callId}": {
                 "parameters": [_path_param("conferenceId"), _path_param("callId")],
-                "patch": {"operationId": "manageParticipant", "requestBody": _json_body({
-                    "type": "object",
-                    "properties": {"command": {"type": "string", "enum": ["mute", "unmute", "onhold", "resume"]},
-                                   "moh": MOH, "conferenceDtmfOptions": DTMF_OPTIONS}}),
-                    "responses": {**_ok(), **errors}},
-                "delete": {"operationId": "kickParticipant", "responses": {**_ok(), **errors}}},
+                "patch": {
+                    "operationId": "manageParticipant",
+                    "requestBody": _json_body(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "command": {"type": "string", "enum": ["mute", "unmute", "onhold", "resume"]},
+                                "moh": MOH,
+                                "conferenceDtmfOptions": DTMF_OPTIONS,
+                            },
+                        }
+                    ),
+                    "responses": {**_ok(), **errors},
+                },
+                "delete": {"operationId": "kickParticipant", "responses": {**_ok(), **errors}},
+            },
             "/v1/configuration/numbers": {
                 "get": {"operationId": "listNumbers", "responses": {**_ok({"type": "object"}), **errors}},
-                "post": {"operationId": "assignNumbers", "requestBody": _json_body({
-                    "type": "object", "required": ["numbers"],
-                    "properties": {"numbers": {"type": "array", "items": {"type": "string", "minLength": 1}},
-                                   "applicationkey": {"type": "string"}, "capability": {"type": "string"}}}),
-                    "responses": {**_ok(), **errors}},
-                "delete": {"operationId": "unassignNumber", "requestBody": _json_body({
-                    "type": "object", "required": ["number"],
-                    "properties": {"number": {"type": "string", "minLength": 1},
-                                   "applicationkey": {"type": "string"}, "capability": {"type": "string"}}}),
-                    "responses": {**_ok(), **errors}}},
+                "post": {
+                    "operationId": "assignNumbers",
+                    "requestBody": _json_body(
+                        {
+                            "type": "object",
+                            "required": ["numbers"],
+                            "properties": {
+                                "numbers": {"type": "array", "items": {"type": "string", "minLength": 1}},
+                                "applicationkey": {"type": "string"},
+                                "capability": {"type": "string"},
+                            },
+                        }
+                    ),
+                    "responses": {**_ok(), **errors},
+                },
+                "delete": {
+                    "operationId": "unassignNumber",
+                    "requestBody": _json_body(
+                        {
+                            "type": "object",
+                            "required": ["number"],
+                            "properties": {
+                                "number": {"type": "string", "minLength": 1},
+                                "applicationkey": {"type": "string"},
+                                "capability": {"type": "string"},
+                            },
+                        }
+                    ),
+                    "responses": {**_ok(), **errors},
+                },
+            },
             "/v1/configuration/callbacks/applications/{applicationkey}": {
                 "parameters": [_path_param("applicationkey")],
                 "get": {"operationId": "getCallbackUrls", "responses": {**_ok({"type": "object"}), **errors}},
-                "post": {"operationId": "setCallbackUrls", "requestBody": _json_body({
-                    "type": "object", "required": ["url"],
-                    "properties": {"url": {"type": "object", "properties": {
-                        "primary": {"type": "string"}, "fallback": {"type": "string"}}}}}),
-                    "responses": {**_ok(), **errors}}},
+                "post": {
+                    "operationId": "setCallbackUrls",
+                    "requestBody": _json_body(
+                        {
+                            "type": "object",
+                            "required": ["url"],
+                            "properties": {
+                                "url": {
+                                    "type": "object",
+                                    "properties": {
+                                        "primary": {"type": "string"},
+                                        "fallback": {"type": "string"},
+                                    },
+                                }
+                            },
+                        }
+                    ),
+                    "responses": {**_ok(), **errors},
+                },
+            },
             "/v1/calling/query/number/{number}": {
                 "parameters": [_path_param("number")],
-                "get": {"operationId": "queryNumber", "responses": {**_ok({"type": "object"}), **errors}}},
-            "/tonebridge/v1/health": {"get": {"operationId": "health", "security": [],
-                                              "responses": _ok({"type": "object"})}},
-            "/tonebridge/v1/metrics": {"get": {"operationId": "metrics", "security": [],
-                                               "responses": _ok({"type": "object"})}},
+                "get": {"operationId": "queryNumber", "responses": {**_ok({"type": "object"}), **errors}},
+            },
+            "/tonebridge/v1/health": {
+                "get": {"operationId": "health", "security": [], "responses": _ok({"type": "object"})}
+            },
+            "/tonebridge/v1/metrics": {
+                "get": {"operationId": "metrics", "security": [], "responses": _ok({"type": "object"})}
+            },
         },
     }

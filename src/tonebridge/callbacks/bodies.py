@@ -34,8 +34,12 @@ class CallFields:
 
 
 def _common(event: str, call: CallFields, timestamp: str | None) -> dict[str, Any]:
-    body: dict[str, Any] = {"event": event, "callid": call.call_id, "timestamp": timestamp or iso_now(),
-                            "version": 1}
+    body: dict[str, Any] = {
+        "event": event,
+        "callid": call.call_id,
+        "timestamp": timestamp or iso_now(),
+        "version": 1,
+    }
     if call.custom is not None:
         body["custom"] = call.custom
     body["applicationKey"] = call.app_key
@@ -46,12 +50,21 @@ def _common(event: str, call: CallFields, timestamp: str | None) -> dict[str, An
     return body
 
 
-def ice(call: CallFields, *, number: str, cli: str, call_resource_url: str,
-        timestamp: str | None = None) -> dict[str, Any]:
+def ice(
+    call: CallFields, *, number: str, cli: str, call_resource_url: str, timestamp: str | None = None
+) -> dict[str, Any]:
     """An inbound call to `number` from `cli` ("" when withheld)."""
     body = _common("ice", call, timestamp)
-    body.update(callResourceUrl=call_resource_url, cli=cli or "private", to={"type": "did", "endpoint": number},
-                domain="pstn", originationType="PSTN", rdnis="", callHeaders=[], userRate=dict(_FREE))
+    body.update(
+        callResourceUrl=call_resource_url,
+        cli=cli or "private",
+        to={"type": "did", "endpoint": number},
+        domain="pstn",
+        originationType="PSTN",
+        rdnis="",
+        callHeaders=[],
+        userRate=dict(_FREE),
+    )
     return body
 
 
@@ -60,8 +73,16 @@ def ace(call: CallFields, *, timestamp: str | None = None) -> dict[str, Any]:
     return _common("ace", call, timestamp)
 
 
-def dice(call: CallFields, *, result: str, reason: str, duration: int, to: Mapping[str, str], cli: str,
-         timestamp: str | None = None) -> dict[str, Any]:
+def dice(
+    call: CallFields,
+    *,
+    result: str,
+    reason: str,
+    duration: int,
+    to: Mapping[str, str],
+    cli: str,
+    timestamp: str | None = None,
+) -> dict[str, Any]:
     """A call ended: `result` and `reason` as DiCE names them ("N/A" when there is none)."""
     body = _common("dice", call, timestamp)
     body.update(result=result, reason=reason, duration=duration, to=dict(to))
@@ -70,16 +91,18 @@ def dice(call: CallFields, *, result: str, reason: str, duration: int, to: Mappi
     return body
 
 
-def menu_pie(call: CallFields, *, menu_id: str, kind: str, value: str, input_method: str,
-             timestamp: str | None = None) -> dict[str, Any]:
+def menu_pie(
+    call: CallFields, *, menu_id: str, kind: str, value: str, input_method: str, timestamp: str | None = None
+) -> dict[str, Any]:
     """A runMenu ended; the application answers with SVAML for what comes next."""
     body = _common("pie", call, timestamp)
     body["menuResult"] = {"menuId": menu_id, "type": kind, "value": value, "inputMethod": input_method}
     return body
 
 
-def conference_pie(call: CallFields, *, conference_id: str, digits: str,
-                   timestamp: str | None = None) -> dict[str, Any]:
+def conference_pie(
+    call: CallFields, *, conference_id: str, digits: str, timestamp: str | None = None
+) -> dict[str, Any]:
     """A detect-mode collection ended in `conference_id`: the digits as a `sequence` result."""
     body = _common("pie", call, timestamp)
     body["conferenceId"] = conference_id

@@ -362,8 +362,14 @@ class Outbox:
             return
         if write.done() and write.exception() is not None:
             write = self._store.outbox_add(
-                d.app_key, d.call_id, d.event, d.url, d.body, d.idempotency_key,
-                created_at=d.created_at, row_id=d.id,
+                d.app_key,
+                d.call_id,
+                d.event,
+                d.url,
+                d.body,
+                d.idempotency_key,
+                created_at=d.created_at,
+                row_id=d.id,
             )
             self._track_insert(d, write)
         await write
@@ -432,7 +438,11 @@ class Outbox:
         """One POST. Returns (HTTP status, None) for any answer that is 2xx, (status, error) for any other
         answer, (None, error) when no answer came."""
         response, error = await self._post(
-            d.app_key, d.url, d.body, d.attempt_timeout, {IDEMPOTENCY_HEADER: d.idempotency_key},
+            d.app_key,
+            d.url,
+            d.body,
+            d.attempt_timeout,
+            {IDEMPOTENCY_HEADER: d.idempotency_key},
             sent=None if d.first_sent.done() else d.first_sent,
         )
         if response is None:
@@ -442,7 +452,12 @@ class Outbox:
         return response.status_code, f"HTTP {response.status_code}"
 
     async def _post(
-        self, app_key: str, url: str, body: bytes, timeout: float, extra: dict[str, str] | None = None,
+        self,
+        app_key: str,
+        url: str,
+        body: bytes,
+        timeout: float,
+        extra: dict[str, str] | None = None,
         sent: asyncio.Future[None] | None = None,
     ) -> tuple[httpx.Response | None, str | None]:
         secret = self._secrets(app_key)

@@ -53,7 +53,10 @@ class Applications:
         return None
 
     def list_numbers(self, key: str) -> list[dict[str, str]]:
-        return [{"number": n, "applicationkey": key, "capability": "voice"} for n in sorted(self._apps[key].numbers)]
+        return [
+            {"number": n, "applicationkey": key, "capability": "voice"}
+            for n in sorted(self._apps[key].numbers)
+        ]
 
     def assign_numbers(self, key: str, numbers: list[str]) -> None:
         """All or none: a number held by another application refuses the whole request."""
@@ -81,5 +84,10 @@ class Applications:
 def query_number(number: str) -> dict[str, Any]:
     """What `GET /v1/calling/query/number` tells: the number normalised; Tonebridge knows no carriers or rates."""
     digits = re.sub(r"[^0-9]", "", number)
-    return {"countryId": "", "numberType": "Unknown", "normalizedNumber": f"+{digits}" if digits else number,
-            "restricted": False, "rate": {"currencyId": "USD", "amount": 0.0}}
+    return {
+        "countryId": "",
+        "numberType": "Unknown",
+        "normalizedNumber": f"+{digits}" if digits else number,
+        "restricted": False,
+        "rate": {"currencyId": "USD", "amount": 0.0},
+    }

@@ -88,8 +88,14 @@ class Call:
         self.state = CallState.ANSWERED
         self.answered_at = now
 
-    def ended(self, now: float, reason: EndReason, *, result: CallResult | None = None,
-              sip_status: int | None = None) -> bool:
+    def ended(
+        self,
+        now: float,
+        reason: EndReason,
+        *,
+        result: CallResult | None = None,
+        sip_status: int | None = None,
+    ) -> bool:
         """Mark the call ended; returns False if it had already ended (the first reason stands)."""
         if self.state is CallState.ENDED:
             return False

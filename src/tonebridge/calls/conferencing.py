@@ -78,7 +78,9 @@ class InbandGate:
 
 
 class ConferenceService:
-    def __init__(self, engine: CallEngine, consumer: CollectionConsumer, events: EventBus | None = None) -> None:
+    def __init__(
+        self, engine: CallEngine, consumer: CollectionConsumer, events: EventBus | None = None
+    ) -> None:
         self.engine = engine
         self.events = events or EventBus()
         # From the end of a collection to its PIE request leaving, and to the application's answer to it.
@@ -95,8 +97,13 @@ class ConferenceService:
 
     # Operations --------------------------------------------------------------------------------------
 
-    def join(self, session: Session, conference_id: str, options: DtmfOptions | None = None,
-             moh_class: str | None = None) -> None:
+    def join(
+        self,
+        session: Session,
+        conference_id: str,
+        options: DtmfOptions | None = None,
+        moh_class: str | None = None,
+    ) -> None:
         """Put an answered call into a room (created on first join). Raises InvalidField on bad input."""
         call_id = session.call_id
         now = self.engine.now()
@@ -109,8 +116,12 @@ class ConferenceService:
         self._renderers[call_id] = DtmfToneRenderer()
         self._apply(effects)
         self._update_gate(call_id)
-        self.engine.log_event("conference_joined", session, conference_id=conference_id,
-                         mode=(options or DtmfOptions()).mode.value)
+        self.engine.log_event(
+            "conference_joined",
+            session,
+            conference_id=conference_id,
+            mode=(options or DtmfOptions()).mode.value,
+        )
 
     def leave(self, call_id: str) -> None:
         if call_id not in self.members:
@@ -240,35 +251,73 @@ class ConferenceService:
                 self._collection_done(effect)
             case r.PressHandled():
                 self.events.counters[f"presses.{effect.source.value}.{effect.mode.value}"] += 1
-                self.events.publish({"type": "press", "callId": effect.call_id,
-                                     "conferenceId": effect.conference_id, "digit": effect.digit,
-                                     "source": effect.source.value, "mode": effect.mode.value,
-                                     "outcome": effect.describe(), "receivers": list(effect.receivers)})
-                self.engine.log_event("conference_press", self.members.get(effect.call_id),
-                                 conference_id=effect.conference_id, digit=effect.digit,
-                                 source=effect.source.value, mode=effect.mode.value,
-                                 outcome=effect.describe().replace(" ", "_"))
+                self.events.publish(
+                    {
+                        "type": "press",
+                        "callId": effect.call_id,
+                        "conferenceId": effect.conference_id,
+                        "digit": effect.digit,
+                        "source": effect.source.value,
+                        "mode": effect.mode.value,
+                        "outcome": effect.describe(),
+                        "receivers": list(effect.receivers),
+                    }
+                )
+                self.engine.log_event(
+                    "conference_press",
+                    self.members.get(effect.call_id),
+                    conference_id=effect.conference_id,
+                    digit=effect.digit,
+                    source=effect.source.value,
+                    mode=effect.mode.value,
+                    outcome=effect.describe().replace(" ", "_"),
+                )
             case r.LeftMix() | r.ReturnedToMix():
                 left = isinstance(effect, r.LeftMix)
-                self.events.publish({"type": "left_mix" if left else "returned_to_mix",
-                                     "callId": effect.call_id, "conferenceId": effect.conference_id})
-                self.engine.log_event("conference_left_mix" if left else "conference_returned",
-                                 self.members.get(effect.call_id), conference_id=effect.conference_id)
+                self.events.publish(
+                    {
+                        "type": "left_mix" if left else "returned_to_mix",
+                        "callId": effect.call_id,
+                        "conferenceId": effect.conference_id,
+                    }
+                )
+                self.engine.log_event(
+                    "conference_left_mix" if left else "conference_returned",
+                    self.members.get(effect.call_id),
+                    conference_id=effect.conference_id,
+                )
             case r.OptionsChanged():
-                self.events.publish({"type": "options_changed", "callId": effect.call_id,
-                                     "conferenceId": effect.conference_id, "mode": effect.options.mode.value})
+                self.events.publish(
+                    {
+                        "type": "options_changed",
+                        "callId": effect.call_id,
+                        "conferenceId": effect.conference_id,
+                        "mode": effect.options.mode.value,
+                    }
+                )
                 self._update_gate(effect.call_id)
             case r.ParticipantJoined():
-                self.events.publish({"type": "joined", "callId": effect.call_id,
-                                     "conferenceId": effect.conference_id})
+                self.events.publish(
+                    {"type": "joined", "callId": effect.call_id, "conferenceId": effect.conference_id}
+                )
             case r.ParticipantLeft():
-                self.events.publish({"type": "left", "callId": effect.call_id,
-                                     "conferenceId": effect.conference_id, "reason": effect.reason.value})
+                self.events.publish(
+                    {
+                        "type": "left",
+                        "callId": effect.call_id,
+                        "conferenceId": effect.conference_id,
+                        "reason": effect.reason.value,
+                    }
+                )
                 self._forget(effect.call_id)
                 session = self.engine.find(effect.call_id)
                 if session is not None:
-                    self.engine.log_event("conference_left", session, conference_id=effect.conference_id,
-                                     reason=effect.reason.value)
+                    self.engine.log_event(
+                        "conference_left",
+                        session,
+                        conference_id=effect.conference_id,
+                        reason=effect.reason.value,
+                    )
                     if effect.reason is r.LeaveReason.KICKED and session.call.active:
                         self.engine.spawn(self.engine.hangup(session, EndReason.MANAGER_HANGUP))
             case r.ConferenceStarted():
@@ -283,11 +332,23 @@ class ConferenceService:
 
     def _collection_done(self, done: CollectionDone) -> None:
         session = self.members.get(done.call_id) or self.engine.find(done.call_id)
-        self.engine.log_event("collection_done", session, conference_id=done.conference_id, digits=done.digits or '""',
-                         reason=done.reason.value)
+        self.engine.log_event(
+            "collection_done",
+            session,
+            conference_id=done.conference_id,
+            digits=done.digits or '""',
+            reason=done.reason.value,
+        )
         self.events.counters["collections"] += 1
-        self.events.publish({"type": "collection", "callId": done.call_id, "conferenceId": done.conference_id,
-                             "digits": done.digits, "reason": done.reason.value})
+        self.events.publish(
+            {
+                "type": "collection",
+                "callId": done.call_id,
+                "conferenceId": done.conference_id,
+                "digits": done.digits,
+                "reason": done.reason.value,
+            }
+        )
         if session is None:
             return
         self.events.publish({"type": "pie_sent", "callId": done.call_id, "conferenceId": done.conference_id})
@@ -330,7 +391,9 @@ class ConferenceService:
         self.pie_answered_ms.append(self._since_collection_ms(done))
 
     def _pie_answered(self, done: CollectionDone) -> None:
-        self.events.publish({"type": "pie_answered", "callId": done.call_id, "conferenceId": done.conference_id})
+        self.events.publish(
+            {"type": "pie_answered", "callId": done.call_id, "conferenceId": done.conference_id}
+        )
         self.collection_completed(done.call_id, done.seq)
 
     def _moh_source(self, name: str) -> object:
@@ -365,4 +428,3 @@ class ConferenceService:
 
     def participants(self, conference_id: str) -> list[dict[str, object]]:
         return self.rooms.participants_info(conference_id, self.engine.now())
-

@@ -149,8 +149,20 @@ class Noted:
     fields: tuple[tuple[str, object], ...] = ()
 
 
-Action = (Respond | SendRequest | SendAck | ConfigureMedia | Ringing | Answered | Ended | Declined
-          | PressDetected | MediaUpdated | RequestCompleted | Noted)
+Action = (
+    Respond
+    | SendRequest
+    | SendAck
+    | ConfigureMedia
+    | Ringing
+    | Answered
+    | Ended
+    | Declined
+    | PressDetected
+    | MediaUpdated
+    | RequestCompleted
+    | Noted
+)
 
 
 # Helpers ----------------------------------------------------------------------------------------------
@@ -306,8 +318,10 @@ class _CallCore:
         try:
             media = sdp.apply_answer(pending.offer, sdp.SessionDescription.parse(ack.body))
         except (sdp.SdpError, sdp.NoCommonCodec) as exc:
-            return [Noted("ack_sdp_rejected", (("reason", repr(str(exc))),)),
-                    *self.hangup(EndReason.GENERAL_ERROR, now)]
+            return [
+                Noted("ack_sdp_rejected", (("reason", repr(str(exc))),)),
+                *self.hangup(EndReason.GENERAL_ERROR, now),
+            ]
         if pending.announce:
             return self._media_changed(media, media.direction)
         self.media = media
@@ -438,8 +452,15 @@ class _CallCore:
             self._max_duration = seconds
         return []
 
-    def request(self, method: str, now: float, *, body: bytes = b"", content_type: str | None = None,
-                headers: Headers | None = None) -> list[Action]:
+    def request(
+        self,
+        method: str,
+        now: float,
+        *,
+        body: bytes = b"",
+        content_type: str | None = None,
+        headers: Headers | None = None,
+    ) -> list[Action]:
         """Send an in-dialog request; its final response comes back as `RequestCompleted`."""
         self._require_dialog(method)
         assert self.dialog is not None
@@ -451,7 +472,9 @@ class _CallCore:
         self._require_dialog("INVITE")
         assert self.dialog is not None
         offer = self._new_offer(direction)
-        reinvite = self.dialog.create_request("INVITE", body=offer.serialize(), content_type="application/sdp")
+        reinvite = self.dialog.create_request(
+            "INVITE", body=offer.serialize(), content_type="application/sdp"
+        )
         self._reoffers[reinvite.cseq.number] = (offer, direction)
         return self._send_in_dialog(reinvite)
 
@@ -474,8 +497,14 @@ class _CallCore:
         self._arm("bye", now + 64 * self.timer_config.t1)
         return self._send_in_dialog(self._bye)
 
-    def _end(self, reason: EndReason, now: float, *, result: CallResult | None = None,
-             sip_status: int | None = None) -> list[Action]:
+    def _end(
+        self,
+        reason: EndReason,
+        now: float,
+        *,
+        result: CallResult | None = None,
+        sip_status: int | None = None,
+    ) -> list[Action]:
         if not self.call.ended(now, reason, result=result, sip_status=sip_status):
             return []
         self._awaiting_ack = None
@@ -495,16 +524,29 @@ class _CallCore:
     def _new_offer(self, direction: str) -> sdp.SessionDescription:
         self._sdp_version += 1
         local = self.local
-        return sdp.build_offer(local.address, local.media_port, codecs=local.codecs,
-                               telephone_event_pt=TELEPHONE_EVENT_PT if local.telephone_event else None,
-                               direction=direction, session_id=self._sdp_session_id, version=self._sdp_version)
+        return sdp.build_offer(
+            local.address,
+            local.media_port,
+            codecs=local.codecs,
+            telephone_event_pt=TELEPHONE_EVENT_PT if local.telephone_event else None,
+            direction=direction,
+            session_id=self._sdp_session_id,
+            version=self._sdp_version,
+        )
 
-    def _negotiate(self, offer: sdp.SessionDescription,
-                   version: int) -> tuple[sdp.SessionDescription, sdp.NegotiatedMedia]:
+    def _negotiate(
+        self, offer: sdp.SessionDescription, version: int
+    ) -> tuple[sdp.SessionDescription, sdp.NegotiatedMedia]:
         local = self.local
-        return sdp.negotiate(offer, local.address, local.media_port, supported=local.codecs,
-                             telephone_event=local.telephone_event, session_id=self._sdp_session_id,
-                             version=version)
+        return sdp.negotiate(
+            offer,
+            local.address,
+            local.media_port,
+            supported=local.codecs,
+            telephone_event=local.telephone_event,
+            session_id=self._sdp_session_id,
+            version=version,
+        )
 
 
 class InboundCall(_CallCore):
@@ -517,7 +559,9 @@ class InboundCall(_CallCore):
 
     direction = Direction.INBOUND
 
-    def __init__(self, invite: Request, call: Call, local: LocalEnd, *, timers: TimerConfig | None = None) -> None:
+    def __init__(
+        self, invite: Request, call: Call, local: LocalEnd, *, timers: TimerConfig | None = None
+    ) -> None:
         super().__init__(call, invite, local, timers)
         self.local_tag = new_tag()
         self.declined = False
@@ -562,7 +606,9 @@ class InboundCall(_CallCore):
             offer = self._new_offer("sendrecv")
             self._offer_in_2xx = _OfferInAnswer(invite.cseq.number, offer, announce=False)
             body = offer.serialize()
-        response = make_response(invite, 200, to_tag=self.local_tag, body=body, content_type="application/sdp")
+        response = make_response(
+            invite, 200, to_tag=self.local_tag, body=body, content_type="application/sdp"
+        )
         response.headers.set("Contact", self.local.contact)
         response.headers.set("Allow", self.local.allow)
         actions += [Respond(invite, response), Answered()]
@@ -588,9 +634,11 @@ class InboundCall(_CallCore):
         if not ours or not self.call.active or self.call.state is CallState.ANSWERED:
             # Answered, the INVITE is past cancelling; ended, there is nothing left to cancel (§9.2).
             return [Respond(cancel, make_response(cancel, 481))]
-        return [Respond(cancel, make_response(cancel, 200)),
-                Respond(invite, make_response(invite, 487, to_tag=self.local_tag)),
-                *self._end(EndReason.CANCEL, now, result=CallResult.NOANSWER, sip_status=487)]
+        return [
+            Respond(cancel, make_response(cancel, 200)),
+            Respond(invite, make_response(invite, 487, to_tag=self.local_tag)),
+            *self._end(EndReason.CANCEL, now, result=CallResult.NOANSWER, sip_status=487),
+        ]
 
     def _decline(self, status: int, why: str, now: float, phrase: str | None = None) -> list[Action]:
         self.declined = True
@@ -609,9 +657,18 @@ class OutboundCall(_CallCore):
 
     direction = Direction.OUTBOUND
 
-    def __init__(self, call: Call, request_uri: SipUri | str, local: LocalEnd, *, from_user: str,
-                 ring_timeout: float = 60.0, direction: str = "sendrecv",
-                 credentials: tuple[str, str] | None = None, timers: TimerConfig | None = None) -> None:
+    def __init__(
+        self,
+        call: Call,
+        request_uri: SipUri | str,
+        local: LocalEnd,
+        *,
+        from_user: str,
+        ring_timeout: float = 60.0,
+        direction: str = "sendrecv",
+        credentials: tuple[str, str] | None = None,
+        timers: TimerConfig | None = None,
+    ) -> None:
         self.local_tag = new_tag()
         headers = Headers()
         headers.add("From", f"<sip:{from_user}@{local.address}>;tag={self.local_tag}")
@@ -655,8 +712,9 @@ class OutboundCall(_CallCore):
         if name == "ring":
             return [Noted("call_ring_timeout"), *self.cancel(now, EndReason.TIMEOUT)]
         if name == "cancel":
-            return self._end(self._cancel_reason or EndReason.CANCEL, now, result=CallResult.NOANSWER,
-                             sip_status=408)
+            return self._end(
+                self._cancel_reason or EndReason.CANCEL, now, result=CallResult.NOANSWER, sip_status=408
+            )
         return super()._fire(name, now)
 
     def _invite_response(self, response: Response, now: float) -> list[Action]:
@@ -681,15 +739,21 @@ class OutboundCall(_CallCore):
         if self._cancel_reason is not None:
             return self._end(self._cancel_reason, now, result=CallResult.NOANSWER, sip_status=status)
         result, reason = outcome_for_status(status)
-        return [Noted("call_refused", (("status", status),)),
-                *self._end(reason, now, result=result, sip_status=status)]
+        return [
+            Noted("call_refused", (("status", status),)),
+            *self._end(reason, now, result=result, sip_status=status),
+        ]
 
     def _accepted(self, response: Response, now: float) -> list[Action]:
         try:
             dialog = Dialog.from_uac_response(self.invite, response)
         except DialogError as exc:
-            return [Noted("answer_rejected", (("reason", repr(str(exc))),)),
-                    *self._end(EndReason.GENERAL_ERROR, now, result=CallResult.FAILED, sip_status=response.status)]
+            return [
+                Noted("answer_rejected", (("reason", repr(str(exc))),)),
+                *self._end(
+                    EndReason.GENERAL_ERROR, now, result=CallResult.FAILED, sip_status=response.status
+                ),
+            ]
         self.dialog = dialog
         ack = dialog.create_ack(self.invite.cseq.number)
         self._acks[self.invite.cseq.number] = ack
@@ -701,16 +765,22 @@ class OutboundCall(_CallCore):
         try:
             self.media = sdp.apply_answer(self._offer, sdp.SessionDescription.parse(response.body))
         except (sdp.SdpError, sdp.NoCommonCodec) as exc:
-            return actions + [Noted("answer_sdp_rejected", (("reason", repr(str(exc))),)),
-                              *self._end(EndReason.GENERAL_ERROR, now, result=CallResult.FAILED),
-                              *self._send_bye(now)]
+            return actions + [
+                Noted("answer_sdp_rejected", (("reason", repr(str(exc))),)),
+                *self._end(EndReason.GENERAL_ERROR, now, result=CallResult.FAILED),
+                *self._send_bye(now),
+            ]
         self.call.answered(now)
         self._start_limit(now)
         return actions + [ConfigureMedia(self.media), Answered()]
 
     def _may_authenticate(self) -> bool:
-        return (not self._authenticated and self.credentials is not None and self._cancel_reason is None
-                and self.call.active)
+        return (
+            not self._authenticated
+            and self.credentials is not None
+            and self._cancel_reason is None
+            and self.call.active
+        )
 
     def _with_credentials(self, challenge: Response) -> Request:
         """The INVITE again, answering the challenge (§22.2): the next CSeq, a new Via from the sender."""
@@ -722,6 +792,10 @@ class OutboundCall(_CallCore):
         headers = invite.headers.copy()
         headers.remove("Via")
         headers.set("CSeq", f"{invite.cseq.number + 1} INVITE")
-        headers.set(answer, auth.digest_authorization(challenge.headers.get_all(header), "INVITE", invite.uri,
-                                                      username, password))
+        headers.set(
+            answer,
+            auth.digest_authorization(
+                challenge.headers.get_all(header), "INVITE", invite.uri, username, password
+            ),
+        )
         return Request("INVITE", invite.uri, headers, invite.body)

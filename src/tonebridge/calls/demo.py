@@ -53,6 +53,9 @@ class DemoApplication:
 
     def collection(self, session: Session, done: CollectionDone) -> None:
         """The demo's PIE: printed, and completed at once so the caller returns to the room."""
-        print(f"demo: PIE call={session.call_id} conference={done.conference_id} menuResult="
-              f'{{"menuId": "{done.conference_id}", "type": "sequence", "value": "{done.digits}", '
-              f'"inputMethod": "dtmf"}}', flush=True)
+        print(
+            f"demo: PIE call={session.call_id} conference={done.conference_id} menuResult="
+            f'{{"menuId": "{done.conference_id}", "type": "sequence", "value": "{done.digits}", '
+            f'"inputMethod": "dtmf"}}',
+            flush=True,
+        )

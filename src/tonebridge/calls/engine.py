@@ -152,8 +152,9 @@ class CallTimer:
 
     __slots__ = ("callback", "deadline", "pending", "session", "_owner")
 
-    def __init__(self, owner: _Deadlines | None, session: Session, deadline: float,
-                 callback: TimerCallback) -> None:
+    def __init__(
+        self, owner: _Deadlines | None, session: Session, deadline: float, callback: TimerCallback
+    ) -> None:
         self.session = session
         self.deadline = deadline
         self.callback = callback
@@ -266,8 +267,15 @@ class _Deadlines:
 
 
 class CallEngine:
-    def __init__(self, config: Config, stack: SipStack, clock: MediaClock, application: CallHandler,
-                 *, user_agent_name: str = "tonebridge") -> None:
+    def __init__(
+        self,
+        config: Config,
+        stack: SipStack,
+        clock: MediaClock,
+        application: CallHandler,
+        *,
+        user_agent_name: str = "tonebridge",
+    ) -> None:
         self.config = config
         self.stack = stack
         self.clock = clock
@@ -276,8 +284,11 @@ class CallEngine:
         low, high = config.server.rtp_ports
         self.ports = PortPool(low, high)
         self.registrar = Registrar()
-        self.digest = auth.DigestServer(realm=config.server.public_address, secret_key=secrets.token_bytes(32),
-                                        algorithms=config.server.digest_algorithms)
+        self.digest = auth.DigestServer(
+            realm=config.server.public_address,
+            secret_key=secrets.token_bytes(32),
+            algorithms=config.server.digest_algorithms,
+        )
         self.sessions: dict[str, Session] = {}  # by Tonebridge call id
         self._by_sip_call_id: dict[str, Session] = {}
         self._tasks: set[asyncio.Task[object]] = set()
@@ -324,12 +335,23 @@ class CallEngine:
         log.info(" ".join(parts))
 
     def _new_leg(self, call: Call) -> MediaLeg:
-        return MediaLeg(self.stack.transport.host, self.ports, call_id=call.call_id, record=self.record_calls,
-                        detection=self.clock.detection)
+        return MediaLeg(
+            self.stack.transport.host,
+            self.ports,
+            call_id=call.call_id,
+            record=self.record_calls,
+            detection=self.clock.detection,
+        )
 
     def _local_end(self, leg: MediaLeg, peer: Peer) -> LocalEnd:
-        return LocalEnd(self.stack.public_address, self.stack.contact(transport=peer.transport), leg.port,
-                        codecs=self.codecs, telephone_event=self.telephone_event, allow=ALLOW)
+        return LocalEnd(
+            self.stack.public_address,
+            self.stack.contact(transport=peer.transport),
+            leg.port,
+            codecs=self.codecs,
+            telephone_event=self.telephone_event,
+            allow=ALLOW,
+        )
 
     def _register_session(self, session: Session) -> None:
         self.sessions[session.call_id] = session
@@ -355,8 +377,9 @@ class CallEngine:
 
     # Driving the cores ---------------------------------------------------------------------------------
 
-    def _run(self, session: Session, actions: list[Action],
-             incoming: IncomingRequest | None = None) -> list[asyncio.Future[Response]]:
+    def _run(
+        self, session: Session, actions: list[Action], incoming: IncomingRequest | None = None
+    ) -> list[asyncio.Future[Response]]:
         """Execute what a core asked, in order; returns the completions of the in-dialog requests it sent.
 
         `incoming` is the request just fed to the core, whose answer goes through its own server transaction.
@@ -382,15 +405,20 @@ class CallEngine:
                     self._ended(session)
                 case Declined():
                     session.leg.close()
-                    self.log_event("call_rejected", status=action.status, reason=action.reason,
-                                   sip_call_id=session.invite.call_id)
+                    self.log_event(
+                        "call_rejected",
+                        status=action.status,
+                        reason=action.reason,
+                        sip_call_id=session.invite.call_id,
+                    )
                 case PressDetected():
                     now = self.now()
                     self._press(session, Press(action.digit, PressSource.INFO, True, now))
                     self._press(session, Press(action.digit, PressSource.INFO, False, now))
                 case MediaUpdated():
-                    self.log_event("call_media_updated", session, direction=action.direction,
-                                   on_hold=action.on_hold)
+                    self.log_event(
+                        "call_media_updated", session, direction=action.direction, on_hold=action.on_hold
+                    )
                 case RequestCompleted():
                     waiter = self._completions.pop(id(action.request), None)
                     if waiter is not None and not waiter[1].done():
@@ -403,7 +431,9 @@ class CallEngine:
         self._arm_timer()
         return completions
 
-    def _server_side(self, session: Session, request: Request, incoming: IncomingRequest | None) -> IncomingRequest:
+    def _server_side(
+        self, session: Session, request: Request, incoming: IncomingRequest | None
+    ) -> IncomingRequest:
         if incoming is not None and request is incoming.request:
             return incoming
         if session.incoming is not None and request is session.incoming.request:
@@ -414,8 +444,9 @@ class CallEngine:
         core = session.core
         assert core is not None
         peer = self._dialog_peer(session) if in_dialog else session.peer
-        sent = self.stack.send_request(request, peer,
-                                       lambda response: self._run(session, core.receive_response(response, self.now())))
+        sent = self.stack.send_request(
+            request, peer, lambda response: self._run(session, core.receive_response(response, self.now()))
+        )
         sent.add_done_callback(lambda final: self._final_response(session, final))
         if not in_dialog:
             return None
@@ -503,9 +534,17 @@ class CallEngine:
         call = session.call
         assert call.reason is not None and call.result is not None  # an ended call has both
         lost, jitter = session.leg.loss_and_jitter if session.leg.stats.packets_received else (0, 0.0)
-        self.log_event("call_ended", session, reason=call.reason.value, result=call.result.value,
-                       duration=call.duration(self.now()), rtp_in=session.leg.stats.packets_received,
-                       rtp_out=session.leg.stats.packets_sent, lost=lost, jitter_ms=f"{jitter:.1f}")
+        self.log_event(
+            "call_ended",
+            session,
+            reason=call.reason.value,
+            result=call.result.value,
+            duration=call.duration(self.now()),
+            rtp_in=session.leg.stats.packets_received,
+            rtp_out=session.leg.stats.packets_sent,
+            lost=lost,
+            jitter_ms=f"{jitter:.1f}",
+        )
         self.publish(CallEnded(session))
 
     def _dialog_peer(self, session: Session) -> Peer:
@@ -573,7 +612,9 @@ class CallEngine:
             return
         response = tx.make_response(request, 200, to_tag=secrets.token_hex(6))
         for binding in bindings:
-            response.headers.add("Contact", f"<{binding.contact}>;expires={max(0, int(binding.expires_at - now))}")
+            response.headers.add(
+                "Contact", f"<{binding.contact}>;expires={max(0, int(binding.expires_at - now))}"
+            )
         self.stack.respond(incoming, response)
         self.log_event("registered", user=user, contacts=len(bindings))
 
@@ -594,8 +635,13 @@ class CallEngine:
             self.stack.respond(incoming, tx.make_response(request, 482))
             return
         from_ = request.from_
-        call = Call(Direction.INBOUND, remote_uri=str(from_.uri), local_uri=request.uri, started_at=self.now(),
-                    cli=from_.uri.user or "")
+        call = Call(
+            Direction.INBOUND,
+            remote_uri=str(from_.uri),
+            local_uri=request.uri,
+            started_at=self.now(),
+            cli=from_.uri.user or "",
+        )
         leg = self._new_leg(call)
         await leg.open()
         core = InboundCall(request, call, self._local_end(leg, incoming.peer))
@@ -604,8 +650,14 @@ class CallEngine:
         if core.declined:
             return
         self._register_session(session)
-        self.log_event("call_incoming", session, sip_call_id=request.call_id, from_=call.remote_uri, to=request.uri,
-                       transport=incoming.peer.transport)
+        self.log_event(
+            "call_incoming",
+            session,
+            sip_call_id=request.call_id,
+            from_=call.remote_uri,
+            to=request.uri,
+            transport=incoming.peer.transport,
+        )
         try:
             await self.application.incoming(self, session)
         except Exception:
@@ -649,7 +701,9 @@ class CallEngine:
     def ringing(self, session: Session) -> None:
         self._run(session, self._inbound(session).ringing(self.now()))
 
-    def reject(self, session: Session, status: int = 486, reason: EndReason = EndReason.GENERAL_ERROR) -> None:
+    def reject(
+        self, session: Session, status: int = 486, reason: EndReason = EndReason.GENERAL_ERROR
+    ) -> None:
         self._run(session, self._inbound(session).reject(status, reason, self.now()))
 
     def answer(self, session: Session) -> None:
@@ -666,8 +720,12 @@ class CallEngine:
                 raise LookupError("no trunk is configured for calls to numbers")
             trunk = self.config.trunks[0]
             trunk_uri = SipUri.parse(trunk.uri)
-            uri = SipUri(host=trunk_uri.host, port=trunk_uri.port, user=destination.endpoint,
-                         params=dict(trunk_uri.params))
+            uri = SipUri(
+                host=trunk_uri.host,
+                port=trunk_uri.port,
+                user=destination.endpoint,
+                params=dict(trunk_uri.params),
+            )
             return uri, self.stack.peer_for_uri(trunk_uri), trunk
         if kind == "username":
             binding = self.registrar.lookup(destination.endpoint, self.now())
@@ -676,13 +734,23 @@ class CallEngine:
             transport, host, port = binding.source
             return SipUri.parse(binding.contact), Peer(transport, host, port), None
         if kind == "sip":
-            uri = SipUri.parse(destination.endpoint if ":" in destination.endpoint.split("@")[0]
-                               else f"sip:{destination.endpoint}")
+            uri = SipUri.parse(
+                destination.endpoint
+                if ":" in destination.endpoint.split("@")[0]
+                else f"sip:{destination.endpoint}"
+            )
             return uri, self.stack.peer_for_uri(uri), None
         raise ValueError(f"unknown destination type {destination.type!r}")
 
-    async def originate(self, destination: Destination, *, cli: str = "", ring_timeout: float = 60.0,
-                        direction: str = "sendrecv", call_id: str | None = None) -> Session:
+    async def originate(
+        self,
+        destination: Destination,
+        *,
+        cli: str = "",
+        ring_timeout: float = 60.0,
+        direction: str = "sendrecv",
+        call_id: str | None = None,
+    ) -> Session:
         """Place a call; returns at once with the session (await `session.wait_answered()`).
 
         An unreachable destination ends the call inside this method (observers see its `CallEnded`): pass
@@ -696,8 +764,12 @@ class CallEngine:
             uri, peer, trunk = self.resolve(destination)
         except (LookupError, ValueError) as exc:
             call.remote_uri = destination.endpoint
-            session = Session(call, leg, Peer("UDP", "0.0.0.0", 0),
-                              placeholder_invite=Request("INVITE", f"sip:{destination.endpoint}@invalid"))
+            session = Session(
+                call,
+                leg,
+                Peer("UDP", "0.0.0.0", 0),
+                placeholder_invite=Request("INVITE", f"sip:{destination.endpoint}@invalid"),
+            )
             self.sessions[call.call_id] = session
             self.log_event("call_failed", session, reason=repr(str(exc)))
             call.ended(self.now(), EndReason.USER_NOT_FOUND, result=CallResult.FAILED, sip_status=404)
@@ -708,11 +780,20 @@ class CallEngine:
         from_user = cli or self.name
         call.local_uri = f"sip:{from_user}@{self.stack.public_address}"
         credentials = (trunk.username, trunk.password) if trunk is not None and trunk.username else None
-        core = OutboundCall(call, uri, self._local_end(leg, peer), from_user=from_user, ring_timeout=ring_timeout,
-                            direction=direction, credentials=credentials)
+        core = OutboundCall(
+            call,
+            uri,
+            self._local_end(leg, peer),
+            from_user=from_user,
+            ring_timeout=ring_timeout,
+            direction=direction,
+            credentials=credentials,
+        )
         session = Session(call, leg, peer, core, trunk=trunk)
         self._register_session(session)
-        self.log_event("call_outgoing", session, to=str(uri), peer=f"{peer.host}:{peer.port}/{peer.transport}")
+        self.log_event(
+            "call_outgoing", session, to=str(uri), peer=f"{peer.host}:{peer.port}/{peer.transport}"
+        )
         self._run(session, core.start(self.now()))
         return session
 
@@ -725,12 +806,21 @@ class CallEngine:
         # The core ends the call when the INVITE's final response comes, or gives up 64*T1 after the CANCEL.
         await session.ended_event.wait()
 
-    async def request_in_dialog(self, session: Session, method: str, *, body: bytes = b"",
-                                content_type: str | None = None, headers: Headers | None = None) -> Response:
+    async def request_in_dialog(
+        self,
+        session: Session,
+        method: str,
+        *,
+        body: bytes = b"",
+        content_type: str | None = None,
+        headers: Headers | None = None,
+    ) -> Response:
         if session.core is None:
             raise CallStateError(f"call {session.call_id} never reached SIP")
-        completions = self._run(session, session.core.request(method, self.now(), body=body,
-                                                              content_type=content_type, headers=headers))
+        completions = self._run(
+            session,
+            session.core.request(method, self.now(), body=body, content_type=content_type, headers=headers),
+        )
         return await completions[0]
 
     # Operations on live calls ------------------------------------------------------------------------
@@ -752,8 +842,9 @@ class CallEngine:
         completions = self._run(session, session.core.reoffer(direction, self.now()))
         return await completions[0]
 
-    async def send_dtmf(self, session: Session, digits: str, method: str = "rfc4733",
-                        duration_ms: int = 160) -> None:
+    async def send_dtmf(
+        self, session: Session, digits: str, method: str = "rfc4733", duration_ms: int = 160
+    ) -> None:
         """Send digits as RFC 4733 events, SIP INFO or in-band tones, one after the other."""
         for digit in digits:
             if digit not in DTMF_KEYS:
@@ -763,10 +854,13 @@ class CallEngine:
                 return
             if method == "info":
                 body = f"Signal={digit}\r\nDuration={duration_ms}\r\n".encode()
-                await self.request_in_dialog(session, "INFO", body=body, content_type="application/dtmf-relay")
+                await self.request_in_dialog(
+                    session, "INFO", body=body, content_type="application/dtmf-relay"
+                )
             else:
-                session.leg.send_digit(digit, duration_ms=duration_ms,
-                                       method="rfc4733" if method == "rfc4733" else "inband")
+                session.leg.send_digit(
+                    digit, duration_ms=duration_ms, method="rfc4733" if method == "rfc4733" else "inband"
+                )
                 sent = asyncio.Event()
                 session.leg.when_digits_sent(sent.set)
                 await first_set(sent, session.ended_event)

@@ -96,9 +96,19 @@ class SinchCall:
 
     @classmethod
     def placed(cls, app_key: str, callout: Callout) -> SinchCall:
-        return cls(app_key, callout.method.value, dict(callout.destination), cli=callout.cli, domain=callout.domain,
-                   custom=callout.custom, locale=callout.locale, conference_id=callout.conference_id,
-                   enable_dice=callout.enable_dice, custom_svaml=dict(callout.custom_svaml), callout=callout)
+        return cls(
+            app_key,
+            callout.method.value,
+            dict(callout.destination),
+            cli=callout.cli,
+            domain=callout.domain,
+            custom=callout.custom,
+            locale=callout.locale,
+            conference_id=callout.conference_id,
+            enable_dice=callout.enable_dice,
+            custom_svaml=dict(callout.custom_svaml),
+            callout=callout,
+        )
 
     def fields(self, call_id: str) -> bodies.CallFields:
         return bodies.CallFields(call_id, self.app_key, self.custom, self.conference_id, dict(self.cookies))
@@ -113,8 +123,9 @@ class SinchCall:
 class SinchApplication:
     """The engine's application for every configured key, and what api/calling.py's routes call."""
 
-    def __init__(self, config: Config, store: Store, outbox: Outbox, *, base_url: str = "",
-                 tts_dir: Path | None = None) -> None:
+    def __init__(
+        self, config: Config, store: Store, outbox: Outbox, *, base_url: str = "", tts_dir: Path | None = None
+    ) -> None:
         self.config = config
         self.store = store
         self.outbox = outbox
@@ -162,7 +173,10 @@ class SinchApplication:
 
     def _check_conference(self, key: str, conference_id: str) -> None:
         assert self.conferences is not None
-        if self.conference_owner.get(conference_id) != key or self.conferences.rooms.get(conference_id) is None:
+        if (
+            self.conference_owner.get(conference_id) != key
+            or self.conferences.rooms.get(conference_id) is None
+        ):
             raise ConferenceNotFound(conference_id)
 
     # Callbacks -----------------------------------------------------------------------------------------
@@ -180,11 +194,16 @@ class SinchApplication:
         target = url or app.primary
         if not target:
             return None
-        response = await self.outbox.request_sync(app.key, target, body, SYNC_CALLBACK_TIMEOUT,
-                                                  fallback_url=app.fallback or None)
+        response = await self.outbox.request_sync(
+            app.key, target, body, SYNC_CALLBACK_TIMEOUT, fallback_url=app.fallback or None
+        )
         if response is None or not 200 <= response.status_code < 300:
-            log.warning("event=callback_failed call_id=%s callback=%s status=%s", session.call_id, event,
-                        None if response is None else response.status_code)
+            log.warning(
+                "event=callback_failed call_id=%s callback=%s status=%s",
+                session.call_id,
+                event,
+                None if response is None else response.status_code,
+            )
             return None
         try:
             answer = response.json()
@@ -192,14 +211,22 @@ class SinchApplication:
             return None
         return answer if isinstance(answer, dict) else None
 
-    def _notify(self, session: Session, call: SinchCall, event: str, body: dict[str, Any],
-                attempt_timeout: float | None = None) -> Delivery | None:
+    def _notify(
+        self,
+        session: Session,
+        call: SinchCall,
+        event: str,
+        body: dict[str, Any],
+        attempt_timeout: float | None = None,
+    ) -> Delivery | None:
         app = self.apps[call.app_key]
         url = call.custom_svaml.get(event) if event in call.custom_svaml else None
         target = url if url and url.startswith(("http://", "https://")) else app.primary
         if not target:
             return None
-        return self.outbox.enqueue(app.key, target, session.call_id, event, body, attempt_timeout=attempt_timeout)
+        return self.outbox.enqueue(
+            app.key, target, session.call_id, event, body, attempt_timeout=attempt_timeout
+        )
 
     # Inbound -------------------------------------------------------------------------------------------
 
@@ -213,8 +240,12 @@ class SinchApplication:
         call = SinchCall.inbound(app.key, number, session.call.cli)
         self.calls[session.call_id] = call
         self._save(session, call)
-        body = bodies.ice(call.fields(session.call_id), number=number, cli=session.call.cli,
-                          call_resource_url=f"{self.base_url}/calling/v1/calls/id/{session.call_id}")
+        body = bodies.ice(
+            call.fields(session.call_id),
+            number=number,
+            cli=session.call.cli,
+            call_resource_url=f"{self.base_url}/calling/v1/calls/id/{session.call_id}",
+        )
         answer = await self._ask(session, call, "ice", body)
         if answer is None:
             # Sinch plays an error prompt and hangs up; there is no prompt to play on a call not yet answered.
@@ -230,12 +261,18 @@ class SinchApplication:
         assert self.engine is not None
         try:
             svaml = parse_svaml(document)
-            plan = ops.plan(svaml, ops.CallContext(event=event, answered=session.call.state is CallState.ANSWERED))
+            plan = ops.plan(
+                svaml, ops.CallContext(event=event, answered=session.call.state is CallState.ANSWERED)
+            )
         except UnknownName as exc:
-            log.warning("event=svaml_unknown call_id=%s path=%s message=%r", session.call_id, exc.path, exc.message)
+            log.warning(
+                "event=svaml_unknown call_id=%s path=%s message=%r", session.call_id, exc.path, exc.message
+            )
             plan = [ops.Continue()] if event == "ace" else [ops.Hangup()]
         except SvamlError as exc:
-            log.warning("event=svaml_invalid call_id=%s path=%s message=%r", session.call_id, exc.path, exc.message)
+            log.warning(
+                "event=svaml_invalid call_id=%s path=%s message=%r", session.call_id, exc.path, exc.message
+            )
             plan = [ops.Continue()] if event == "ace" else [ops.Hangup()]
         for op in plan:
             if not session.call.active:
@@ -264,7 +301,9 @@ class SinchApplication:
             if session.call.state is CallState.ANSWERED or session.incoming is None:
                 # The application ends the call: for an inbound call answered by it, it is the callee.
                 by_callee = event != "patch" and session.call.direction is Direction.INBOUND
-                await engine.hangup(session, EndReason.CALLEE_HANGUP if by_callee else EndReason.MANAGER_HANGUP)
+                await engine.hangup(
+                    session, EndReason.CALLEE_HANGUP if by_callee else EndReason.MANAGER_HANGUP
+                )
             else:
                 engine.reject(session, 486, EndReason.MANAGER_HANGUP)
         elif isinstance(op, ops.RunMenu):
@@ -277,10 +316,15 @@ class SinchApplication:
         elif isinstance(op, ops.Park):
             await self.park(session, call, op)
         elif isinstance(op, (ops.StartRecording, ops.StopRecording)):
-            log.info("event=svaml_ignored call_id=%s operation=%s reason=recording_not_yet_supported",
-                     session.call_id, type(op).__name__)
+            log.info(
+                "event=svaml_ignored call_id=%s operation=%s reason=recording_not_yet_supported",
+                session.call_id,
+                type(op).__name__,
+            )
         else:
-            log.warning("event=svaml_not_supported call_id=%s operation=%s", session.call_id, type(op).__name__)
+            log.warning(
+                "event=svaml_not_supported call_id=%s operation=%s", session.call_id, type(op).__name__
+            )
             await engine.hangup(session, EndReason.GENERAL_ERROR)
 
     async def _run_all(self, session: Session, call: SinchCall, plan: list[ops.Operation]) -> None:
@@ -300,12 +344,20 @@ class SinchApplication:
         assert self.engine is not None
         self.engine.spawn(work)
 
-    def join(self, session: Session, call: SinchCall, conference_id: str, options: DtmfOptions | None,
-             moh: str | None) -> None:
+    def join(
+        self,
+        session: Session,
+        call: SinchCall,
+        conference_id: str,
+        options: DtmfOptions | None,
+        moh: str | None,
+    ) -> None:
         assert self.conferences is not None and self.engine is not None
         owner = self.conference_owner.get(conference_id)
         if owner is not None and owner != call.app_key and conference_id in self.conferences.rooms:
-            log.warning("event=conference_foreign call_id=%s conference_id=%s", session.call_id, conference_id)
+            log.warning(
+                "event=conference_foreign call_id=%s conference_id=%s", session.call_id, conference_id
+            )
             self._spawn(self.engine.hangup(session, EndReason.GENERAL_ERROR))
             return
         call.conference_id = conference_id
@@ -379,10 +431,18 @@ class SinchApplication:
 
     async def _render(self, prompt_list: list[Prompt], locale: str) -> np.ndarray:
         return await asyncio.get_running_loop().run_in_executor(
-            None, lambda: prompts.render(prompt_list, locale, cache_dir=self.tts_dir))
+            None, lambda: prompts.render(prompt_list, locale, cache_dir=self.tts_dir)
+        )
 
-    async def play(self, session: Session, prompt_list: list[Prompt], locale: str, *,
-                   stop: asyncio.Event | None = None, loop: bool = False) -> None:
+    async def play(
+        self,
+        session: Session,
+        prompt_list: list[Prompt],
+        locale: str,
+        *,
+        stop: asyncio.Event | None = None,
+        loop: bool = False,
+    ) -> None:
         """Play prompts to a call that is not in a conference, and wait until they are heard, the call ends
         or `stop` is set (looped, only the last two end the play)."""
         samples = await self._render(prompt_list, locale)
@@ -406,8 +466,11 @@ class SinchApplication:
                 if not await engine.wait_until(session, engine.now() + DIGIT_PAUSE):
                     return
             elif chunk:
-                await engine.send_dtmf(session, chunk, "rfc4733" if session.media and
-                                       session.media.telephone_event_pt is not None else "inband")
+                await engine.send_dtmf(
+                    session,
+                    chunk,
+                    "rfc4733" if session.media and session.media.telephone_event_pt is not None else "inband",
+                )
 
     async def run_menu(self, session: Session, call: SinchCall, op: ops.RunMenu) -> None:
         assert self.engine is not None
@@ -417,16 +480,22 @@ class SinchApplication:
         call.menu = None
         if result is None or not session.call.active:
             return
-        body = bodies.menu_pie(call.fields(session.call_id), menu_id=result.menu_id, kind=result.type,
-                               value=result.value, input_method=result.input_method)
+        body = bodies.menu_pie(
+            call.fields(session.call_id),
+            menu_id=result.menu_id,
+            kind=result.type,
+            value=result.value,
+            input_method=result.input_method,
+        )
         answer = await self._ask(session, call, "pie", body)
         if answer is None:
             await self.engine.hangup(session, EndReason.CALLBACK_ERROR)
             return
         await self.execute(session, call, answer, "pie")
 
-    async def _drive_menu(self, session: Session, call: SinchCall,
-                          runner: menus.MenuRunner) -> menus.MenuResult | None:
+    async def _drive_menu(
+        self, session: Session, call: SinchCall, runner: menus.MenuRunner
+    ) -> menus.MenuResult | None:
         """Run the menu's effects and feed it what happens, when it happens: every source of news sets one
         wake event (a press through on_press, the prompt's player at its end, a call timer at the menu's
         deadline, the call's end), and each wake takes all the news there is; returns the menu's result."""
@@ -519,8 +588,13 @@ class SinchApplication:
         if callout.method is CalloutMethod.CONFERENCE and session.call.active and call.conference_id:
             self.join(session, call, call.conference_id, callout.dtmf_options, callout.moh)
         elif callout.method is CalloutMethod.TTS and session.call.active:
-            to_play = parse_prompts(callout.prompts) if callout.prompts else \
-                [prompts.speech(callout.text)] if callout.text else []
+            to_play = (
+                parse_prompts(callout.prompts)
+                if callout.prompts
+                else [prompts.speech(callout.text)]
+                if callout.text
+                else []
+            )
             await self.play(session, list(to_play), call.locale)
             await self.engine.hangup(session, EndReason.MANAGER_HANGUP)
 
@@ -539,8 +613,9 @@ class SinchApplication:
         call = self.calls.get(session.call_id)
         if call is None:
             return None
-        body = bodies.conference_pie(call.fields(session.call_id), conference_id=done.conference_id,
-                                     digits=done.digits)
+        body = bodies.conference_pie(
+            call.fields(session.call_id), conference_id=done.conference_id, digits=done.digits
+        )
         delivery = self._notify(session, call, "pie", body, attempt_timeout=PIE_FIRST_ATTEMPT)
         if delivery is None:
             return None
@@ -567,17 +642,25 @@ class SinchApplication:
         call = self.calls.get(session.call_id)
         peer = call.bridge_peer if call is not None else self.far_legs.pop(session.call_id, None)
         if peer is not None and peer.call.active:
-            reason = EndReason.CALLER_HANGUP if peer.call.direction is Direction.INBOUND else EndReason.CALLEE_HANGUP
+            reason = (
+                EndReason.CALLER_HANGUP
+                if peer.call.direction is Direction.INBOUND
+                else EndReason.CALLEE_HANGUP
+            )
             engine.spawn(engine.hangup(peer, reason))
         if call is None:
             engine.forget(session)
             return
         self._save(session, call)
         if call.enable_dice or call.method == "ice":
-            body = bodies.dice(call.fields(session.call_id),
-                               result=session.call.result.value if session.call.result else "N/A",
-                               reason=session.call.reason.value if session.call.reason else "N/A",
-                               duration=session.call.duration(engine.now()), to=call.destination, cli=call.cli)
+            body = bodies.dice(
+                call.fields(session.call_id),
+                result=session.call.result.value if session.call.result else "N/A",
+                reason=session.call.reason.value if session.call.reason else "N/A",
+                duration=session.call.duration(engine.now()),
+                to=call.destination,
+                cli=call.cli,
+            )
             self._notify(session, call, "dice", body)
         engine.forget(session)
 
@@ -620,8 +703,12 @@ class SinchApplication:
         if session is None or not session.call.active:
             raise CallNotLive(call_id)
         call = self.calls[call_id]
-        plan = ops.plan(svaml, ops.CallContext(event="patch", answered=session.call.state is CallState.ANSWERED,
-                                               parked=call.parked))
+        plan = ops.plan(
+            svaml,
+            ops.CallContext(
+                event="patch", answered=session.call.state is CallState.ANSWERED, parked=call.parked
+            ),
+        )
         if call.parked:
             call.unpark()  # the PATCH is the postponed ICE answer
         self._spawn(self._run_all(session, call, plan))
@@ -629,8 +716,10 @@ class SinchApplication:
     def conference_participants(self, key: str, conference_id: str) -> list[dict[str, Any]]:
         self._check_conference(key, conference_id)
         assert self.conferences is not None
-        return [{k: p[k] for k in ("cli", "id", "duration", "muted", "onhold")}
-                for p in self.conferences.participants(conference_id)]
+        return [
+            {k: p[k] for k in ("cli", "id", "duration", "muted", "onhold")}
+            for p in self.conferences.participants(conference_id)
+        ]
 
     def kick_all(self, key: str, conference_id: str) -> None:
         self._check_conference(key, conference_id)
@@ -649,7 +738,9 @@ class SinchApplication:
     def kick_participant(self, key: str, conference_id: str, call_id: str) -> None:
         self._participant(key, conference_id, call_id).kick(call_id, conference_id)
 
-    def manage_participant(self, key: str, conference_id: str, call_id: str, update: ParticipantUpdate) -> None:
+    def manage_participant(
+        self, key: str, conference_id: str, call_id: str, update: ParticipantUpdate
+    ) -> None:
         service = self._participant(key, conference_id, call_id)
         if update.command is ParticipantCommand.MUTE:
             service.mute(call_id, conference_id)

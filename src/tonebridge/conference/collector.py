@@ -15,7 +15,14 @@ from enum import StrEnum
 from tonebridge.conference.options import DtmfOptions
 from tonebridge.keys import DTMF_KEYS
 
-__all__ = ["DIGITS", "CollectionDone", "CollectionFinished", "DigitCollector", "CollectionEndReason", "check_digit"]
+__all__ = [
+    "DIGITS",
+    "CollectionDone",
+    "CollectionFinished",
+    "DigitCollector",
+    "CollectionEndReason",
+    "check_digit",
+]
 
 DIGITS = frozenset(DTMF_KEYS)
 

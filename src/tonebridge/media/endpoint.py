@@ -74,9 +74,17 @@ class _RtpProtocol(asyncio.DatagramProtocol):
 class MediaLeg:
     """One leg's RTP session. Create with `open()`, configure with negotiated SDP, tick every 20 ms."""
 
-    def __init__(self, host: str, pool: PortPool, *, call_id: str, on_press: PressHandler | None = None,
-                 inband_detection: bool | None = None, record: bool = False,
-                 detection: InbandDetection | None = None) -> None:
+    def __init__(
+        self,
+        host: str,
+        pool: PortPool,
+        *,
+        call_id: str,
+        on_press: PressHandler | None = None,
+        inband_detection: bool | None = None,
+        record: bool = False,
+        detection: InbandDetection | None = None,
+    ) -> None:
         self.host = host
         self.pool = pool
         self.call_id = call_id
@@ -109,9 +117,11 @@ class MediaLeg:
             port = self.pool.allocate()
             try:
                 self._rtp, _ = await loop.create_datagram_endpoint(
-                    lambda: _RtpProtocol(self, False), local_addr=(self.host, port))
+                    lambda: _RtpProtocol(self, False), local_addr=(self.host, port)
+                )
                 self._rtcp, _ = await loop.create_datagram_endpoint(
-                    lambda: _RtpProtocol(self, True), local_addr=(self.host, port + 1))
+                    lambda: _RtpProtocol(self, True), local_addr=(self.host, port + 1)
+                )
             except OSError:
                 if self._rtp:
                     self._rtp.close()
@@ -131,8 +141,11 @@ class MediaLeg:
             self.stats.latched = False
         if first or self._stream is None or self._stream.payload_type != media.payload_type:
             self._stream = RtpStream(media.payload_type, ssrc=self._stream.ssrc if self._stream else None)
-        self._events_out = (rfc4733.TelephoneEventSender(media.telephone_event_pt)
-                            if media.telephone_event_pt is not None else None)
+        self._events_out = (
+            rfc4733.TelephoneEventSender(media.telephone_event_pt)
+            if media.telephone_event_pt is not None
+            else None
+        )
         inband = self.inband_override
         if inband is None:
             # conference-dtmf.md §2: a leg that negotiated telephone-event is not also detected in-band.
@@ -310,7 +323,9 @@ class MediaLeg:
         if self._rtcp is None or self._stream is None or self.remote is None:
             return
         try:
-            data = rtcp.build_report(self._stream, self._receive_stats if self._receive_stats.ssrc is not None else None)
+            data = rtcp.build_report(
+                self._stream, self._receive_stats if self._receive_stats.ssrc is not None else None
+            )
         except Exception:  # a report we cannot build is skipped, never fatal to the call
             log.exception("event=rtcp_build_failed call_id=%s", self.call_id)
             return

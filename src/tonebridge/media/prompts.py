@@ -41,8 +41,9 @@ def fetch_wav(url: str, *, transport: httpx.BaseTransport | None = None) -> np.n
         log.warning("event=href_refused url=%r reason=scheme", url[:200])
         return None
     try:
-        with httpx.Client(timeout=HREF_TIMEOUT, trust_env=False, follow_redirects=True,
-                          transport=transport) as client:
+        with httpx.Client(
+            timeout=HREF_TIMEOUT, trust_env=False, follow_redirects=True, transport=transport
+        ) as client:
             response = client.get(url)
         if response.status_code != 200 or len(response.content) > MAX_HREF_BYTES:
             log.warning("event=href_failed url=%r status=%s", url[:200], response.status_code)
@@ -53,8 +54,13 @@ def fetch_wav(url: str, *, transport: httpx.BaseTransport | None = None) -> np.n
         return None
 
 
-def render(prompts: Iterable[Prompt], locale: str, *, cache_dir: Path | None = None,
-           transport: httpx.BaseTransport | None = None) -> np.ndarray:
+def render(
+    prompts: Iterable[Prompt],
+    locale: str,
+    *,
+    cache_dir: Path | None = None,
+    transport: httpx.BaseTransport | None = None,
+) -> np.ndarray:
     """Every prompt that can be rendered, one after the other; empty when none can."""
     parts: list[np.ndarray] = []
     for prompt in prompts:

@@ -101,8 +101,14 @@ class DtmfToneRenderer:
 
     def hold(self, digit: str, min_ms: int = 100, max_ms: int = 8000) -> None:
         """Start a tone that lasts until `release(digit)` (at least `min_ms`, at most `max_ms`)."""
-        self._chunks.append(_HeldTone(ToneGenerator(_dtmf_pair(digit), self.level_dbm0, self.sample_rate),
-                                      digit, self.sample_rate * min_ms // 1000, self.sample_rate * max_ms // 1000))
+        self._chunks.append(
+            _HeldTone(
+                ToneGenerator(_dtmf_pair(digit), self.level_dbm0, self.sample_rate),
+                digit,
+                self.sample_rate * min_ms // 1000,
+                self.sample_rate * max_ms // 1000,
+            )
+        )
         self._silence()
 
     def release(self, digit: str) -> None:

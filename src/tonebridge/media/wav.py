@@ -103,8 +103,9 @@ class WavPlayer:
     whoever waits for a prompt to be heard is told so, instead of asking the player every tick.
     """
 
-    def __init__(self, samples: np.ndarray, loop: bool = False,
-                 on_finished: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self, samples: np.ndarray, loop: bool = False, on_finished: Callable[[], None] | None = None
+    ) -> None:
         self.samples = np.asarray(samples, dtype=np.int16)
         self.loop = loop
         self.position = 0

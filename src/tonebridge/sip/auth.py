@@ -60,7 +60,7 @@ def _parse_auth_params(text: str) -> dict[str, str]:
         while i < n and text[i] in " \t":
             i += 1
         if not name or i >= n or text[i] != "=":
-            raise ValueError(f"malformed auth parameter near {text[start:start + 40]!r}")
+            raise ValueError(f"malformed auth parameter near {text[start : start + 40]!r}")
         i += 1
         while i < n and text[i] in " \t":
             i += 1
@@ -120,9 +120,18 @@ def _hash_for(algorithm: str) -> str:
     return _HASHES[base]
 
 
-def digest_response(algorithm: str, username: str, realm: str, password: str, method: str, uri: str,
-                    nonce: str, qop: str | None = None, nc: str | None = None,
-                    cnonce: str | None = None) -> str:
+def digest_response(
+    algorithm: str,
+    username: str,
+    realm: str,
+    password: str,
+    method: str,
+    uri: str,
+    nonce: str,
+    qop: str | None = None,
+    nc: str | None = None,
+    cnonce: str | None = None,
+) -> str:
     """The `response` value of RFC 7616 §3.4.1 (RFC 2617 §3.2.2.1; RFC 2069 §2.1.2 when qop is None)."""
     hash_name = _hash_for(algorithm)
 
@@ -164,8 +173,15 @@ def _choose(challenges: Sequence[str]) -> dict[str, str]:
     return best[1]
 
 
-def digest_authorization(challenge_header_value: str | Sequence[str], method: str, uri: str, username: str,
-                         password: str, cnonce: str | None = None, nc: int = 1) -> str:
+def digest_authorization(
+    challenge_header_value: str | Sequence[str],
+    method: str,
+    uri: str,
+    username: str,
+    password: str,
+    cnonce: str | None = None,
+    nc: int = 1,
+) -> str:
     """The Authorization (or Proxy-Authorization) value answering a challenge.
 
     `challenge_header_value` is one challenge or every challenge of a response; with several, SHA-256 is
@@ -173,7 +189,9 @@ def digest_authorization(challenge_header_value: str | Sequence[str], method: st
     carries `cnonce` (random when None) and `nc` (the count of requests sent with this nonce, from 1);
     without qop it is the RFC 2069 form.
     """
-    challenges = [challenge_header_value] if isinstance(challenge_header_value, str) else challenge_header_value
+    challenges = (
+        [challenge_header_value] if isinstance(challenge_header_value, str) else challenge_header_value
+    )
     params = _choose(challenges)
     realm = params.get("realm", "")
     nonce = params.get("nonce")
@@ -224,8 +242,16 @@ class DigestServer:
     highest nc seen per nonce (for a nonce's lifetime) and reports a repeat as stale.
     """
 
-    def __init__(self, realm: str, secret_key: bytes, nonce_lifetime: float = 300, *, qop: bool = True,
-                 algorithms: Sequence[str] = ("SHA-256", "MD5"), replay_protection: bool = False) -> None:
+    def __init__(
+        self,
+        realm: str,
+        secret_key: bytes,
+        nonce_lifetime: float = 300,
+        *,
+        qop: bool = True,
+        algorithms: Sequence[str] = ("SHA-256", "MD5"),
+        replay_protection: bool = False,
+    ) -> None:
         if len(secret_key) < 16:
             raise ValueError("the nonce secret should be at least 16 bytes of randomness")
         for algorithm in algorithms:
@@ -244,7 +270,8 @@ class DigestServer:
 
     def _mac(self, payload: bytes) -> bytes:
         return hmac.new(self._key, payload + self.realm.encode("utf-8"), hashlib.sha256).digest()[
-            :_NONCE_MAC_BYTES]
+            :_NONCE_MAC_BYTES
+        ]
 
     def make_nonce(self, now: float) -> str:
         payload = struct.pack(">d", now) + secrets.token_bytes(_NONCE_RANDOM_BYTES)
@@ -278,9 +305,15 @@ class DigestServer:
             values.append("Digest " + ", ".join(parts))
         return values
 
-    def verify(self, method: str, authorization_header_value: str,
-               lookup_password: Callable[[str], str | None], now: float, *,
-               request_uri: str | None = None) -> AuthResult:
+    def verify(
+        self,
+        method: str,
+        authorization_header_value: str,
+        lookup_password: Callable[[str], str | None],
+        now: float,
+        *,
+        request_uri: str | None = None,
+    ) -> AuthResult:
         """Check credentials against `method` (and, when given, the Request-URI they must name).
 
         `lookup_password` maps a username to its password, or None for an unknown user.
@@ -322,8 +355,18 @@ class DigestServer:
         password = lookup_password(username)
         if password is None:
             return AuthResult(False, username, reason="unknown user")
-        expected = digest_response(algorithm, username, self.realm, password, method, creds["uri"],
-                                   creds["nonce"], qop, nc_text, cnonce)
+        expected = digest_response(
+            algorithm,
+            username,
+            self.realm,
+            password,
+            method,
+            creds["uri"],
+            creds["nonce"],
+            qop,
+            nc_text,
+            cnonce,
+        )
         if not hmac.compare_digest(expected, creds["response"].lower()):
             return AuthResult(False, username, reason="wrong response (password or method)")
         # Only now, with the credentials proven, may the answer be "stale" (RFC 7616 §3.3).

@@ -133,8 +133,9 @@ class Dialog:
     # Construction ------------------------------------------------------------------------------------
 
     @classmethod
-    def from_uac_response(cls, invite: Request, response: Response,
-                          via_factory: Callable[[str], str] | None = None) -> Dialog:
+    def from_uac_response(
+        cls, invite: Request, response: Response, via_factory: Callable[[str], str] | None = None
+    ) -> Dialog:
         """The UAC's dialog from a 2xx (confirmed) or a 101-199 with a To tag (early) (§12.1.2, §13.2.2.4).
 
         The route set is the response's Record-Route in reverse; the remote target its Contact.
@@ -171,8 +172,15 @@ class Dialog:
         )
 
     @classmethod
-    def from_uas_request(cls, invite: Request, local_tag: str, local_contact: str, *, confirmed: bool = False,
-                         via_factory: Callable[[str], str] | None = None) -> Dialog:
+    def from_uas_request(
+        cls,
+        invite: Request,
+        local_tag: str,
+        local_contact: str,
+        *,
+        confirmed: bool = False,
+        via_factory: Callable[[str], str] | None = None,
+    ) -> Dialog:
         """The UAS's dialog for a request it answers with a 101-299 carrying `local_tag` (§12.1.1).
 
         The route set is the request's Record-Route in order; the remote target its Contact. The dialog
@@ -268,8 +276,13 @@ class Dialog:
 
     # Outgoing ----------------------------------------------------------------------------------------
 
-    def create_request(self, method: str, headers: Headers | Iterable[tuple[str, str]] | None = None,
-                       body: bytes = b"", content_type: str | None = None) -> Request:
+    def create_request(
+        self,
+        method: str,
+        headers: Headers | Iterable[tuple[str, str]] | None = None,
+        body: bytes = b"",
+        content_type: str | None = None,
+    ) -> Request:
         """A new in-dialog request (§12.2.1.1) with the next local CSeq.
 
         Request-URI and Route follow the route set (loose or strict first hop). Target refresh requests
@@ -286,8 +299,13 @@ class Dialog:
             self.local_cseq += 1
         return self._build(method, self.local_cseq, headers, body, content_type)
 
-    def create_ack(self, invite_cseq: int, body: bytes = b"", content_type: str | None = None,
-                   headers: Headers | Iterable[tuple[str, str]] | None = None) -> Request:
+    def create_ack(
+        self,
+        invite_cseq: int,
+        body: bytes = b"",
+        content_type: str | None = None,
+        headers: Headers | Iterable[tuple[str, str]] | None = None,
+    ) -> Request:
         """The ACK for a 2xx to the INVITE numbered `invite_cseq` (§13.2.2.4): that CSeq, method ACK.
 
         It is a request of its own, with a fresh branch when a `via_factory` is set; credentials the INVITE
@@ -316,8 +334,14 @@ class Dialog:
         first.headers = None
         return str(first), [*self.route_set[1:], self.remote_target]
 
-    def _build(self, method: str, cseq: int, extra: Headers | Iterable[tuple[str, str]] | None,
-               body: bytes, content_type: str | None) -> Request:
+    def _build(
+        self,
+        method: str,
+        cseq: int,
+        extra: Headers | Iterable[tuple[str, str]] | None,
+        body: bytes,
+        content_type: str | None,
+    ) -> Request:
         uri, routes = self._request_target()
         extra_fields = list(extra) if extra is not None else []
         extra_names = {canonical_name(name).lower() for name, _ in extra_fields}

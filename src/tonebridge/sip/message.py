@@ -49,15 +49,63 @@ COMPACT_FORMS = {
 _CANONICAL = {
     name.lower(): name
     for name in (
-        "Accept", "Accept-Contact", "Accept-Encoding", "Accept-Language", "Alert-Info", "Allow",
-        "Allow-Events", "Authentication-Info", "Authorization", "Call-ID", "Call-Info", "Contact",
-        "Content-Disposition", "Content-Encoding", "Content-Language", "Content-Length", "Content-Type",
-        "CSeq", "Date", "Error-Info", "Event", "Expires", "From", "Identity", "In-Reply-To",
-        "Max-Forwards", "Min-Expires", "MIME-Version", "Organization", "P-Asserted-Identity", "Priority",
-        "Proxy-Authenticate", "Proxy-Authorization", "Proxy-Require", "RAck", "Reason", "Record-Route",
-        "Refer-To", "Referred-By", "Reject-Contact", "Reply-To", "Request-Disposition", "Require",
-        "Retry-After", "Route", "RSeq", "Server", "Session-Expires", "Subject", "Subscription-State",
-        "Supported", "Timestamp", "To", "Unsupported", "User-Agent", "Via", "Warning",
+        "Accept",
+        "Accept-Contact",
+        "Accept-Encoding",
+        "Accept-Language",
+        "Alert-Info",
+        "Allow",
+        "Allow-Events",
+        "Authentication-Info",
+        "Authorization",
+        "Call-ID",
+        "Call-Info",
+        "Contact",
+        "Content-Disposition",
+        "Content-Encoding",
+        "Content-Language",
+        "Content-Length",
+        "Content-Type",
+        "CSeq",
+        "Date",
+        "Error-Info",
+        "Event",
+        "Expires",
+        "From",
+        "Identity",
+        "In-Reply-To",
+        "Max-Forwards",
+        "Min-Expires",
+        "MIME-Version",
+        "Organization",
+        "P-Asserted-Identity",
+        "Priority",
+        "Proxy-Authenticate",
+        "Proxy-Authorization",
+        "Proxy-Require",
+        "RAck",
+        "Reason",
+        "Record-Route",
+        "Refer-To",
+        "Referred-By",
+        "Reject-Contact",
+        "Reply-To",
+        "Request-Disposition",
+        "Require",
+        "Retry-After",
+        "Route",
+        "RSeq",
+        "Server",
+        "Session-Expires",
+        "Subject",
+        "Subscription-State",
+        "Supported",
+        "Timestamp",
+        "To",
+        "Unsupported",
+        "User-Agent",
+        "Via",
+        "Warning",
         "WWW-Authenticate",
     )
 }
@@ -65,8 +113,21 @@ _CANONICAL = {
 # Headers whose value is a comma-separated list that may also be split across several fields (§7.3.1).
 # Authorization-type headers are excluded: their commas separate parameters, not values.
 LIST_HEADERS = frozenset(
-    {"via", "contact", "route", "record-route", "allow", "supported", "require", "proxy-require",
-     "unsupported", "accept", "accept-encoding", "accept-language", "allow-events"}
+    {
+        "via",
+        "contact",
+        "route",
+        "record-route",
+        "allow",
+        "supported",
+        "require",
+        "proxy-require",
+        "unsupported",
+        "accept",
+        "accept-encoding",
+        "accept-language",
+        "allow-events",
+    }
 )
 
 # Headers that may appear once only (§20: their grammar has no list form); a second copy is a 400
@@ -90,7 +151,9 @@ _SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*")
 # gen-value = token / host / quoted-string (§25.1); IPv6 addresses appear bare in `received` (RFC 5118).
 _GEN_VALUE_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~:\[\]]+|\"(?:[^\"\\]|\\.)*\"", re.DOTALL)
 # word (§25.1) as in Call-ID = word [ "@" word ].
-_CALL_ID_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~()<>:\\\"/\[\]?{}]+(?:@[A-Za-z0-9\-.!%*_+`'~()<>:\\\"/\[\]?{}]+)?")
+_CALL_ID_RE = re.compile(
+    r"[A-Za-z0-9\-.!%*_+`'~()<>:\\\"/\[\]?{}]+(?:@[A-Za-z0-9\-.!%*_+`'~()<>:\\\"/\[\]?{}]+)?"
+)
 
 _STATUS_LINE_RE = re.compile(r"SIP/([0-9]+)\.([0-9]+) ([0-9]{3})(?: (.*))?", re.IGNORECASE | re.DOTALL)
 _VERSION_RE = re.compile(r"SIP/([0-9]+)\.([0-9]+)", re.IGNORECASE)
@@ -110,8 +173,9 @@ class SipParseError(Exception):
     that deserves no answer. `reason` names the fault in words fit for a reason phrase.
     """
 
-    def __init__(self, reason: str, *, status: int = 400, headers: Headers | None = None,
-                 method: str | None = None) -> None:
+    def __init__(
+        self, reason: str, *, status: int = 400, headers: Headers | None = None, method: str | None = None
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.status = status
@@ -218,9 +282,7 @@ class Headers:
         for index, (n, _) in enumerate(self._fields):
             if n.lower() == key:
                 self._fields[index] = (canonical_name(name), value)
-                self._fields = [
-                    f for i, f in enumerate(self._fields) if i <= index or f[0].lower() != key
-                ]
+                self._fields = [f for i, f in enumerate(self._fields) if i <= index or f[0].lower() != key]
                 return
         self.add(name, value)
 
@@ -346,7 +408,7 @@ class SipUri:
             end = hostport.find("]")
             if end < 0:
                 raise ValueError(f"unterminated IPv6 reference in {text[:80]!r}")
-            host, port_text = hostport[: end + 1], hostport[end + 1:]
+            host, port_text = hostport[: end + 1], hostport[end + 1 :]
             if port_text and not port_text.startswith(":"):
                 raise ValueError(f"invalid host in URI {text[:80]!r}")
             port_text = port_text[1:]
@@ -357,8 +419,15 @@ class SipUri:
         port = _parse_port(port_text, text) if port_text else None
         parsed = parse_params(params)
         _check_uri_params(params, text)
-        return cls(host=host.lower(), user=user, port=port, scheme=scheme, password=password,
-                   params=parsed, headers=uri_headers or None)
+        return cls(
+            host=host.lower(),
+            user=user,
+            port=port,
+            scheme=scheme,
+            password=password,
+            params=parsed,
+            headers=uri_headers or None,
+        )
 
     def __str__(self) -> str:
         if self.scheme == "tel":
@@ -452,7 +521,7 @@ class NameAddress:
                 raise ValueError(f"quoted display name not followed by <URI> in {text[:80]!r}")
         elif _find_unquoted(text, "<") >= 0:
             split = _find_unquoted(text, "<")
-            before, after = text[:split], text[split + 1:]
+            before, after = text[:split], text[split + 1 :]
             # display-name = *(token LWS) / quoted-string (§25.1); non-ASCII is let through unquoted.
             words = before.split()
             for word in words:
@@ -603,8 +672,9 @@ class Request(_Message):
     method: str = "OPTIONS"
     uri: str = ""
 
-    def __init__(self, method: str, uri: str | SipUri, headers: Headers | None = None,
-                 body: bytes = b"") -> None:
+    def __init__(
+        self, method: str, uri: str | SipUri, headers: Headers | None = None, body: bytes = b""
+    ) -> None:
         self.method = method
         self.uri = str(uri)
         self.headers = headers if headers is not None else Headers()
@@ -626,8 +696,9 @@ class Response(_Message):
     status: int = 200
     reason: str = "OK"
 
-    def __init__(self, status: int, reason: str | None = None, headers: Headers | None = None,
-                 body: bytes = b"") -> None:
+    def __init__(
+        self, status: int, reason: str | None = None, headers: Headers | None = None, body: bytes = b""
+    ) -> None:
         self.status = status
         self.reason = reason if reason is not None else REASONS.get(status, "Unknown")
         self.headers = headers if headers is not None else Headers()
@@ -643,16 +714,41 @@ class Response(_Message):
 Message = Request | Response
 
 REASONS = {
-    100: "Trying", 180: "Ringing", 181: "Call Is Being Forwarded", 182: "Queued",
-    183: "Session Progress", 200: "OK", 202: "Accepted", 400: "Bad Request", 401: "Unauthorized",
-    403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 407: "Proxy Authentication Required",
-    408: "Request Timeout", 413: "Request Entity Too Large", 415: "Unsupported Media Type",
-    416: "Unsupported URI Scheme", 420: "Bad Extension", 423: "Interval Too Brief",
-    480: "Temporarily Unavailable", 481: "Call/Transaction Does Not Exist", 482: "Loop Detected",
-    483: "Too Many Hops", 486: "Busy Here", 487: "Request Terminated", 488: "Not Acceptable Here",
-    491: "Request Pending", 500: "Server Internal Error", 501: "Not Implemented",
-    503: "Service Unavailable", 504: "Server Time-out", 505: "Version Not Supported",
-    513: "Message Too Large", 600: "Busy Everywhere", 603: "Decline",
+    100: "Trying",
+    180: "Ringing",
+    181: "Call Is Being Forwarded",
+    182: "Queued",
+    183: "Session Progress",
+    200: "OK",
+    202: "Accepted",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    407: "Proxy Authentication Required",
+    408: "Request Timeout",
+    413: "Request Entity Too Large",
+    415: "Unsupported Media Type",
+    416: "Unsupported URI Scheme",
+    420: "Bad Extension",
+    423: "Interval Too Brief",
+    480: "Temporarily Unavailable",
+    481: "Call/Transaction Does Not Exist",
+    482: "Loop Detected",
+    483: "Too Many Hops",
+    486: "Busy Here",
+    487: "Request Terminated",
+    488: "Not Acceptable Here",
+    491: "Request Pending",
+    500: "Server Internal Error",
+    501: "Not Implemented",
+    503: "Service Unavailable",
+    504: "Server Time-out",
+    505: "Version Not Supported",
+    513: "Message Too Large",
+    600: "Busy Everywhere",
+    603: "Decline",
 }
 
 
@@ -664,14 +760,15 @@ def parse_message(data: bytes, *, stream: bool = False) -> Message:
     message always carries a Content-Length equal to its body's length.
     """
     if len(data) > MAX_MESSAGE_BYTES:
-        raise SipParseError(f"message of {len(data)} bytes exceeds the {MAX_MESSAGE_BYTES}-byte limit",
-                            status=513)
+        raise SipParseError(
+            f"message of {len(data)} bytes exceeds the {MAX_MESSAGE_BYTES}-byte limit", status=513
+        )
     # Leading CRLFs are keep-alives or stray line ends (RFC 3261 §7.5); ignore them.
     data = bytes(data).lstrip(b"\r\n")
     end = _HEAD_END_RE.search(data)
     if end is None:
         raise SipParseError("no empty line ends the header section")
-    head, body = data[: end.start()], data[end.end():]
+    head, body = data[: end.start()], data[end.end() :]
     try:
         text = head.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -703,8 +800,11 @@ def parse_message(data: bytes, *, stream: bool = False) -> Message:
     parts = start_line.split(" ")
     method_ok = bool(parts) and _TOKEN_RE.fullmatch(parts[0]) is not None
     if len(parts) != 3 or not all(parts):
-        raise SipParseError(f"malformed request line {start_line[:80]!r}", headers=headers,
-                            method=parts[0] if method_ok else None)
+        raise SipParseError(
+            f"malformed request line {start_line[:80]!r}",
+            headers=headers,
+            method=parts[0] if method_ok else None,
+        )
     method, uri, version = parts
     if not method_ok:
         raise SipParseError(f"invalid method token {method[:40]!r}")
@@ -715,12 +815,17 @@ def parse_message(data: bytes, *, stream: bool = False) -> Message:
     if not _VERSION_RE.fullmatch(version):
         raise SipParseError(f"malformed SIP version {version[:20]!r}", headers=headers, method=method)
     if version.upper() != SIP_VERSION:
-        raise SipParseError(f"unsupported SIP version {version[:20]!r}", status=505, headers=headers,
-                            method=method)
+        raise SipParseError(
+            f"unsupported SIP version {version[:20]!r}", status=505, headers=headers, method=method
+        )
     scheme = uri.partition(":")[0]
     if ":" in uri and _SCHEME_RE.fullmatch(scheme) and scheme.lower() not in ("sip", "sips", "tel"):
-        raise SipParseError(f"unsupported URI scheme {scheme[:20]!r} in the Request-URI", status=416,
-                            headers=headers, method=method)
+        raise SipParseError(
+            f"unsupported URI scheme {scheme[:20]!r} in the Request-URI",
+            status=416,
+            headers=headers,
+            method=method,
+        )
     try:
         request_uri = SipUri.parse(uri)
     except ValueError as exc:
@@ -777,21 +882,33 @@ def _take_body(body: bytes, headers: Headers, stream: bool, method: str | None) 
     else:
         length_text = length_text.strip()
         if not _DIGITS_RE.fullmatch(length_text):
-            raise SipParseError(f"invalid Content-Length {length_text[:20]!r}", headers=headers,
-                                method=method)
+            raise SipParseError(
+                f"invalid Content-Length {length_text[:20]!r}", headers=headers, method=method
+            )
         digits = length_text.lstrip("0") or "0"
         if len(digits) > 9 or int(digits) > MAX_BODY_BYTES:
-            raise SipParseError(f"Content-Length {digits[:12]} exceeds the {MAX_BODY_BYTES}-byte limit",
-                                status=413, headers=headers, method=method)
+            raise SipParseError(
+                f"Content-Length {digits[:12]} exceeds the {MAX_BODY_BYTES}-byte limit",
+                status=413,
+                headers=headers,
+                method=method,
+            )
         length = int(digits)
         if len(body) < length:
-            raise SipParseError(f"Content-Length {length} larger than the {len(body)} body bytes received",
-                                headers=headers, method=method)
+            raise SipParseError(
+                f"Content-Length {length} larger than the {len(body)} body bytes received",
+                headers=headers,
+                method=method,
+            )
         # §18.3: bytes beyond Content-Length in a datagram are discarded.
         taken = body[:length]
     if len(taken) > MAX_BODY_BYTES:
-        raise SipParseError(f"body of {len(taken)} bytes exceeds the {MAX_BODY_BYTES}-byte limit",
-                            status=413, headers=headers, method=method)
+        raise SipParseError(
+            f"body of {len(taken)} bytes exceeds the {MAX_BODY_BYTES}-byte limit",
+            status=413,
+            headers=headers,
+            method=method,
+        )
     headers.set("Content-Length", str(len(taken)))
     return taken
 

@@ -32,7 +32,9 @@ class Registrar:
     def __init__(self) -> None:
         self._bindings: dict[str, dict[str, Binding]] = {}
 
-    def register(self, user: str, request: Request, source: tuple[str, str, int], now: float) -> list[Binding]:
+    def register(
+        self, user: str, request: Request, source: tuple[str, str, int], now: float
+    ) -> list[Binding]:
         """Apply a REGISTER's Contact headers; returns the user's current bindings (for the 200's Contact)."""
         bindings = self._bindings.setdefault(user, {})
         default_expires = _int(request.headers.get("Expires"), DEFAULT_EXPIRES)

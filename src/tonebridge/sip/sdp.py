@@ -20,10 +20,25 @@ DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
 STATIC_PAYLOAD_TYPES = CODEC_OF_PAYLOAD_TYPE
 DEFAULT_PTIME_MS = 20
 # RFC 3551 §6 static audio payload types, to name what an offer had when nothing matched.
-_STATIC_NAMES = {0: "PCMU/8000", 3: "GSM/8000", 4: "G723/8000", 5: "DVI4/8000", 6: "DVI4/16000",
-                 7: "LPC/8000", 8: "PCMA/8000", 9: "G722/8000", 10: "L16/44100/2", 11: "L16/44100",
-                 12: "QCELP/8000", 13: "CN/8000", 14: "MPA/90000", 15: "G728/8000", 16: "DVI4/11025",
-                 17: "DVI4/22050", 18: "G729/8000"}
+_STATIC_NAMES = {
+    0: "PCMU/8000",
+    3: "GSM/8000",
+    4: "G723/8000",
+    5: "DVI4/8000",
+    6: "DVI4/16000",
+    7: "LPC/8000",
+    8: "PCMA/8000",
+    9: "G722/8000",
+    10: "L16/44100/2",
+    11: "L16/44100",
+    12: "QCELP/8000",
+    13: "CN/8000",
+    14: "MPA/90000",
+    15: "G728/8000",
+    16: "DVI4/11025",
+    17: "DVI4/22050",
+    18: "G729/8000",
+}
 # RFC 4566 §5: the order lines must appear in; the letters a parser knows.
 _SESSION_ORDER = "vosiuepcbtrzkam"
 _MEDIA_ORDER = "micbka"
@@ -75,7 +90,9 @@ class Origin:
     nettype: str = "IN"
 
     def __str__(self) -> str:
-        return f"{self.username} {self.session_id} {self.version} {self.nettype} {self.addrtype} {self.address}"
+        return (
+            f"{self.username} {self.session_id} {self.version} {self.nettype} {self.addrtype} {self.address}"
+        )
 
 
 @dataclass
@@ -108,7 +125,7 @@ class MediaDescription:
         return _STATIC_NAMES.get(payload_type)
 
     def codec_of(self, payload_type: int) -> str | None:
-        """"PCMU" or "PCMA" when that payload type carries G.711 at 8 kHz mono, else None."""
+        """ "PCMU" or "PCMA" when that payload type carries G.711 at 8 kHz mono, else None."""
         encoding = self.encoding(payload_type)
         if encoding is None:
             return None
@@ -196,9 +213,17 @@ class SessionDescription:
     def _parse_session_line(self, kind: str, value: str, where: str) -> None:
         if kind == "o":
             parts = value.split()
-            if len(parts) != 6 or not parts[1].isascii() or not parts[1].isdigit() \
-                    or not parts[2].isascii() or not parts[2].isdigit() or len(parts[2]) > 20:
-                raise SdpError(f"{where}: o= needs <username> <sess-id> <sess-version> IN <addrtype> <address>")
+            if (
+                len(parts) != 6
+                or not parts[1].isascii()
+                or not parts[1].isdigit()
+                or not parts[2].isascii()
+                or not parts[2].isdigit()
+                or len(parts[2]) > 20
+            ):
+                raise SdpError(
+                    f"{where}: o= needs <username> <sess-id> <sess-version> IN <addrtype> <address>"
+                )
             self.origin = Origin(parts[0], parts[1], int(parts[2]), parts[5], parts[4], parts[3])
         elif kind == "s":
             # s= is required (§5.3), but a missing or empty one costs nothing: both read as "-".
@@ -289,8 +314,9 @@ def _parse_media_line(value: str, where: str) -> MediaDescription:
         for fmt in formats:
             if not re.fullmatch(r"[0-9]{1,3}", fmt) or int(fmt) > 127:
                 raise SdpError(f"{where}: RTP payload type {fmt[:10]!r} is not 0-127")
-    return MediaDescription(media, int(port_text), proto, formats,
-                            port_count=int(count_text) if slash else None)
+    return MediaDescription(
+        media, int(port_text), proto, formats, port_count=int(count_text) if slash else None
+    )
 
 
 def _parse_payload_attribute(value: str, where: str, name: str) -> tuple[int, str]:
@@ -345,8 +371,11 @@ def _media_lines(media: MediaDescription) -> list[str]:
             lines.append(f"a=rtpmap:{payload_type} {media.rtpmap[payload_type]}")
         if payload_type in media.fmtp:
             lines.append(f"a=fmtp:{payload_type} {media.fmtp[payload_type]}")
-    lines += [f"a=fmtp:{pt} {v}" for pt, v in media.fmtp.items()
-              if pt not in media.payload_types and pt not in media.rtpmap]
+    lines += [
+        f"a=fmtp:{pt} {v}"
+        for pt, v in media.fmtp.items()
+        if pt not in media.payload_types and pt not in media.rtpmap
+    ]
     if media.ptime is not None:
         lines.append(f"a=ptime:{media.ptime}")
     if media.direction:
@@ -389,8 +418,12 @@ def _flags(direction: str) -> tuple[bool, bool]:
 
 
 def _direction(sends: bool, receives: bool) -> str:
-    return {(True, True): "sendrecv", (True, False): "sendonly",
-            (False, True): "recvonly", (False, False): "inactive"}[(sends, receives)]
+    return {
+        (True, True): "sendrecv",
+        (True, False): "sendonly",
+        (False, True): "recvonly",
+        (False, False): "inactive",
+    }[(sends, receives)]
 
 
 def _check_direction(direction: str) -> None:
@@ -403,9 +436,15 @@ def _new_session_id() -> str:
     return str(secrets.randbelow(2**62) + 1)
 
 
-def build_offer(address: str, port: int, codecs: tuple[str, ...] | list[str] = CODECS,
-                telephone_event_pt: int | None = 101, direction: str = "sendrecv",
-                session_id: str | int | None = None, version: int = 0) -> SessionDescription:
+def build_offer(
+    address: str,
+    port: int,
+    codecs: tuple[str, ...] | list[str] = CODECS,
+    telephone_event_pt: int | None = 101,
+    direction: str = "sendrecv",
+    session_id: str | int | None = None,
+    version: int = 0,
+) -> SessionDescription:
     """Our offer: one audio stream with `codecs` in preference order (static payload types 0 and 8),
     telephone-event 0-16 on `telephone_event_pt` unless it is None, 20 ms packets and `direction`.
     A re-offer passes the same `session_id` and a higher `version` (RFC 3264 §8)."""
@@ -429,11 +468,24 @@ def build_offer(address: str, port: int, codecs: tuple[str, ...] | list[str] = C
         payload_types.append(telephone_event_pt)
         rtpmap[telephone_event_pt] = "telephone-event/8000"
         fmtp[telephone_event_pt] = "0-16"
-    audio = MediaDescription("audio", port, "RTP/AVP", [str(pt) for pt in payload_types], rtpmap, fmtp,
-                             direction=direction, ptime=DEFAULT_PTIME_MS)
+    audio = MediaDescription(
+        "audio",
+        port,
+        "RTP/AVP",
+        [str(pt) for pt in payload_types],
+        rtpmap,
+        fmtp,
+        direction=direction,
+        ptime=DEFAULT_PTIME_MS,
+    )
     connection = Connection.for_address(address)
-    origin = Origin("tonebridge", str(session_id) if session_id is not None else _new_session_id(), version,
-                    address, connection.addrtype)
+    origin = Origin(
+        "tonebridge",
+        str(session_id) if session_id is not None else _new_session_id(),
+        version,
+        address,
+        connection.addrtype,
+    )
     return SessionDescription(origin=origin, session_name="tonebridge", connection=connection, media=[audio])
 
 
@@ -449,10 +501,17 @@ def _usable_audio(media: MediaDescription) -> bool:
     return media.media == "audio" and media.port != 0 and media.proto.upper() in ("RTP/AVP", "RTP/AVPF")
 
 
-def negotiate(offer: SessionDescription, address: str, port: int,
-              supported: tuple[str, ...] | list[str] = CODECS, telephone_event: bool = True,
-              direction_policy: str | None = None, *, session_id: str | int | None = None,
-              version: int = 0) -> tuple[SessionDescription, NegotiatedMedia]:
+def negotiate(
+    offer: SessionDescription,
+    address: str,
+    port: int,
+    supported: tuple[str, ...] | list[str] = CODECS,
+    telephone_event: bool = True,
+    direction_policy: str | None = None,
+    *,
+    session_id: str | int | None = None,
+    version: int = 0,
+) -> tuple[SessionDescription, NegotiatedMedia]:
     """Answer `offer` (RFC 3264 §6) with one audio stream on `address`:`port`.
 
     The answer has one m= line per offered one, in order. The first usable audio stream is accepted with
@@ -494,18 +553,43 @@ def negotiate(offer: SessionDescription, address: str, port: int,
             if event_pt in offered.fmtp:
                 fmtp[event_pt] = offered.fmtp[event_pt]
         direction = _direction(sends, receives)
-        answer_media.append(MediaDescription("audio", port, offered.proto, formats, rtpmap, fmtp,
-                                             direction=direction, ptime=DEFAULT_PTIME_MS))
-        negotiated = NegotiatedMedia(connection.host, offered.port, codec, chosen, event_pt,
-                                     offered.ptime or _session_ptime(offer) or DEFAULT_PTIME_MS, direction)
+        answer_media.append(
+            MediaDescription(
+                "audio",
+                port,
+                offered.proto,
+                formats,
+                rtpmap,
+                fmtp,
+                direction=direction,
+                ptime=DEFAULT_PTIME_MS,
+            )
+        )
+        negotiated = NegotiatedMedia(
+            connection.host,
+            offered.port,
+            codec,
+            chosen,
+            event_pt,
+            offered.ptime or _session_ptime(offer) or DEFAULT_PTIME_MS,
+            direction,
+        )
     if negotiated is None:
-        raise NoCommonCodec(f"no audio stream offers {' or '.join(wanted) or 'a codec we support'} "
-                            f"(offered: {_offered(offer)})")
+        raise NoCommonCodec(
+            f"no audio stream offers {' or '.join(wanted) or 'a codec we support'} "
+            f"(offered: {_offered(offer)})"
+        )
     connection = Connection.for_address(address)
-    origin = Origin("tonebridge", str(session_id) if session_id is not None else _new_session_id(), version,
-                    address, connection.addrtype)
-    answer = SessionDescription(origin=origin, session_name="tonebridge", connection=connection,
-                                media=answer_media)
+    origin = Origin(
+        "tonebridge",
+        str(session_id) if session_id is not None else _new_session_id(),
+        version,
+        address,
+        connection.addrtype,
+    )
+    answer = SessionDescription(
+        origin=origin, session_name="tonebridge", connection=connection, media=answer_media
+    )
     return answer, negotiated
 
 
@@ -524,8 +608,10 @@ def apply_answer(offer_we_sent: SessionDescription, answer_received: SessionDesc
     payload type (the answerer's mapping is what it receives with). Raises `SdpError` when the answer does
     not match the offer's shape and `NoCommonCodec` when it accepts no audio stream we can use."""
     if len(answer_received.media) != len(offer_we_sent.media):
-        raise SdpError(f"the answer has {len(answer_received.media)} m= lines for the offer's "
-                       f"{len(offer_we_sent.media)} (RFC 3264 §6)")
+        raise SdpError(
+            f"the answer has {len(answer_received.media)} m= lines for the offer's "
+            f"{len(offer_we_sent.media)} (RFC 3264 §6)"
+        )
     for ours, theirs in zip(offer_we_sent.media, answer_received.media, strict=True):
         if ours.media != theirs.media:
             raise SdpError(f"the answer turned a {ours.media} stream into {theirs.media}")
@@ -544,8 +630,16 @@ def apply_answer(offer_we_sent: SessionDescription, answer_received: SessionDesc
         if connection.is_hold:
             remote_receives = False
         event_pt = theirs.telephone_event() if ours.telephone_event() is not None else None
-        return NegotiatedMedia(connection.host, theirs.port, codec, chosen, event_pt,
-                               theirs.ptime or _session_ptime(answer_received) or DEFAULT_PTIME_MS,
-                               _direction(local_sends and remote_receives, local_receives and remote_sends))
-    raise NoCommonCodec(f"the answer accepts no audio stream with {' or '.join(CODECS)} "
-                        f"(answered: {_offered(answer_received)})")
+        return NegotiatedMedia(
+            connection.host,
+            theirs.port,
+            codec,
+            chosen,
+            event_pt,
+            theirs.ptime or _session_ptime(answer_received) or DEFAULT_PTIME_MS,
+            _direction(local_sends and remote_receives, local_receives and remote_sends),
+        )
+    raise NoCommonCodec(
+        f"the answer accepts no audio stream with {' or '.join(CODECS)} "
+        f"(answered: {_offered(answer_received)})"
+    )

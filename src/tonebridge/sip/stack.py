@@ -84,13 +84,20 @@ class SipStack:
         return f"<sip:{userpart}{self.public_address}:{self.port}{suffix}>"
 
     def via(self, transport: str = "UDP", branch: str | None = None) -> str:
-        return str(Via(transport, self.public_address, self.port,
-                       {"branch": branch or tx.new_branch(), "rport": None}))
+        return str(
+            Via(
+                transport,
+                self.public_address,
+                self.port,
+                {"branch": branch or tx.new_branch(), "rport": None},
+            )
+        )
 
     # Outgoing -----------------------------------------------------------------------------------------
 
-    def send_request(self, request: Request, peer: Peer,
-                     on_provisional: Callable[[Response], None] | None = None) -> asyncio.Future[Response]:
+    def send_request(
+        self, request: Request, peer: Peer, on_provisional: Callable[[Response], None] | None = None
+    ) -> asyncio.Future[Response]:
         """Start a client transaction; the future resolves with the final response (408 on timeout)."""
         if request.headers.get("Via") is None:
             request.headers.prepend("Via", self.via(peer.transport))
@@ -176,8 +183,9 @@ class SipStack:
                 self.on_ack(event.request, incoming_peer or peer or Peer("UDP", "0.0.0.0", 0))
             elif isinstance(event, tx.RequestReceived):
                 assert isinstance(transaction, tx.ServerInviteTransaction | tx.ServerNonInviteTransaction)
-                incoming = IncomingRequest(event.request, incoming_peer or peer or Peer("UDP", "0.0.0.0", 0),
-                                           transaction)
+                incoming = IncomingRequest(
+                    event.request, incoming_peer or peer or Peer("UDP", "0.0.0.0", 0), transaction
+                )
                 self._dispatch(incoming)
             elif isinstance(event, tx.TransportError):
                 self._transport_failed(transaction, key, event.reason)
@@ -199,8 +207,14 @@ class SipStack:
         transaction = self.table.match_sent(message)
         if transaction is None:
             # An ACK for a 2xx, a stateless answer, or a transaction already over: nobody waits on it.
-            log.info("event=sip_send_failed_untracked peer=%s:%s/%s message=%r reason=%r", peer.host, peer.port,
-                     peer.transport, message, reason)
+            log.info(
+                "event=sip_send_failed_untracked peer=%s:%s/%s message=%r reason=%r",
+                peer.host,
+                peer.port,
+                peer.transport,
+                message,
+                reason,
+            )
             return
         transaction.transport_error(self.now(), reason)
         self._pump(transaction)
@@ -209,8 +223,13 @@ class SipStack:
         request = transaction.request
         peer = self._peers.get(key)
         where = f"{peer.host}:{peer.port}/{peer.transport}" if peer else "?"
-        log.warning("event=sip_transport_error method=%s call_id=%s peer=%s reason=%r", request.method,
-                    request.call_id, where, reason)
+        log.warning(
+            "event=sip_transport_error method=%s call_id=%s peer=%s reason=%r",
+            request.method,
+            request.call_id,
+            where,
+            reason,
+        )
         future = self._waiters.pop(key, None)
         if future is not None and not future.done():
             # §8.1.3.1: the TU treats a transport error like a 503; the reason phrase says which it was.
@@ -248,8 +267,15 @@ class SipStack:
             return False
         self.transport.stats.count("rejected_contact")
         peer = incoming.peer
-        log.info("event=sip_rejected peer=%s:%s/%s method=%s call_id=%s status=400 reason=%r", peer.host, peer.port,
-                 peer.transport, request.method, request.call_id, problem)
+        log.info(
+            "event=sip_rejected peer=%s:%s/%s method=%s call_id=%s status=400 reason=%r",
+            peer.host,
+            peer.port,
+            peer.transport,
+            request.method,
+            request.call_id,
+            problem,
+        )
         self.respond(incoming, tx.make_response(request, 400, f"Bad Request - {problem}"))
         return True
 

@@ -154,8 +154,9 @@ def server_key(request: Request) -> TransactionKey:
     branch = via.branch or ""
     if not branch.startswith(MAGIC_COOKIE):
         from_tag = request.from_.tag or ""
-        branch = "|".join(("rfc2543", request.uri, from_tag, request.call_id,
-                           str(request.cseq.number), str(via)))
+        branch = "|".join(
+            ("rfc2543", request.uri, from_tag, request.call_id, str(request.cseq.number), str(via))
+        )
     return TransactionKey(branch, sent_by, method, server=True)
 
 
@@ -164,8 +165,14 @@ def _with_tag(value: str, tag: str) -> str:
     return f"{value};tag={tag}"
 
 
-def make_response(request: Request, status: int, reason: str | None = None, to_tag: str | None = None,
-                  body: bytes = b"", content_type: str | None = None) -> Response:
+def make_response(
+    request: Request,
+    status: int,
+    reason: str | None = None,
+    to_tag: str | None = None,
+    body: bytes = b"",
+    content_type: str | None = None,
+) -> Response:
     """A response to `request` built per §8.2.6.
 
     Via (every value, in order), From, Call-ID and CSeq are copied; To is copied and given `to_tag` when
@@ -217,8 +224,10 @@ def make_ack_for_non_2xx(invite: Request, response: Response) -> Request:
     if invite.method != "INVITE":
         raise TransactionError(f"an ACK acknowledges an INVITE, not {invite.method}")
     if response.status < 300:
-        raise TransactionError(f"the ACK for a {response.status} is the TU's job (§13.2.2.4), not the "
-                               "transaction's; use Dialog.create_ack")
+        raise TransactionError(
+            f"the ACK for a {response.status} is the TU's job (§13.2.2.4), not the "
+            "transaction's; use Dialog.create_ack"
+        )
     return _hop_request("ACK", invite, response.headers.get("To") or "")
 
 
@@ -276,8 +285,9 @@ class _Transaction:
     def handle_timer(self, now: float) -> None:
         """Fire every timer due at `now`, earliest first; early calls do nothing."""
         while self._timers and not self.terminated:
-            name, deadline = min(self._timers.items(),
-                                 key=lambda item: (item[1], item[0] not in self._FINAL_TIMERS))
+            name, deadline = min(
+                self._timers.items(), key=lambda item: (item[1], item[0] not in self._FINAL_TIMERS)
+            )
             if deadline > now:
                 return
             del self._timers[name]
@@ -332,8 +342,10 @@ class ClientTransaction(_Transaction):
         super().__init__(request, reliable, config)
         branch = request.top_via.branch if request.headers.get("Via") else None
         if not branch or not branch.startswith(MAGIC_COOKIE):
-            raise TransactionError("a client transaction needs a top Via whose branch starts with "
-                                   f"{MAGIC_COOKIE} (§8.1.1.7); build one with new_branch()")
+            raise TransactionError(
+                "a client transaction needs a top Via whose branch starts with "
+                f"{MAGIC_COOKIE} (§8.1.1.7); build one with new_branch()"
+            )
         self._key = client_key(request)
         self._seen_provisional: set[tuple[int, str, str]] = set()
 
@@ -346,8 +358,10 @@ class ClientTransaction(_Transaction):
 
     def _check(self, response: Response) -> None:
         if client_key(response) != self._key:
-            raise TransactionError(f"response {response.status} for {response.cseq.method} branch "
-                                   f"{response.top_via.branch} does not match transaction {self._key}")
+            raise TransactionError(
+                f"response {response.status} for {response.cseq.method} branch "
+                f"{response.top_via.branch} does not match transaction {self._key}"
+            )
 
     def _first_provisional(self, response: Response) -> bool:
         # The server re-sends its last provisional for every retransmitted request (§17.2.1); hand each
@@ -370,8 +384,9 @@ class ClientInviteTransaction(ClientTransaction):
     until Timer M (64*T1).
     """
 
-    def __init__(self, request: Request, reliable: bool, now: float,
-                 config: TimerConfig | None = None) -> None:
+    def __init__(
+        self, request: Request, reliable: bool, now: float, config: TimerConfig | None = None
+    ) -> None:
         if request.method != "INVITE":
             raise TransactionError(f"ClientInviteTransaction carries an INVITE, not {request.method}")
         super().__init__(request, reliable, config)
@@ -439,11 +454,14 @@ class ClientNonInviteTransaction(ClientTransaction):
     retransmitted finals until Timer K (T4; zero on reliable transports).
     """
 
-    def __init__(self, request: Request, reliable: bool, now: float,
-                 config: TimerConfig | None = None) -> None:
+    def __init__(
+        self, request: Request, reliable: bool, now: float, config: TimerConfig | None = None
+    ) -> None:
         if request.method in ("INVITE", "ACK"):
-            raise TransactionError(f"{request.method} does not use a non-INVITE client transaction "
-                                   "(§17.1.2; an ACK for a 2xx has no transaction at all)")
+            raise TransactionError(
+                f"{request.method} does not use a non-INVITE client transaction "
+                "(§17.1.2; an ACK for a 2xx has no transaction at all)"
+            )
         super().__init__(request, reliable, config)
         self.state = TransactionState.TRYING
         self._outgoing.append(request)
@@ -514,15 +532,17 @@ class ServerTransaction(_Transaction):
 
     def _check_request(self, request: Request) -> None:
         if server_key(request) != self._key:
-            raise TransactionError(f"{request.method} branch {request.top_via.branch} does not match "
-                                   f"transaction {self._key}")
+            raise TransactionError(
+                f"{request.method} branch {request.top_via.branch} does not match transaction {self._key}"
+            )
 
     def _check_response(self, response: Response) -> None:
         if not 100 <= response.status <= 699:
             raise TransactionError(f"status {response.status} is not a SIP response code")
         if response.headers.get("CSeq") and response.cseq.method != self.request.method:
-            raise TransactionError(f"a response with CSeq method {response.cseq.method} cannot answer "
-                                   f"{self.request.method}")
+            raise TransactionError(
+                f"a response with CSeq method {response.cseq.method} cannot answer {self.request.method}"
+            )
 
     def sent(self, message: Request | Response) -> bool:
         return any(message is response for response in self._responses)
@@ -550,8 +570,14 @@ class ServerInviteTransaction(ServerTransaction):
     so it is matched by dialog (Call-ID, CSeq number, From tag, and the To tag of our 2xx), not by key.
     """
 
-    def __init__(self, request: Request, reliable: bool, now: float, config: TimerConfig | None = None,
-                 trying_delay: float | None = 0.2) -> None:
+    def __init__(
+        self,
+        request: Request,
+        reliable: bool,
+        now: float,
+        config: TimerConfig | None = None,
+        trying_delay: float | None = 0.2,
+    ) -> None:
         if request.method != "INVITE":
             raise TransactionError(f"ServerInviteTransaction answers an INVITE, not {request.method}")
         super().__init__(request, reliable, config)
@@ -568,8 +594,12 @@ class ServerInviteTransaction(ServerTransaction):
         if response is None or ack.method != "ACK":
             return False
         invite = self.request
-        return (ack.call_id == invite.call_id and ack.cseq.number == invite.cseq.number
-                and ack.from_.tag == invite.from_.tag and ack.to.tag == response.to.tag)
+        return (
+            ack.call_id == invite.call_id
+            and ack.cseq.number == invite.cseq.number
+            and ack.from_.tag == invite.from_.tag
+            and ack.to.tag == response.to.tag
+        )
 
     def receive_request(self, request: Request, now: float) -> None:
         if request is self.request:
@@ -671,8 +701,9 @@ class ServerNonInviteTransaction(ServerTransaction):
     transports). Further responses from the TU after the final are discarded.
     """
 
-    def __init__(self, request: Request, reliable: bool, now: float,
-                 config: TimerConfig | None = None) -> None:
+    def __init__(
+        self, request: Request, reliable: bool, now: float, config: TimerConfig | None = None
+    ) -> None:
         if request.method in ("INVITE", "ACK"):
             raise TransactionError(f"{request.method} does not use a non-INVITE server transaction")
         super().__init__(request, reliable, config)
@@ -704,8 +735,12 @@ class ServerNonInviteTransaction(ServerTransaction):
             self._terminate()
 
 
-Transaction = ClientInviteTransaction | ClientNonInviteTransaction | ServerInviteTransaction | \
-    ServerNonInviteTransaction
+Transaction = (
+    ClientInviteTransaction
+    | ClientNonInviteTransaction
+    | ServerInviteTransaction
+    | ServerNonInviteTransaction
+)
 
 
 class TransactionTable:
@@ -776,13 +811,19 @@ class TransactionTable:
     def match_request(self, request: Request) -> ServerInviteTransaction | ServerNonInviteTransaction | None:
         """The server transaction a retransmitted request or an ACK for a non-2xx belongs to (§17.2.3)."""
         transaction = self.get(server_key(request))
-        assert transaction is None or isinstance(transaction, ServerInviteTransaction | ServerNonInviteTransaction)
+        assert transaction is None or isinstance(
+            transaction, ServerInviteTransaction | ServerNonInviteTransaction
+        )
         return transaction
 
-    def match_response(self, response: Response) -> ClientInviteTransaction | ClientNonInviteTransaction | None:
+    def match_response(
+        self, response: Response
+    ) -> ClientInviteTransaction | ClientNonInviteTransaction | None:
         """The client transaction a response belongs to (§17.1.3)."""
         transaction = self.get(client_key(response))
-        assert transaction is None or isinstance(transaction, ClientInviteTransaction | ClientNonInviteTransaction)
+        assert transaction is None or isinstance(
+            transaction, ClientInviteTransaction | ClientNonInviteTransaction
+        )
         return transaction
 
     def match_sent(self, message: Request | Response) -> Transaction | None:
@@ -853,8 +894,11 @@ class TransactionTable:
 
     def _current(self, deadline: float, transaction: Transaction) -> bool:
         """Whether a heap entry still holds the transaction's deadline (not superseded, not ended)."""
-        return (not transaction.terminated and self._filed.get(id(transaction)) == deadline
-                and transaction.next_timer() == deadline)
+        return (
+            not transaction.terminated
+            and self._filed.get(id(transaction)) == deadline
+            and transaction.next_timer() == deadline
+        )
 
     def handle_timers(self, now: float) -> list[Transaction]:
         """Fire what is due; returns the transactions that acted (pump their output), drops ended ones."""

@@ -99,7 +99,9 @@ class _TcpConnection(asyncio.Protocol):
             messages = self.framer.feed(data)
         except FramingError as exc:
             self.owner.stats.count("tcp_framing_errors")
-            log.warning("event=tcp_framing_error peer=%s:%s reason=%r", self.peer.host, self.peer.port, str(exc))
+            log.warning(
+                "event=tcp_framing_error peer=%s:%s reason=%r", self.peer.host, self.peer.port, str(exc)
+            )
             self.close()
             return
         for raw in messages:
@@ -130,8 +132,9 @@ class _TcpConnection(asyncio.Protocol):
 class SipTransport:
     """UDP and TCP listeners on one host:port, delivering parsed messages to `handler`."""
 
-    def __init__(self, host: str, port: int, handler: MessageHandler,
-                 on_send_error: SendErrorHandler | None = None) -> None:
+    def __init__(
+        self, host: str, port: int, handler: MessageHandler, on_send_error: SendErrorHandler | None = None
+    ) -> None:
         self.host = host
         self.port = port
         self.handler = handler
@@ -145,7 +148,9 @@ class SipTransport:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         # Bind UDP first; with port 0 the TCP listener takes the same number so both share one address.
-        self._udp, _ = await loop.create_datagram_endpoint(lambda: _Udp(self), local_addr=(self.host, self.port))
+        self._udp, _ = await loop.create_datagram_endpoint(
+            lambda: _Udp(self), local_addr=(self.host, self.port)
+        )
         self.port = self._udp.get_extra_info("sockname")[1]
         self._tcp_server = await loop.create_server(lambda: _TcpConnection(self), self.host, self.port)
 
@@ -175,11 +180,23 @@ class SipTransport:
             answer = error_response(exc)
             if answer is None:
                 self.stats.count("dropped_garbage")
-                log.info("event=sip_dropped peer=%s:%s/%s reason=%r", peer.host, peer.port, peer.transport, exc.reason)
+                log.info(
+                    "event=sip_dropped peer=%s:%s/%s reason=%r",
+                    peer.host,
+                    peer.port,
+                    peer.transport,
+                    exc.reason,
+                )
                 return
             self.stats.count("rejected_malformed")
-            log.info("event=sip_rejected peer=%s:%s/%s status=%s reason=%r", peer.host, peer.port,
-                     peer.transport, exc.status, exc.reason)
+            log.info(
+                "event=sip_rejected peer=%s:%s/%s status=%s reason=%r",
+                peer.host,
+                peer.port,
+                peer.transport,
+                exc.status,
+                exc.reason,
+            )
             self.send(answer, peer)
             return
         if isinstance(message, Request):

@@ -142,6 +142,7 @@ def _outbox_row(row: sqlite3.Row | tuple[Any, ...]) -> OutboxRow:
     values[5] = bytes(values[5])
     return OutboxRow(*values)
 
+
 # Call columns whose numbers SQLite stores converted (column affinity): a record read back before its
 # commit must equal the one read after it.
 _REAL_COLUMNS = frozenset({"started_at", "answered_at", "ended_at"})
@@ -252,8 +253,9 @@ class Store:
         self._unsaved: dict[str, tuple[dict[str, Any], int]] = {}
         # A daemon: a Store never closed (a process being killed anyway) must not keep the interpreter
         # alive; close() is what commits the queue.
-        self._writer = threading.Thread(target=self._write_forever, name=f"store-writer:{self.path.name}",
-                                        daemon=True)
+        self._writer = threading.Thread(
+            target=self._write_forever, name=f"store-writer:{self.path.name}", daemon=True
+        )
         self._writer.start()
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -371,9 +373,12 @@ class Store:
         updated: bool
         if values:
             assignments = ", ".join(f"{col} = ?" for col in values)
-            updated = db.execute(
-                f"UPDATE calls SET {assignments} WHERE call_id = ?", [*values.values(), call_id]
-            ).rowcount > 0
+            updated = (
+                db.execute(
+                    f"UPDATE calls SET {assignments} WHERE call_id = ?", [*values.values(), call_id]
+                ).rowcount
+                > 0
+            )
         else:
             updated = bool(db.execute("SELECT 1 FROM calls WHERE call_id = ?", (call_id,)).fetchall())
         if not updated:
@@ -479,9 +484,11 @@ class Store:
         Pending rows are never pruned."""
         return self._submit(
             "outbox_prune",
-            lambda db: db.execute(
-                "DELETE FROM outbox WHERE state != 'pending' AND done_at < ?", (done_before,)
-            ).rowcount,
+            lambda db: (
+                db.execute(
+                    "DELETE FROM outbox WHERE state != 'pending' AND done_at < ?", (done_before,)
+                ).rowcount
+            ),
         )
 
     # -- helpers -----------------------------------------------------------------------------------
