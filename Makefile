@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test peers lint bench-sip bench-dtmf clean
+.PHONY: run test peers lint bench-sip bench-mixer bench-dtmf clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || { $(SUDO) apt-get update && $(SUDO) apt-get install -y python3-venv && $(PYTHON) -m venv $(VENV); }
@@ -37,6 +37,10 @@ lint: $(VENV)/.installed-test
 
 bench-sip: $(VENV)/.installed-test peers
 	$(BIN)/python bench/sip_load.py
+
+# The server's real conference tick, pinned to one core (docs/benchmarks.md).
+bench-mixer: $(VENV)/.installed-test
+	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 taskset -c 1 $(BIN)/python bench/mixer.py
 
 clean:
 	rm -rf $(VENV) data
