@@ -44,3 +44,7 @@ bench-mixer: $(VENV)/.installed-test
 
 clean:
 	rm -rf $(VENV) data
+
+# The DTMF detector against the shared bench (Q.24, Mitel, talk-off); about 4 minutes (docs/dtmf.md).
+bench-dtmf: $(VENV)/.installed-test
+	$(BIN)/python bench/dtmf_quality.py --holdout
