@@ -1,1 +1,2 @@
-"""The HTTP surface: Tonebridge's own routes under /tonebridge/v1 (health, metrics); calling/v1 comes later."""
+"""The HTTP surface: the Sinch `calling/v1` routes and Tonebridge's own under /tonebridge/v1 (health, metrics,
+events, OpenAPI), their request limits and validation, and Sinch-style errors."""
