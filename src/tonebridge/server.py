@@ -19,6 +19,7 @@ from tonebridge.calls.conferencing import ConferenceService
 from tonebridge.calls.demo import DemoApplication
 from tonebridge.calls.engine import CallEngine
 from tonebridge.calls.sinch import SinchApplication
+from tonebridge.calls.sinch_api import SinchOperations
 from tonebridge.config import Config, split_host_port
 from tonebridge.media.endpoint import MediaClock
 from tonebridge.sip.stack import SipStack
@@ -42,6 +43,7 @@ class Server:
         self.stack = SipStack(sip_host, sip_port, public_address=config.server.public_address)
         self.clock = MediaClock()
         self.sinch: SinchApplication | None = None
+        self.sinch_api: SinchOperations | None = None  # what the calling routes call, over self.sinch
         self.outbox: Outbox | None = None
         self.store: Store | None = None
         if application is None and config.applications:
@@ -66,12 +68,13 @@ class Server:
         self.store = Store(data_dir / "tonebridge.sqlite3")
         self.outbox = Outbox(
             self.store,
-            lambda key: self.sinch.secret_for(key) if self.sinch else None,
+            lambda key: self.sinch_api.secret_for(key) if self.sinch_api else None,
             retention=config.callbacks.retention_seconds,
         )
         self.sinch = SinchApplication(
             config, self.store, self.outbox, base_url=f"http://{config.server.http}", tts_dir=data_dir / "tts"
         )
+        self.sinch_api = SinchOperations(self.sinch)
         return self.sinch
 
     async def start(self) -> None:

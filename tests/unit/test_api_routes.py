@@ -43,7 +43,7 @@ from tonebridge.calls.requests import (
     ParticipantCommand,
     ParticipantUpdate,
 )
-from tonebridge.calls.sinch import SinchApplication
+from tonebridge.calls.sinch_api import SinchOperations
 from tonebridge.conference.options import DtmfMode, DtmfOptions
 from tonebridge.svaml.models import SvamlError, parse_svaml
 
@@ -135,7 +135,7 @@ def fake() -> FakeApplication:
 def client(fake: FakeApplication) -> Iterator[TestClient]:
     # The real app (middleware, error handlers, routes) around the fake; a stand-in server, since only the
     # calling routes are asked for.
-    app = create_app(cast(Any, SimpleNamespace(sinch=fake)))
+    app = create_app(cast(Any, SimpleNamespace(sinch_api=fake)))
     with TestClient(decoded_once(app), raise_server_exceptions=False) as test_client:
         yield test_client
 
@@ -735,7 +735,7 @@ def _methods(protocol: type) -> dict[str, inspect.Signature]:
     }
 
 
-@pytest.mark.parametrize("implementation", [SinchApplication, FakeApplication])
+@pytest.mark.parametrize("implementation", [SinchOperations, FakeApplication])
 def test_the_application_and_the_fake_both_satisfy_the_interface(implementation: type) -> None:
     for name, wanted in _methods(CallingApplication).items():
         member = getattr(implementation, name, None)

@@ -1,7 +1,7 @@
 """The Sinch application without SIP or media: its applications registry, the typed per-call state (menu
-presses, parking, bridge peers), the domain errors its API operations raise, and how it drives menus, parks,
-prompts and digit pauses from news (a press, a player's end, a call timer, the call's end) rather than by
-polling. Engine, store, outbox and conference service are small stand-ins with only what the application
+presses, parking, bridge peers), the domain errors its API operations (calls/sinch_api.py) raise, and how
+its call media (calls/playback.py) drives menus, parks, prompts and digit pauses from news (a press, a
+player's end, a call timer, the call's end) rather than by polling. Engine, store, outbox and conference service are small stand-ins with only what the application
 calls; the engine's clock is a number the test moves, and the media tick is the test taking frames."""
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from tonebridge.calls.errors import (
     NotAParticipant,
     NumberTaken,
 )
+from tonebridge.calls.playback import DIGIT_PAUSE, CallMedia
 from tonebridge.calls.requests import (
     CallbackUrls,
     Callout,
@@ -31,7 +32,8 @@ from tonebridge.calls.requests import (
     ParticipantCommand,
     ParticipantUpdate,
 )
-from tonebridge.calls.sinch import DIGIT_PAUSE, SinchApplication, SinchCall
+from tonebridge.calls.sinch import SinchApplication, SinchCall
+from tonebridge.calls.sinch_api import SinchOperations
 from tonebridge.conference.options import DtmfMode, DtmfOptions
 from tonebridge.config import ApplicationConfig
 from tonebridge.media.endpoint import Press
@@ -186,7 +188,15 @@ def parts() -> SimpleNamespace:
     store, outbox, conferences = Store(), Outbox(), Conferences(engine)
     app = SinchApplication(cast(Any, SimpleNamespace(applications=APPS)), cast(Any, store), cast(Any, outbox))
     app.attach(cast(Any, engine), cast(Any, conferences))
-    return SimpleNamespace(app=app, engine=engine, store=store, outbox=outbox, conferences=conferences)
+    return SimpleNamespace(
+        app=app,
+        api=SinchOperations(app),
+        media=app.media,
+        engine=engine,
+        store=store,
+        outbox=outbox,
+        conferences=conferences,
+    )
 
 
 def session(direction: Direction = Direction.INBOUND, *, answered: bool = True) -> Any:
@@ -332,7 +342,7 @@ def test_a_patch_unparks_a_parked_call(parts: SimpleNamespace) -> None:
     call.parked = True
     parts.app.calls[s.call_id] = call
     asyncio.run(
-        parts.app.update_call(
+        parts.api.update_call(
             "a", s.call_id, parse_svaml({"action": {"name": "connectConf", "conferenceId": "room"}}), None
         )
     )
@@ -346,7 +356,7 @@ def test_a_live_call_refuses_what_a_patch_may_not_do(parts: SimpleNamespace) -> 
     parts.app.calls[s.call_id] = SinchCall.inbound("a", "+15550001", "+15559999")
     with pytest.raises(SvamlError) as caught:
         asyncio.run(
-            parts.app.update_call(
+            parts.api.update_call(
                 "a", s.call_id, parse_svaml({"action": {"name": "connectConf", "conferenceId": "r"}}), None
             )
         )
@@ -360,23 +370,23 @@ def test_another_applications_call_or_an_ended_one_is_not_found(parts: SimpleNam
     parts.app.calls[s.call_id] = SinchCall.inbound("a", "+15550001", "+15559999")
     hangup = parse_svaml({"action": {"name": "hangup"}})
     with pytest.raises(CallNotLive):
-        asyncio.run(parts.app.update_call("b", s.call_id, hangup, None))
+        asyncio.run(parts.api.update_call("b", s.call_id, hangup, None))
     with pytest.raises(CallNotFound):
-        parts.app.call_info("b", s.call_id)
-    assert parts.app.call_info("a", s.call_id)["status"] == "ONGOING"
+        parts.api.call_info("b", s.call_id)
+    assert parts.api.call_info("a", s.call_id)["status"] == "ONGOING"
     end(s)
     with pytest.raises(CallNotLive):
-        asyncio.run(parts.app.update_call("a", s.call_id, hangup, None))
+        asyncio.run(parts.api.update_call("a", s.call_id, hangup, None))
 
 
 def test_conference_operations_check_owner_and_membership(parts: SimpleNamespace) -> None:
     parts.conferences.rooms["room"] = {"c1"}
     parts.app.conference_owner["room"] = "a"
     with pytest.raises(ConferenceNotFound):
-        parts.app.kick_all("b", "room")
+        parts.api.kick_all("b", "room")
     with pytest.raises(NotAParticipant):
-        parts.app.kick_participant("a", "room", "c2")
-    parts.app.manage_participant(
+        parts.api.kick_participant("a", "room", "c2")
+    parts.api.manage_participant(
         "a", "room", "c1", ParticipantUpdate(ParticipantCommand.ONHOLD, DtmfOptions(), "music2")
     )
     assert parts.conferences.done == [
@@ -403,7 +413,7 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
-def renders(app: SinchApplication, frames: dict[str, int], gate: asyncio.Event | None = None) -> list[str]:
+def renders(media: CallMedia, frames: dict[str, int], gate: asyncio.Event | None = None) -> list[str]:
     """Prompts render to `frames[text]` frames of audio (two when not given), after `gate` opens."""
     rendered: list[str] = []
 
@@ -414,7 +424,7 @@ def renders(app: SinchApplication, frames: dict[str, int], gate: asyncio.Event |
         rendered.append(text)
         return np.ones(frames.get(text, 2) * FRAME, dtype=np.int16)
 
-    app._render = render  # type: ignore[method-assign]
+    media._render = render  # type: ignore[method-assign]
     return rendered
 
 
@@ -438,7 +448,7 @@ def start_menu(parts: SimpleNamespace, spec: RunMenuAction) -> tuple[Any, SinchC
     parts.app.calls[s.call_id] = call
     runner = MenuRunner(spec, parts.engine.now())
     call.menu = runner
-    return s, call, asyncio.ensure_future(parts.app._drive_menu(s, call, runner))
+    return s, call, asyncio.ensure_future(parts.media._drive_menu(s, call, runner))
 
 
 def press(parts: SimpleNamespace, s: Any, digit: str) -> None:
@@ -450,7 +460,7 @@ def test_a_menu_opens_input_when_its_prompt_is_heard_and_times_out_on_a_call_tim
     parts: SimpleNamespace,
 ) -> None:
     async def scenario() -> None:
-        renders(parts.app, {"choose": 3})
+        renders(parts.media, {"choose": 3})
         s, _, driving = start_menu(parts, menu())
         await settle()
         assert (
@@ -476,7 +486,7 @@ def test_a_menu_opens_input_when_its_prompt_is_heard_and_times_out_on_a_call_tim
 
 def test_a_key_pressed_during_the_prompt_barges_in(parts: SimpleNamespace) -> None:
     async def scenario() -> None:
-        renders(parts.app, {"choose": 50})
+        renders(parts.media, {"choose": 50})
         s, call, driving = start_menu(parts, menu())
         await settle()
         tick(s, 10)
@@ -491,7 +501,7 @@ def test_a_key_pressed_during_the_prompt_barges_in(parts: SimpleNamespace) -> No
 def test_a_key_pressed_while_the_prompt_is_rendered_is_not_lost(parts: SimpleNamespace) -> None:
     async def scenario() -> None:
         gate = asyncio.Event()
-        renders(parts.app, {}, gate)
+        renders(parts.media, {}, gate)
         s, _, driving = start_menu(parts, menu())
         await settle()
         press(parts, s, "1")
@@ -506,7 +516,7 @@ def test_a_key_pressed_while_the_prompt_is_rendered_is_not_lost(parts: SimpleNam
 
 def test_each_key_of_a_sequence_moves_the_menu_timer(parts: SimpleNamespace) -> None:
     async def scenario() -> None:
-        renders(parts.app, {})
+        renders(parts.media, {})
         s, _, driving = start_menu(parts, menu(maxDigits=4, timeoutMills=2000, options=[]))
         await settle()
         tick(s, 2)
@@ -529,7 +539,7 @@ def test_each_key_of_a_sequence_moves_the_menu_timer(parts: SimpleNamespace) -> 
 
 def test_a_menu_ends_with_its_call(parts: SimpleNamespace) -> None:
     async def scenario() -> None:
-        renders(parts.app, {})
+        renders(parts.media, {})
         s, _, driving = start_menu(parts, menu())
         await settle()
         tick(s, 2)
@@ -555,14 +565,14 @@ def start_park(parts: SimpleNamespace, op: ops.Park) -> tuple[Any, SinchCall, as
     parts.engine.sessions[s.call_id] = s
     call = SinchCall.inbound("a", "+15550001", "+15559999")
     parts.app.calls[s.call_id] = call
-    return s, call, asyncio.ensure_future(parts.app.park(s, call, op))
+    return s, call, asyncio.ensure_future(parts.media.park(s, call, op))
 
 
 def test_a_park_plays_its_intro_then_loops_the_hold_prompt_until_a_patch_unparks_it(
     parts: SimpleNamespace,
 ) -> None:
     async def scenario() -> None:
-        rendered = renders(parts.app, {"intro": 2, "hold": 1})
+        rendered = renders(parts.media, {"intro": 2, "hold": 1})
         s, call, parking = start_park(parts, park_op())
         await settle()
         assert call.parked and parts.engine.pending() == [70.0]  # maxDuration, from the park
@@ -574,7 +584,7 @@ def test_a_park_plays_its_intro_then_loops_the_hold_prompt_until_a_patch_unparks
         tick(s, 7)
         await settle()
         assert s.leg.source is hold and rendered == ["intro", "hold"]  # looped, not rendered again
-        await parts.app.update_call(
+        await parts.api.update_call(
             "a", s.call_id, parse_svaml({"action": {"name": "connectConf", "conferenceId": "room"}}), None
         )
         await settle()
@@ -589,7 +599,7 @@ def test_a_park_plays_its_intro_then_loops_the_hold_prompt_until_a_patch_unparks
 
 def test_a_park_ends_the_call_with_timeout_at_its_max_duration(parts: SimpleNamespace) -> None:
     async def scenario() -> None:
-        renders(parts.app, {"intro": 100})
+        renders(parts.media, {"intro": 100})
         s, call, parking = start_park(parts, park_op(max_duration=30))
         await settle()
         tick(s, 3)
@@ -606,7 +616,7 @@ def test_a_park_ends_the_call_with_timeout_at_its_max_duration(parts: SimpleName
 
 def test_a_park_without_hold_prompts_waits_in_silence_and_goes_with_the_call(parts: SimpleNamespace) -> None:
     async def scenario() -> None:
-        renders(parts.app, {})
+        renders(parts.media, {})
         s, call, parking = start_park(parts, park_op(hold=False))
         await settle()
         tick(s, 2)
@@ -621,11 +631,11 @@ def test_a_park_without_hold_prompts_waits_in_silence_and_goes_with_the_call(par
 
 def test_a_patch_that_parks_again_starts_a_new_park_the_old_one_leaves_alone(parts: SimpleNamespace) -> None:
     async def scenario() -> None:
-        renders(parts.app, {})
+        renders(parts.media, {})
         s, call, first = start_park(parts, park_op(max_duration=60))
         await settle()
         parts.engine.advance(15.0)
-        await parts.app.update_call(
+        await parts.api.update_call(
             "a", s.call_id, parse_svaml({"action": {"name": "park", "maxDuration": 30}}), None
         )
         second = asyncio.ensure_future(parts.engine.spawned.pop())
@@ -642,7 +652,7 @@ def test_a_patch_that_parks_again_starts_a_new_park_the_old_one_leaves_alone(par
 def test_a_patch_while_the_intro_is_rendered_plays_nothing(parts: SimpleNamespace) -> None:
     async def scenario() -> None:
         gate = asyncio.Event()
-        renders(parts.app, {}, gate)
+        renders(parts.media, {}, gate)
         s, call, parking = start_park(parts, park_op())
         await settle()
         call.unpark()
@@ -655,9 +665,9 @@ def test_a_patch_while_the_intro_is_rendered_plays_nothing(parts: SimpleNamespac
 
 def test_play_returns_when_the_prompt_is_heard_or_the_call_ends(parts: SimpleNamespace) -> None:
     async def scenario() -> None:
-        renders(parts.app, {"a": 2})
+        renders(parts.media, {"a": 2})
         s = session()
-        playing = asyncio.ensure_future(parts.app.play(s, [Prompt("tts", "a")], "en-US"))
+        playing = asyncio.ensure_future(parts.media.play(s, [Prompt("tts", "a")], "en-US"))
         await settle()
         tick(s)
         await settle()
@@ -665,7 +675,7 @@ def test_play_returns_when_the_prompt_is_heard_or_the_call_ends(parts: SimpleNam
         tick(s)
         await settle()
         assert playing.done() and s.leg.source is None
-        playing = asyncio.ensure_future(parts.app.play(s, [Prompt("tts", "a")], "en-US"))
+        playing = asyncio.ensure_future(parts.media.play(s, [Prompt("tts", "a")], "en-US"))
         await settle()
         end(s)
         await settle()
@@ -677,7 +687,7 @@ def test_play_returns_when_the_prompt_is_heard_or_the_call_ends(parts: SimpleNam
 def test_a_w_in_a_digit_string_is_a_call_timer(parts: SimpleNamespace) -> None:
     async def scenario() -> None:
         s = session()
-        sending = asyncio.ensure_future(parts.app.send_digits(s, "12w3ww#"))
+        sending = asyncio.ensure_future(parts.media.send_digits(s, "12w3ww#"))
         await settle()
         assert parts.engine.sent == [("12", 10.0)] and parts.engine.pending() == [10.0 + DIGIT_PAUSE]
         parts.engine.advance(10.5)
@@ -688,7 +698,7 @@ def test_a_w_in_a_digit_string_is_a_call_timer(parts: SimpleNamespace) -> None:
         parts.engine.advance(11.5)
         await settle()
         assert sending.done() and parts.engine.sent == [("12", 10.0), ("3", 10.5), ("#", 11.5)]
-        sending = asyncio.ensure_future(parts.app.send_digits(s, "1w2"))
+        sending = asyncio.ensure_future(parts.media.send_digits(s, "1w2"))
         await settle()
         end(s)
         await settle()
@@ -699,10 +709,10 @@ def test_a_w_in_a_digit_string_is_a_call_timer(parts: SimpleNamespace) -> None:
 
 def test_a_callouts_max_duration_limits_the_call_it_places(parts: SimpleNamespace) -> None:
     limited = Callout(CalloutMethod.TTS, {"type": "number", "endpoint": "+1"}, text="hi", max_duration=90)
-    call_id = asyncio.run(parts.app.callout("a", limited))
+    call_id = asyncio.run(parts.api.callout("a", limited))
     assert parts.engine.limits == [(call_id, 90.0)]
     asyncio.run(
-        parts.app.callout("a", Callout(CalloutMethod.TTS, {"type": "number", "endpoint": "+1"}, text="hi"))
+        parts.api.callout("a", Callout(CalloutMethod.TTS, {"type": "number", "endpoint": "+1"}, text="hi"))
     )
     assert len(parts.engine.limits) == 1
 

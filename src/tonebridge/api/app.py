@@ -113,11 +113,11 @@ def create_app(server: Server) -> Starlette:
         Route("/tonebridge/v1/events", events),
         Route("/tonebridge/v1/openapi.json", openapi),
     ]
-    sinch = server.sinch
-    if sinch is not None:
+    calling = server.sinch_api
+    if calling is not None:
         from tonebridge.api.calling import routes as calling_routes
 
-        routes += calling_routes(sinch)
+        routes += calling_routes(calling)
     return Starlette(
         routes=routes, middleware=[Middleware(BodyLimit)], exception_handlers=exception_handlers()
     )

@@ -39,7 +39,7 @@ __all__ = ["MAX_BODY", "MAX_DEPTH", "CallingApplication", "RawPathRoute", "read_
 
 
 class CallingApplication(Protocol):
-    """What the routes ask of the application (calls/sinch.py's SinchApplication). `key` is always the
+    """What the routes ask of the application (calls/sinch_api.py's SinchOperations). `key` is always the
     authenticated application's; an id it does not own raises a domain error (calls/errors.py)."""
 
     def secret_for(self, key: str) -> str | None: ...
