@@ -1,4 +1,4 @@
-"""Call timers (calls/engine.py): deadlines of what runs on a call, kept in the heap of the call cores'
+"""Call timers (calls/timers.py): deadlines of what runs on a call, kept in the heap of the call cores'
 deadlines and fired by the engine's one loop timer. No sockets and no sleeping: the engine's clock is a
 number the test sets, and the test fires the loop timer itself when that clock reaches a deadline."""
 
@@ -10,7 +10,9 @@ from typing import Any, cast
 
 from tonebridge.calls.call import Call, Direction, EndReason
 from tonebridge.calls.core import Action, Ended
-from tonebridge.calls.engine import CallEngine, CallTimer, Session, _Deadlines, first_set
+from tonebridge.calls.engine import CallEngine
+from tonebridge.calls.session import Session
+from tonebridge.calls.timers import CallTimer, _Deadlines, first_set
 from tonebridge.media.endpoint import MediaClock, MediaLeg
 from tonebridge.media.ports import PortPool
 
@@ -69,9 +71,9 @@ def new_engine(clock: Clock) -> CallEngine:
 
 def fire_loop_timer(engine: CallEngine, clock: Clock, to: float) -> None:
     """Let the engine's clock reach `to`, firing the loop timer at each deadline it was armed for."""
-    while engine._timer_deadline is not None and engine._timer_deadline <= to:
-        clock.now = max(clock.now, engine._timer_deadline)
-        engine._on_timer()
+    while engine.scheduler.armed_for is not None and engine.scheduler.armed_for <= to:
+        clock.now = max(clock.now, engine.scheduler.armed_for)
+        engine.scheduler.fire()
     clock.now = to
 
 
@@ -156,13 +158,13 @@ def test_call_at_fires_on_the_loop_timer_with_the_cores() -> None:
         cancelled = engine.call_at(session, 1.5, lambda: fired.append(("cancelled", clock.now)))
         core.deadline = 1.8
         engine._run(session, [])  # the core's deadline is filed as any action of it would be
-        assert engine._timer_deadline == 1.0  # one loop timer, for the earliest of all
+        assert engine.scheduler.armed_for == 1.0  # one loop timer, for the earliest of all
         cancelled.cancel()
         fire_loop_timer(engine, clock, 1.9)
         assert fired == [("one", 1.0)] and core.fired == [1.8]
-        assert engine._timer_deadline == 2.0
+        assert engine.scheduler.armed_for == 2.0
         fire_loop_timer(engine, clock, 5.0)
-        assert fired == [("one", 1.0), ("two", 2.0)] and engine._timer_deadline is None
+        assert fired == [("one", 1.0), ("two", 2.0)] and engine.scheduler.armed_for is None
 
     asyncio.run(scenario())
 
@@ -213,9 +215,9 @@ def test_timers_go_when_the_call_ends() -> None:
         assert session.ended_event.is_set() and not timer.pending
         assert await waiting is False  # the call ended before the deadline
         fire_loop_timer(engine, clock, 100.0)
-        assert fired == [] and engine._timer_deadline is None
+        assert fired == [] and engine.scheduler.armed_for is None
         born_cancelled = engine.call_at(session, 200.0, lambda: fired.append("too late"))
-        assert not born_cancelled.pending and engine._timer_deadline is None
+        assert not born_cancelled.pending and engine.scheduler.armed_for is None
         assert await engine.wait_until(session, 200.0) is False
 
     asyncio.run(scenario())
@@ -228,7 +230,7 @@ def test_wait_until_returns_when_its_timer_fires() -> None:
         session = new_session()
         waiting = asyncio.ensure_future(engine.wait_until(session, 0.5))
         await asyncio.sleep(0)
-        assert engine._timer_deadline == 0.5 and not waiting.done()
+        assert engine.scheduler.armed_for == 0.5 and not waiting.done()
         fire_loop_timer(engine, clock, 0.5)
         assert await waiting is True
         assert session.call.active and session.call.result is None
@@ -252,7 +254,7 @@ def test_limit_duration_is_a_timer_of_the_core() -> None:
         session.core = cast(Any, Limited(session.call))
         clock.now = 3.0
         engine.limit_duration(session, 60.0)
-        assert calls == [(60.0, 3.0)] and engine._timer_deadline == 63.0
+        assert calls == [(60.0, 3.0)] and engine.scheduler.armed_for == 63.0
 
     asyncio.run(scenario())
 

@@ -1,24 +1,21 @@
 """The call engine: the asyncio driver of the call cores, and the transaction user of the SIP stack.
 
-It answers OPTIONS and REGISTER itself (RFC 3261 §10, §11). Every INVITE, in or out, becomes a call core
-(calls/core.py) that the engine feeds with what the stack delivers and the clock, executing what the core
-asks: SIP messages through the stack, media through the call's leg, and what happens to calls as typed
-events (calls/events.py) to its observers. Like sip/stack.py it waits on nothing itself but one loop timer,
-armed for the earliest deadline among all cores and the applications' call timers (`call_at`,
-`wait_until`, `limit_duration`). What a call does once answered (play, join a room, collect digits) is the
-application's business.
+Every INVITE, in or out, becomes a call core (calls/core.py) that the engine feeds with what the stack
+delivers and the clock, executing what the core asks: SIP messages through the stack, media through the
+call's leg, and what happens to calls as typed events (calls/events.py) to its observers. OPTIONS and
+REGISTER, which belong to no call, it hands to calls/registration.py. Like sip/stack.py it waits on nothing
+itself but one loop timer (calls/timers.py), armed for the earliest deadline among all cores and the
+applications' call timers (`call_at`, `wait_until`, `limit_duration`). What a call does once answered (play,
+join a room, collect digits) is the application's business.
 """
 
 from __future__ import annotations
 
 import asyncio
-import heapq
 import logging
-import secrets
 import time
 from collections.abc import Coroutine
-from dataclasses import dataclass, field
-from typing import Any, Protocol, assert_never
+from typing import Any, assert_never
 
 from tonebridge.calls.call import Call, CallResult, CallState, Direction, EndReason
 from tonebridge.calls.core import (
@@ -42,228 +39,34 @@ from tonebridge.calls.core import (
     answer_without_call,
 )
 from tonebridge.calls.events import CallAnswered, CallEnded, CallEvent, KeyPressed, Observer
+from tonebridge.calls.registration import Registration
+from tonebridge.calls.session import CallHandler, Destination, Session
+from tonebridge.calls.timers import CallTimer, Scheduler, TimerCallback, first_set
 from tonebridge.config import Config, TrunkConfig
 from tonebridge.keys import DTMF_KEYS, PressSource
 from tonebridge.media.endpoint import MediaClock, MediaLeg, Press
 from tonebridge.media.ports import PortPool
-from tonebridge.sip import auth, sdp
 from tonebridge.sip import transaction as tx
-from tonebridge.sip.dialog import Dialog
 from tonebridge.sip.message import Headers, Request, Response, SipUri
-from tonebridge.sip.registrar import IntervalTooBrief, Registrar
-from tonebridge.sip.stack import ACCEPT, ALLOW, IncomingRequest, SipStack
+from tonebridge.sip.stack import ALLOW, IncomingRequest, SipStack
 from tonebridge.sip.transport import Peer
+
+# Re-exported: applications, the softphone and the tests import the call's types and the timers' from here.
+__all__ = [
+    "CallEngine",
+    "CallHandler",
+    "CallTimer",
+    "Destination",
+    "Session",
+    "TimerCallback",
+    "first_set",
+]
 
 log = logging.getLogger("tonebridge.calls")
 
 SHUTDOWN_GRACE = 2.0
 # The requests a call core takes; an INVITE without a To tag starts a call instead.
 CALL_METHODS = frozenset({"INVITE", "BYE", "INFO", "CANCEL"})
-
-
-class CallHandler(Protocol):
-    """What the engine asks of whoever decides about calls (the application; the softphone)."""
-
-    async def incoming(self, engine: CallEngine, session: Session) -> None:
-        """A new inbound call: answer it (engine.answer), reject it (engine.reject), or leave it ringing."""
-
-
-@dataclass
-class Destination:
-    """Where a callout goes: `number` (via the trunk), `username` (a registered user) or `sip` (a URI)."""
-
-    type: str
-    endpoint: str
-
-
-@dataclass(eq=False)
-class Session:
-    """Everything the engine keeps about one call: its record, its media leg and its core (what an application
-    keeps about a call it keeps itself, by call id).
-
-    `core` is None only for a callout that failed before any SIP was sent (an unknown destination); its
-    `invite` is then a placeholder naming the destination.
-    """
-
-    call: Call
-    leg: MediaLeg
-    peer: Peer
-    core: InboundCall | OutboundCall | None = None
-    incoming: IncomingRequest | None = None
-    trunk: TrunkConfig | None = None
-    answered_event: asyncio.Event = field(default_factory=asyncio.Event)
-    ended_event: asyncio.Event = field(default_factory=asyncio.Event)
-    placeholder_invite: Request | None = field(default=None, repr=False)
-
-    @property
-    def call_id(self) -> str:
-        return self.call.call_id
-
-    @property
-    def invite(self) -> Request:
-        """The INVITE that made the call (for a callout, the latest: a digest retry replaces the first)."""
-        if self.core is not None:
-            return self.core.invite
-        assert self.placeholder_invite is not None
-        return self.placeholder_invite
-
-    @property
-    def dialog(self) -> Dialog | None:
-        return self.core.dialog if self.core is not None else None
-
-    @property
-    def media(self) -> sdp.NegotiatedMedia | None:
-        return self.core.media if self.core is not None else None
-
-    async def wait_answered(self, timeout: float | None = None) -> bool:
-        """True once answered, False if the call ended first (or the timeout passed)."""
-        answered = asyncio.ensure_future(self.answered_event.wait())
-        ended = asyncio.ensure_future(self.ended_event.wait())
-        try:
-            await asyncio.wait({answered, ended}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            answered.cancel()
-            ended.cancel()
-        return self.answered_event.is_set() and self.call.active
-
-
-async def first_set(*events: asyncio.Event) -> None:
-    """Wait until any of `events` is set: whoever sets it wakes the waiter, nothing re-checks per tick."""
-    if any(event.is_set() for event in events):
-        return
-    waiters = [asyncio.ensure_future(event.wait()) for event in events]
-    try:
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
-
-
-class TimerCallback(Protocol):
-    """What a call timer runs at its deadline: nothing in, nothing out."""
-
-    def __call__(self) -> None: ...
-
-
-class CallTimer:
-    """A deadline set on a call by what runs it (a menu's timeout, a park's maxDuration, a pause between
-    digits), kept with the call cores' deadlines and fired by the same loop timer. `callback` runs once at
-    `deadline` unless the timer is cancelled first; the engine cancels it when its call ends."""
-
-    __slots__ = ("callback", "deadline", "pending", "session", "_owner")
-
-    def __init__(
-        self, owner: _Deadlines | None, session: Session, deadline: float, callback: TimerCallback
-    ) -> None:
-        self.session = session
-        self.deadline = deadline
-        self.callback = callback
-        self.pending = owner is not None
-        self._owner = owner
-
-    def cancel(self) -> None:
-        if self.pending and self._owner is not None:
-            self._owner.unfile(self)
-
-
-class _Deadlines:
-    """The earliest deadline among every call core and call timer without visiting each: a heap whose
-    entries a core's newer deadline supersedes, or a timer's cancelling voids; such stale entries are
-    skipped when reached (as in the transaction table), and dropped all at once when they come to
-    outnumber the live ones, so an ended call is not held until its longest deadline would have come."""
-
-    def __init__(self) -> None:
-        self._heap: list[tuple[float, int, Session | CallTimer]] = []
-        self._filed: dict[int, float] = {}  # id(session) -> the deadline its newest heap entry holds
-        self._timers: dict[int, set[CallTimer]] = {}  # id(session) -> its pending call timers
-        self._pending_timers = 0
-        self._sequence = 0
-
-    def file(self, session: Session) -> None:
-        if not session.call.active:
-            self._drop_timers(session)
-        deadline = session.core.next_timer() if session.core is not None else None
-        if deadline is None:
-            self._filed.pop(id(session), None)
-            return
-        if self._filed.get(id(session)) == deadline:
-            return
-        self._filed[id(session)] = deadline
-        self._push(deadline, session)
-
-    def add(self, timer: CallTimer) -> None:
-        self._timers.setdefault(id(timer.session), set()).add(timer)
-        self._pending_timers += 1
-        self._push(timer.deadline, timer)
-
-    def unfile(self, timer: CallTimer) -> None:
-        """A timer that will not fire (cancelled, or firing now); its heap entry goes stale."""
-        timer.pending = False
-        timers = self._timers.get(id(timer.session))
-        if timers is not None and timer in timers:
-            timers.discard(timer)
-            self._pending_timers -= 1
-            if not timers:
-                del self._timers[id(timer.session)]
-
-    def _drop_timers(self, session: Session) -> None:
-        for timer in self._timers.pop(id(session), ()):
-            timer.pending = False
-            self._pending_timers -= 1
-
-    def _push(self, deadline: float, item: Session | CallTimer) -> None:
-        self._sequence += 1
-        heapq.heappush(self._heap, (deadline, self._sequence, item))
-        if len(self._heap) > 64 + 2 * (len(self._filed) + self._pending_timers):
-            self._compact()
-
-    def _compact(self) -> None:
-        live: list[tuple[float, int, Session | CallTimer]] = []
-        seen: set[int] = set()
-        for entry in self._heap:
-            deadline, _, item = entry
-            if self._live(deadline, item) and (isinstance(item, CallTimer) or id(item) not in seen):
-                seen.add(id(item))
-                live.append(entry)
-        heapq.heapify(live)
-        self._heap = live
-
-    def _live(self, deadline: float, item: Session | CallTimer) -> bool:
-        if isinstance(item, CallTimer):
-            return item.pending
-        return self._filed.get(id(item)) == deadline
-
-    @property
-    def sequence(self) -> int:
-        """The number of the newest entry: what `pop_due` takes entries up to."""
-        return self._sequence
-
-    def earliest(self) -> float | None:
-        while self._heap:
-            deadline, _, item = self._heap[0]
-            if self._live(deadline, item):
-                return deadline
-            heapq.heappop(self._heap)
-        return None
-
-    def pop_due(self, now: float, up_to: int) -> Session | CallTimer | None:
-        """The next session whose core has a deadline at or before `now`, or timer due by then, among
-        the entries filed up to `up_to`; it is unfiled until filed again. One at a time, so what one
-        does (a timer cancelling another, a core ending its call) holds for the next."""
-        while self._heap and self._heap[0][0] <= now:
-            if self._heap[0][1] > up_to:
-                # Filed while due ones were being run: the next round takes it, so a callback that
-                # files again for a time already past cannot keep this round going.
-                break
-            deadline, _, item = heapq.heappop(self._heap)
-            if not self._live(deadline, item):
-                continue
-            if isinstance(item, CallTimer):
-                self.unfile(item)
-            else:
-                del self._filed[id(item)]
-            return item
-        return None
 
 
 class CallEngine:
@@ -283,12 +86,9 @@ class CallEngine:
         self.name = user_agent_name
         low, high = config.server.rtp_ports
         self.ports = PortPool(low, high)
-        self.registrar = Registrar()
-        self.digest = auth.DigestServer(
-            realm=config.server.public_address,
-            secret_key=secrets.token_bytes(32),
-            algorithms=config.server.digest_algorithms,
-        )
+        self.registration = Registration(config, self.log_event)
+        # Where a callout to a username goes (`resolve`); the registration keeps it up to date.
+        self.registrar = self.registration.registrar
         self.sessions: dict[str, Session] = {}  # by Tonebridge call id
         self._by_sip_call_id: dict[str, Session] = {}
         self._tasks: set[asyncio.Task[object]] = set()
@@ -299,9 +99,9 @@ class CallEngine:
         self.codecs: tuple[str, ...] = ("PCMU", "PCMA")
         self.telephone_event = True
         self.record_calls = False
-        self._deadlines = _Deadlines()
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_deadline: float | None = None
+        # Through a lambda, not the bound method, so that a `now` replaced on the instance (a test's clock)
+        # is the one the timers read.
+        self.scheduler = Scheduler(lambda: self.now(), self._run)
         # In-dialog requests an operation awaits the final response of, by id() (the request is kept alive).
         self._completions: dict[int, tuple[Request, asyncio.Future[Response]]] = {}
         stack.on_request = self._on_request
@@ -427,8 +227,7 @@ class CallEngine:
                     self.log_event(action.event, session, **dict(action.fields))
                 case _:
                     assert_never(action)
-        self._deadlines.file(session)
-        self._arm_timer()
+        self.scheduler.file(session)
         return completions
 
     def _server_side(
@@ -458,66 +257,6 @@ class CallEngine:
         if final.cancelled() or session.core is None:
             return
         self._run(session, session.core.receive_response(final.result(), self.now()))
-
-    def _arm_timer(self) -> None:
-        """Keep one loop timer armed for the earliest deadline of any core or call timer."""
-        deadline = self._deadlines.earliest()
-        if deadline == self._timer_deadline and self._timer is not None:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._timer_deadline = deadline
-        if deadline is not None:
-            loop = asyncio.get_running_loop()
-            self._timer = loop.call_at(loop.time() + max(0.0, deadline - self.now()), self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        self._timer_deadline = None
-        now = self.now()
-        up_to = self._deadlines.sequence
-        while (due := self._deadlines.pop_due(now, up_to)) is not None:
-            if isinstance(due, CallTimer):
-                try:
-                    due.callback()
-                except Exception:
-                    log.exception("event=call_timer_failed call_id=%s", due.session.call_id)
-            else:
-                assert due.core is not None
-                self._run(due, due.core.handle_timer(now))
-        self._arm_timer()
-
-    # Call timers -----------------------------------------------------------------------------------------
-
-    def call_at(self, session: Session, deadline: float, callback: TimerCallback) -> CallTimer:
-        """Run `callback` at `deadline` (on the clock of `now()`), from the loop timer that drives the cores.
-
-        The timer goes when the call ends, so a callback never runs for an ended call; on one that has
-        already ended the timer is born cancelled.
-        """
-        if not session.call.active:
-            return CallTimer(None, session, deadline, callback)
-        timer = CallTimer(self._deadlines, session, deadline, callback)
-        self._deadlines.add(timer)
-        self._arm_timer()
-        return timer
-
-    async def wait_until(self, session: Session, deadline: float) -> bool:
-        """Wait for `deadline` on a call timer: True when it came, False when the call ended first."""
-        came = asyncio.Event()
-        timer = self.call_at(session, deadline, came.set)
-        try:
-            await first_set(came, session.ended_event)
-        finally:
-            timer.cancel()
-        return came.is_set()
-
-    def limit_duration(self, session: Session, seconds: float) -> None:
-        """End the call with reason TIMEOUT `seconds` from now, or from its answer if it is not answered
-        yet: a timer of the call's core, since how long a call may last is the call's own state."""
-        if session.core is not None:
-            self._run(session, session.core.limit_duration(seconds, self.now()))
 
     def _answered(self, session: Session) -> None:
         self.clock.legs.add(session.leg)
@@ -556,6 +295,22 @@ class CallEngine:
             return self.stack.transport.response_peer(session.invite, session.peer)
         return self.stack.peer_for_uri(dialog.next_hop())
 
+    # Call timers -----------------------------------------------------------------------------------------
+
+    def call_at(self, session: Session, deadline: float, callback: TimerCallback) -> CallTimer:
+        """Run `callback` at `deadline` (on the clock of `now()`), unless the call ends first."""
+        return self.scheduler.call_at(session, deadline, callback)
+
+    async def wait_until(self, session: Session, deadline: float) -> bool:
+        """Wait for `deadline`: True when it came, False when the call ended first."""
+        return await self.scheduler.wait_until(session, deadline)
+
+    def limit_duration(self, session: Session, seconds: float) -> None:
+        """End the call with reason TIMEOUT `seconds` from now, or from its answer if it is not answered
+        yet: a timer of the call's core, since how long a call may last is the call's own state."""
+        if session.core is not None:
+            self._run(session, session.core.limit_duration(seconds, self.now()))
+
     # Incoming requests ----------------------------------------------------------------------------------
 
     async def _on_request(self, incoming: IncomingRequest) -> None:
@@ -563,9 +318,9 @@ class CallEngine:
         method = request.method
         try:
             if method == "OPTIONS":
-                self._answer_options(incoming)
+                self.stack.respond(incoming, self.registration.options(request))
             elif method == "REGISTER":
-                self._register(incoming)
+                self.stack.respond(incoming, self.registration.register(request, incoming.peer, self.now()))
             elif method == "INVITE" and not request.to.tag:
                 await self._new_invite(incoming)
             elif method in CALL_METHODS:
@@ -578,55 +333,6 @@ class CallEngine:
             # A header that parsed structurally but cannot be used (bad SDP, bad Contact...).
             self.log_event("request_rejected", method=method, reason=repr(str(exc)))
             self.stack.respond(incoming, tx.make_response(request, 400, f"Bad Request - {exc}"[:120]))
-
-    def _answer_options(self, incoming: IncomingRequest) -> None:
-        response = tx.make_response(incoming.request, 200, to_tag=secrets.token_hex(6))
-        response.headers.set("Allow", ALLOW)
-        response.headers.set("Accept", ACCEPT)
-        response.headers.set("Supported", "")
-        self.stack.respond(incoming, response)
-
-    def _register(self, incoming: IncomingRequest) -> None:
-        request = incoming.request
-        user = request.to.uri.user or ""
-        header = request.headers.get("Authorization")
-        now = self.now()
-        if header is None:
-            self._challenge(incoming)
-            return
-        result = self.digest.verify("REGISTER", header, self._password, now)
-        if not result.ok or result.username != user:
-            if getattr(result, "stale", False):
-                self._challenge(incoming, stale=True)
-                return
-            self.log_event("register_refused", user=user, reason=repr(result.reason or "credentials"))
-            self.stack.respond(incoming, tx.make_response(request, 403, "Forbidden - wrong credentials"))
-            return
-        peer = incoming.peer
-        try:
-            bindings = self.registrar.register(user, request, (peer.transport, peer.host, peer.port), now)
-        except IntervalTooBrief:
-            response = tx.make_response(request, 423)
-            response.headers.set("Min-Expires", "60")
-            self.stack.respond(incoming, response)
-            return
-        response = tx.make_response(request, 200, to_tag=secrets.token_hex(6))
-        for binding in bindings:
-            response.headers.add(
-                "Contact", f"<{binding.contact}>;expires={max(0, int(binding.expires_at - now))}"
-            )
-        self.stack.respond(incoming, response)
-        self.log_event("registered", user=user, contacts=len(bindings))
-
-    def _password(self, username: str) -> str | None:
-        user = self.config.user(username)
-        return user.password if user else None
-
-    def _challenge(self, incoming: IncomingRequest, stale: bool = False) -> None:
-        response = tx.make_response(incoming.request, 401, to_tag=secrets.token_hex(6))
-        for value in self.digest.challenge(self.now(), stale=stale):
-            response.headers.add("WWW-Authenticate", value)
-        self.stack.respond(incoming, response)
 
     async def _new_invite(self, incoming: IncomingRequest) -> None:
         request = incoming.request
@@ -884,9 +590,7 @@ class CallEngine:
                     task.cancel()
         for task in list(self._tasks):
             task.cancel()
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self.scheduler.close()
 
     @property
     def active_calls(self) -> int:
