@@ -20,8 +20,9 @@ from typing import assert_never
 import numpy as np
 
 from tonebridge.calls.call import EndReason
-from tonebridge.calls.engine import CallEngine, Destination, Session
+from tonebridge.calls.engine import CallEngine
 from tonebridge.calls.events import CallAnswered, CallEnded, CallEvent, ConferenceEnded, KeyPressed
+from tonebridge.calls.session import Destination, Session
 from tonebridge.config import Config, ServerConfig
 from tonebridge.media.endpoint import MediaClock, Press
 from tonebridge.media.tones import sine

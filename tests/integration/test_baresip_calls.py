@@ -11,7 +11,7 @@ import pytest
 from audio import active_segment, dominant_frequency, level_dbm0, read_wav, tone_wav
 from baresip import direct_account, registering_account
 
-from tonebridge.calls.engine import Destination
+from tonebridge.calls.session import Destination
 from tonebridge.media.tones import sine
 from tonebridge.media.wav import WavPlayer
 

@@ -74,7 +74,7 @@ def test_outbound_call_to_sipp_uas_audio_both_ways(in_process_server, tmp_path: 
     server = in_process_server(f'[[trunks]]\nname = "sipp"\nuri = "sip:{HOST}:{uas_port}"\n')
     engine = server.engine
     engine.record_calls = True
-    from tonebridge.calls.engine import Destination
+    from tonebridge.calls.session import Destination
     from tonebridge.media.tones import sine
     from tonebridge.media.wav import WavPlayer
 
@@ -112,7 +112,7 @@ def test_cancel_of_ringing_outbound_call(in_process_server, tmp_path: Path) -> N
     server = in_process_server(f'[[trunks]]\nname = "sipp"\nuri = "sip:{HOST}:{uas_port}"\n')
     engine = server.engine
     from tonebridge.calls.call import CallState
-    from tonebridge.calls.engine import Destination
+    from tonebridge.calls.session import Destination
 
     async def call_and_cancel():  # type: ignore[no-untyped-def]
         import asyncio
@@ -250,7 +250,7 @@ def test_outbound_digest_auth_to_trunk_and_record_route(in_process_server, tmp_p
         'username = "trunkuser"\npassword = "trunkpass"\n'
     )
     engine = server.engine
-    from tonebridge.calls.engine import Destination
+    from tonebridge.calls.session import Destination
 
     async def call():  # type: ignore[no-untyped-def]
         session = await engine.originate(Destination("number", "+15550003333"))

@@ -145,7 +145,7 @@ def test_unusable_contacts_get_400_and_retransmissions_the_same_answer(start_ser
 
 def test_outbound_invite_to_a_closed_tcp_port_fails_at_once(in_process_server) -> None:
     from tonebridge.calls.call import CallResult, EndReason
-    from tonebridge.calls.engine import Destination
+    from tonebridge.calls.session import Destination
 
     server = in_process_server()
     engine = server.engine

@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from tonebridge.calls.conferencing import ConferenceService
-    from tonebridge.calls.engine import CallEngine, Session
+    from tonebridge.calls.engine import CallEngine
     from tonebridge.calls.events import CallEvent
+    from tonebridge.calls.session import Session
     from tonebridge.conference.collector import CollectionDone
 
 

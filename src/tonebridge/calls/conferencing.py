@@ -33,7 +33,8 @@ from tonebridge.media.players import make_moh
 from tonebridge.media.tones import DtmfToneRenderer
 
 if TYPE_CHECKING:
-    from tonebridge.calls.engine import CallEngine, Session
+    from tonebridge.calls.engine import CallEngine
+    from tonebridge.calls.session import Session
 
 log = logging.getLogger("tonebridge.conference")
 

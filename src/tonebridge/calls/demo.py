@@ -12,8 +12,9 @@ from typing import assert_never
 
 from tonebridge.calls.call import Direction
 from tonebridge.calls.conferencing import ConferenceService
-from tonebridge.calls.engine import CallEngine, Session
+from tonebridge.calls.engine import CallEngine
 from tonebridge.calls.events import CallAnswered, CallEnded, CallEvent, ConferenceEnded, KeyPressed
+from tonebridge.calls.session import Session
 from tonebridge.conference.collector import CollectionDone
 from tonebridge.conference.options import DtmfMode, DtmfOptions
 

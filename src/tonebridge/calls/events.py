@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from tonebridge.conference.room import ConferenceEnded
 
 if TYPE_CHECKING:
-    from tonebridge.calls.engine import Session
+    from tonebridge.calls.session import Session
     from tonebridge.media.endpoint import Press
 
 __all__ = ["CallAnswered", "CallEnded", "CallEvent", "ConferenceEnded", "KeyPressed", "Observer"]

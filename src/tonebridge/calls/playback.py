@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tonebridge.calls.call import EndReason
-from tonebridge.calls.engine import CallEngine, CallTimer, Session, first_set
+from tonebridge.calls.engine import CallEngine
+from tonebridge.calls.session import Session
+from tonebridge.calls.timers import CallTimer, first_set
 from tonebridge.media import prompts
 from tonebridge.media.wav import WavPlayer
 from tonebridge.svaml import interpreter as ops

@@ -25,11 +25,12 @@ from typing import TYPE_CHECKING, Any, assert_never
 from tonebridge.callbacks import bodies
 from tonebridge.calls.applications import Applications
 from tonebridge.calls.call import CallState, Direction, EndReason
-from tonebridge.calls.engine import CallEngine, Destination, Session
+from tonebridge.calls.engine import CallEngine
 from tonebridge.calls.events import CallAnswered, CallEnded, CallEvent, ConferenceEnded, KeyPressed
 from tonebridge.calls.playback import CallMedia
 from tonebridge.calls.records import call_record
 from tonebridge.calls.requests import Callout, CalloutMethod
+from tonebridge.calls.session import Destination, Session
 from tonebridge.conference.collector import CollectionDone
 from tonebridge.conference.options import DtmfMode, DtmfOptions
 from tonebridge.config import Config

@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 from tonebridge.calls.applications import query_number
 from tonebridge.calls.call import CallState
-from tonebridge.calls.engine import Destination, Session
 from tonebridge.calls.errors import CallNotFound, CallNotLive, ConferenceNotFound, NotAParticipant
 from tonebridge.calls.records import call_record, call_resource
 from tonebridge.calls.requests import CallbackUrls, CallLeg, Callout, ParticipantCommand, ParticipantUpdate
+from tonebridge.calls.session import Destination, Session
 from tonebridge.calls.sinch import SinchApplication, SinchCall
 from tonebridge.svaml import interpreter as ops
 from tonebridge.svaml.models import Svaml

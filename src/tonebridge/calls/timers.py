@@ -16,6 +16,8 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
+from tonebridge.looptimer import LoopTimer
+
 if TYPE_CHECKING:
     from tonebridge.calls.core import Action
     from tonebridge.calls.session import Session
@@ -174,8 +176,7 @@ class Scheduler:
         self._now = now
         self._run = run
         self._deadlines = _Deadlines()
-        self._handle: asyncio.TimerHandle | None = None
-        self.armed_for: float | None = None  # the deadline the loop timer is armed for
+        self._timer = LoopTimer(now, self.fire)
 
     def file(self, session: Session) -> None:
         """Take a core's deadline as it is now (moved, gone; all its call timers gone if its call ended)."""
@@ -205,23 +206,18 @@ class Scheduler:
             timer.cancel()
         return came.is_set()
 
+    @property
+    def armed_for(self) -> float | None:
+        """The deadline the loop timer is armed for."""
+        return self._timer.armed_for
+
     def arm(self) -> None:
         """Keep the loop timer armed for the earliest deadline of any core or call timer."""
-        deadline = self._deadlines.earliest()
-        if deadline == self.armed_for and self._handle is not None:
-            return
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
-        self.armed_for = deadline
-        if deadline is not None:
-            loop = asyncio.get_running_loop()
-            self._handle = loop.call_at(loop.time() + max(0.0, deadline - self._now()), self.fire)
+        self._timer.arm(self._deadlines.earliest())
 
     def fire(self) -> None:
-        """The loop timer came: run everything due by now, then arm for what is left."""
-        self._handle = None
-        self.armed_for = None
+        """The loop timer came (or a test says so): run everything due by now, then arm for what is left."""
+        self._timer.cancel()
         now = self._now()
         up_to = self._deadlines.sequence
         while (due := self._deadlines.pop_due(now, up_to)) is not None:
@@ -237,6 +233,4 @@ class Scheduler:
         self.arm()
 
     def close(self) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
+        self._timer.cancel()

@@ -19,6 +19,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from tonebridge.looptimer import LoopTimer
 from tonebridge.sip import transaction as tx
 from tonebridge.sip.dialog import contact_problem
 from tonebridge.sip.message import Message, Request, Response, SipUri, Via
@@ -53,8 +54,7 @@ class SipStack:
         self._peers: dict[object, Peer] = {}
         self._waiters: dict[object, asyncio.Future[Response]] = {}
         self._provisional: dict[object, Callable[[Response], None]] = {}
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_deadline: float | None = None
+        self._timer = LoopTimer(self.now, self._on_timer)
         self.on_request: Callable[[IncomingRequest], Awaitable[None] | None] = self._default_request
         self.on_ack: Callable[[Request, Peer], None] = lambda request, peer: None
         self.on_stray_response: Callable[[Response, Peer], None] = lambda response, peer: None
@@ -68,8 +68,7 @@ class SipStack:
         await self.transport.start()
 
     async def close(self) -> None:
-        if self._timer:
-            self._timer.cancel()
+        self._timer.cancel()
         for task in list(self._tasks):
             task.cancel()
         await self.transport.close()
@@ -288,21 +287,10 @@ class SipStack:
         self.respond(incoming, tx.make_response(incoming.request, 501))
 
     def _schedule_timer(self) -> None:
-        """Arm one loop timer for the earliest transaction deadline ."""
-        deadline = self.table.next_timer()
-        if deadline == self._timer_deadline and self._timer is not None:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._timer_deadline = deadline
-        if deadline is not None:
-            delay = max(0.0, deadline - self.now())
-            self._timer = asyncio.get_running_loop().call_later(delay, self._on_timer)
+        """Keep one loop timer armed for the earliest transaction deadline."""
+        self._timer.arm(self.table.next_timer())
 
     def _on_timer(self) -> None:
-        self._timer = None
-        self._timer_deadline = None
         for transaction in self.table.handle_timers(self.now()):
             self._pump(transaction)
         self._schedule_timer()
