@@ -62,6 +62,23 @@ def participants(server, conference_id: str, key: str = KEY, secret: str = SECRE
     return [p["id"] for p in info["participants"]] if status == 200 else []
 
 
+def conference_callout(  # type: ignore[no-untyped-def]
+    server, destination: dict, conference_id: str, key: str = KEY, secret: str = SECRET, **params: object
+) -> str:
+    """A signed `conferenceCallout` as an application sends it; its callId."""
+    body = {"destination": destination, "conferenceId": conference_id, **params}
+    status, answer = signed(
+        server,
+        "POST",
+        "/calling/v1/callouts",
+        {"method": "conferenceCallout", "conferenceCallout": body},
+        key=key,
+        secret=secret,
+    )
+    assert status == 200, answer
+    return answer["callId"]
+
+
 # 1. An ACE answer that names no other action keeps the callout's plan ----------------------------------
 
 ACE_ANSWERS = {
@@ -158,41 +175,16 @@ def test_hangup_mid_collection_sends_the_pie_before_the_dice(in_process_server, 
 def test_conference_id_is_free_for_another_application_once_ended(in_process_server, backend) -> None:  # type: ignore[no-untyped-def]
     server = in_process_server(app_config(backend))
     first, port = answerer()
-    status, body = signed(
-        server,
-        "POST",
-        "/calling/v1/callouts",
-        {
-            "method": "conferenceCallout",
-            "conferenceCallout": {
-                "destination": {"type": "sip", "endpoint": f"sip:a@127.0.0.1:{port}"},
-                "conferenceId": "shared-room",
-            },
-        },
-    )
-    a_call = body["callId"]
+    a_call = conference_callout(server, {"type": "sip", "endpoint": f"sip:a@127.0.0.1:{port}"}, "shared-room")
     until(server, lambda: a_call in server.server.conferences.members)
     assert signed(server, "DELETE", "/calling/v1/conferences/id/shared-room")[0] == 200
     first.wait_for(r"event=ended")
     until(server, lambda: "shared-room" not in server.server.conferences.rooms)
 
     second, port = answerer()
-    status, body = signed(
-        server,
-        "POST",
-        "/calling/v1/callouts",
-        {
-            "method": "conferenceCallout",
-            "conferenceCallout": {
-                "destination": {"type": "sip", "endpoint": f"sip:b@127.0.0.1:{port}"},
-                "conferenceId": "shared-room",
-            },
-        },
-        key=OTHER_KEY,
-        secret=OTHER_SECRET,
+    b_call = conference_callout(
+        server, {"type": "sip", "endpoint": f"sip:b@127.0.0.1:{port}"}, "shared-room", OTHER_KEY, OTHER_SECRET
     )
-    assert status == 200
-    b_call = body["callId"]
     until(server, lambda: b_call in server.server.conferences.members)
     assert participants(server, "shared-room", OTHER_KEY, OTHER_SECRET) == [b_call]
     assert participants(server, "shared-room") == []  # and the first application no longer sees it
@@ -267,20 +259,9 @@ def test_rendered_tone_lasts_as_long_as_the_key_is_held(room) -> None:  # type: 
 
 def test_delivered_callbacks_are_pruned_after_the_retention_period(in_process_server, backend) -> None:  # type: ignore[no-untyped-def]
     server = in_process_server(app_config(backend) + "\n[callbacks]\nretention_seconds = 1\n")
-    status, body = signed(
-        server,
-        "POST",
-        "/calling/v1/callouts",
-        {
-            "method": "conferenceCallout",
-            "conferenceCallout": {
-                "destination": {"type": "number", "endpoint": "+15550000001"},
-                "conferenceId": "nowhere",
-                "enableDice": True,
-            },
-        },
+    call_id = conference_callout(
+        server, {"type": "number", "endpoint": "+15550000001"}, "nowhere", enableDice=True
     )
-    call_id = body["callId"]
     backend.wait(lambda: len(backend.events("dice", call_id)) == 1)
     store, outbox = server.server.store, server.server.outbox
     until(server, lambda: not outbox.pending())
