@@ -50,7 +50,7 @@ class Registration:
             return self._challenge(request, now)
         result = self.digest.verify("REGISTER", header, self._password, now)
         if not result.ok or result.username != user:
-            if getattr(result, "stale", False):
+            if result.stale:
                 return self._challenge(request, now, stale=True)
             self._log_event("register_refused", user=user, reason=repr(result.reason or "credentials"))
             return tx.make_response(request, 403, "Forbidden - wrong credentials")

@@ -315,7 +315,9 @@ class MediaLeg:
             return
         self.stats.rtcp_received += 1
         for packet in packets:
-            for block in getattr(packet, "reports", ()):
+            if not isinstance(packet, rtcp.SenderReport | rtcp.ReceiverReport):
+                continue
+            for block in packet.reports:
                 self.stats.remote_fraction_lost = block.fraction_lost / 256
                 self.stats.remote_jitter = block.jitter
 
