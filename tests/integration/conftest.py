@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from backend import Backend
 from baresip import Baresip, allocate_ports
 from harness import (
     InProcessServer,
@@ -16,6 +17,7 @@ from harness import (
     tonebridge_command,
     write_config,
 )
+from sinch_app import KEY, SECRET
 
 
 @pytest.fixture
@@ -38,6 +40,14 @@ def start_server(tmp_path: Path) -> Iterator:
         code = handle.process.stop()
         assert code == 0, f"server exited {code}:\n{handle.process.output[-3000:]}"
         assert "Traceback" not in handle.process.output, handle.process.output[-5000:]
+
+
+@pytest.fixture
+def backend() -> Iterator[Backend]:
+    """A real HTTP backend for the Sinch application of sinch_app.py, verifying every callback's signature."""
+    server = Backend(KEY, SECRET, free_port())
+    yield server
+    server.stop()
 
 
 @pytest.fixture

@@ -10,26 +10,18 @@ import http.client
 import json
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
 import pytest
-from backend import Backend
-from harness import HOST, free_port, phone
-from test_sinch_api import KEY, SECRET, app_config, signed
+from harness import HOST, phone
+from sinch_app import KEY, SECRET, app_config, signed
 
 pytestmark = pytest.mark.integration
 
 MAX_BODY = 64 * 1024
-
-
-@pytest.fixture
-def backend() -> Iterator[Backend]:
-    server = Backend(KEY, SECRET, free_port())
-    yield server
-    server.stop()
 
 
 def auth_headers(

@@ -11,7 +11,7 @@ import urllib.request
 import pytest
 from backend import Backend
 from harness import HOST, Process, free_port, free_port_range, phone, tonebridge_command, write_config
-from test_sinch_api import KEY, NUMBER, SECRET, app_config
+from sinch_app import KEY, NUMBER, SECRET, app_config
 
 pytestmark = pytest.mark.integration
 

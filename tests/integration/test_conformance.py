@@ -15,22 +15,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from audio import read_wav
-from backend import Backend
-from harness import HOST, Process, free_port, phone
+from harness import HOST, Process, phone
 from rooms import Plan
+from sinch_app import KEY, OTHER_KEY, OTHER_SECRET, SECRET, app_config, conference_callout, sdk, signed
 from test_conference import room, tone_dbm0  # noqa: F401 (the fixture is used by name)
-from test_sinch_api import KEY, OTHER_KEY, OTHER_SECRET, SECRET, app_config, sdk, signed
 
 from tonebridge.conference.options import DtmfMode, DtmfOptions
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def backend() -> Backend:
-    server = Backend(KEY, SECRET, free_port())
-    yield server
-    server.stop()
 
 
 def until(server, predicate: Callable[[], bool], timeout: float = 15.0) -> None:  # type: ignore[no-untyped-def]
@@ -60,23 +52,6 @@ def participants(server, conference_id: str, key: str = KEY, secret: str = SECRE
         server, "GET", f"/calling/v1/conferences/id/{conference_id}", key=key, secret=secret
     )
     return [p["id"] for p in info["participants"]] if status == 200 else []
-
-
-def conference_callout(  # type: ignore[no-untyped-def]
-    server, destination: dict, conference_id: str, key: str = KEY, secret: str = SECRET, **params: object
-) -> str:
-    """A signed `conferenceCallout` as an application sends it; its callId."""
-    body = {"destination": destination, "conferenceId": conference_id, **params}
-    status, answer = signed(
-        server,
-        "POST",
-        "/calling/v1/callouts",
-        {"method": "conferenceCallout", "conferenceCallout": body},
-        key=key,
-        secret=secret,
-    )
-    assert status == 200, answer
-    return answer["callId"]
 
 
 # 1. An ACE answer that names no other action keeps the callout's plan ----------------------------------

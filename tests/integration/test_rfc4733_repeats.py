@@ -3,23 +3,13 @@ for both presses of 1, and the application must still get every press in its PIE
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from backend import Backend
-from harness import free_port
+from sinch_app import app_config, sdk, signed
 from sipp import start_uas
-from test_sinch_api import KEY, SECRET, app_config, sdk, signed
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def backend() -> Iterator[Backend]:
-    server = Backend(KEY, SECRET, free_port())
-    yield server
-    server.stop()
 
 
 def test_detect_collects_a_digit_repeated_with_identical_packets(
