@@ -25,6 +25,7 @@ from tonebridge.calls.events import CallAnswered, CallEnded, CallEvent, Conferen
 from tonebridge.calls.session import Destination, Session
 from tonebridge.config import Config, ServerConfig
 from tonebridge.media.endpoint import MediaClock, Press
+from tonebridge.media.g711 import CODECS
 from tonebridge.media.tones import sine
 from tonebridge.media.wav import WavPlayer, read_wav, write_wav
 from tonebridge.sip.stack import SipStack
@@ -141,7 +142,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         p.add_argument("--transport", choices=("udp", "tcp"), default="udp")
         p.add_argument(
             "--codec",
-            choices=("PCMU", "PCMA"),
+            choices=CODECS,
             action="append",
             help="codecs to offer/accept, in order (default PCMU, PCMA)",
         )
@@ -170,7 +171,7 @@ async def run_phone(args: argparse.Namespace) -> int:
     app = PhoneApplication(args)
     engine = CallEngine(config, stack, clock, app, user_agent_name=getattr(args, "from_user", "phone"))
     engine.observers.append(app.on_event)
-    engine.codecs = tuple(args.codec) if args.codec else ("PCMU", "PCMA")
+    engine.codecs = tuple(args.codec) if args.codec else CODECS
     engine.telephone_event = not args.no_telephone_event
     engine.record_calls = bool(args.record)
     await stack.start()

@@ -24,6 +24,7 @@ from typing import ClassVar
 
 from tonebridge.calls.call import Call, CallResult, CallState, Direction, EndReason, outcome_for_status
 from tonebridge.keys import DTMF_KEYS
+from tonebridge.media.g711 import CODECS
 from tonebridge.sip import auth, sdp
 from tonebridge.sip.dialog import Dialog, DialogError, DialogKey
 from tonebridge.sip.message import Headers, Request, Response, SipUri
@@ -46,7 +47,7 @@ class LocalEnd:
     address: str
     contact: str
     media_port: int
-    codecs: tuple[str, ...] = ("PCMU", "PCMA")
+    codecs: tuple[str, ...] = CODECS
     telephone_event: bool = True
     allow: str = "INVITE, ACK, CANCEL, BYE, INFO"
 

@@ -45,6 +45,7 @@ from tonebridge.calls.timers import CallTimer, Scheduler, TimerCallback, first_s
 from tonebridge.config import Config, TrunkConfig
 from tonebridge.keys import DTMF_KEYS, PressSource
 from tonebridge.media.endpoint import MediaClock, MediaLeg, Press
+from tonebridge.media.g711 import CODECS
 from tonebridge.media.ports import PortPool
 from tonebridge.sip import transaction as tx
 from tonebridge.sip.message import Headers, Request, Response, SipUri
@@ -96,7 +97,7 @@ class CallEngine:
         # application) or by the softphone.
         self.observers: list[Observer] = []
         # What this user agent offers and accepts; the softphone narrows these to act as other peers.
-        self.codecs: tuple[str, ...] = ("PCMU", "PCMA")
+        self.codecs: tuple[str, ...] = CODECS
         self.telephone_event = True
         self.record_calls = False
         # Through a lambda, not the bound method, so that a `now` replaced on the instance (a test's clock)
