@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test peers lint bench-sip bench-mixer bench-dtmf clean
+.PHONY: run test peers lint bench-sip bench-mixer bench-rtp bench-dtmf clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || { $(SUDO) apt-get update && $(SUDO) apt-get install -y python3-venv && $(PYTHON) -m venv $(VENV); }
@@ -41,6 +41,13 @@ bench-sip: $(VENV)/.installed-test peers
 # The server's real conference tick, pinned to one core (docs/benchmarks.md).
 bench-mixer: $(VENV)/.installed-test
 	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 taskset -c 1 $(BIN)/python bench/mixer.py
+
+# The media plane under load: N conference legs streaming from SIPp, the server on core 0, SIPp on core 1;
+# table on stdout, plot in bench/out/ (docs/benchmarks.md). About 4 minutes. matplotlib only for the plot,
+# installed here rather than as a project dependency.
+bench-rtp: $(VENV)/.installed peers
+	@$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/pip install -q matplotlib
+	$(BIN)/python bench/rtp_load.py $(RTP_ARGS)
 
 clean:
 	rm -rf $(VENV) data
