@@ -253,6 +253,14 @@ def udp_drops(low: int, high: int) -> dict[int, int]:
     return drops
 
 
+def udp_in_datagrams() -> int:
+    """UDP datagrams delivered to any socket of this network namespace (/proc/net/snmp)."""
+    lines = [
+        line.split() for line in Path("/proc/net/snmp").read_text().splitlines() if line.startswith("Udp:")
+    ]
+    return int(lines[1][lines[0].index("InDatagrams")])
+
+
 def metrics(http_port: int) -> dict:
     with urllib.request.urlopen(f"http://{HOST}:{http_port}/tonebridge/v1/metrics", timeout=5) as r:
         return json.load(r)
@@ -387,6 +395,7 @@ class Row:
     late_ticks: int = 0
     probe_pps: float | None = None
     sent_pps: float | None = None
+    received_pps: float | None = None
     drops: int = 0
     pie_p50: float | None = None
     pie_request_p50: float | None = None
@@ -403,7 +412,10 @@ def measure(workdir: Path, backend: Backend, count: int, args: argparse.Namespac
     probe_thread: threading.Thread | None = None
     try:
         server, sip_port, http_port = start_server(workdir, backend)
+        # The namespace's UDP traffic without this load (other processes on the machine), to subtract.
+        base_in, base_t0 = udp_in_datagrams(), time.monotonic()
         time.sleep(2)
+        baseline_pps = (udp_in_datagrams() - base_in) / (time.monotonic() - base_t0)
         idle_rss = rss_kib(server.pid)
         ramp = count / args.rate
         hold_ms = int((ramp + args.settle + args.window + 8) * 1000)
@@ -418,12 +430,14 @@ def measure(workdir: Path, backend: Backend, count: int, args: argparse.Namespac
         before = metrics(http_port)
         drops_before = udp_drops(*SERVER_RTP)
         sipp_before = udp_drops(SIPP_MEDIA_PORT, SIPP_MEDIA_PORT + 3)
+        in_before = udp_in_datagrams()
         cpu_before, t0 = cpu_ticks(server.pid), time.monotonic()
         probe = Probe(workdir, sip_port)
         probe_thread = threading.Thread(target=probe.run, args=(t0 + args.window,), daemon=True)
         probe_thread.start()
         time.sleep(args.window)
         cpu_after, t1 = cpu_ticks(server.pid), time.monotonic()
+        in_after = udp_in_datagrams()
         after = metrics(http_port)
         drops_after = udp_drops(*SERVER_RTP)
         sipp_after = udp_drops(SIPP_MEDIA_PORT, SIPP_MEDIA_PORT + 3)
@@ -441,6 +455,11 @@ def measure(workdir: Path, backend: Backend, count: int, args: argparse.Namespac
         unread = sum(d - sipp_before.get(inode, 0) for inode, d in sipp_after.items())
         row.sent_pps = unread / max(1, row.legs) / (t1 - t0) if unread else None
         final = metrics(http_port)["conferences"]
+        # What reached the server's sockets: every UDP datagram delivered in the namespace, less the
+        # baseline and the probe's two directions (SIPp's media socket is never read, so nothing of the
+        # server's reaches it as a delivered datagram). An estimate: it shows whether SIPp kept 50/s.
+        delivered = in_after - in_before - baseline_pps * (t1 - t0) - 2 * probe.packets_in
+        row.received_pps = max(0.0, delivered) / max(1, row.legs) / (t1 - t0)
         row.pie_p50 = final["pieLatencyMsP50"]
         row.pie_request_p50 = final["pieRequestLatencyMsP50"]
         row.probes = probe.calls
@@ -469,14 +488,15 @@ def fmt(value: float | None, digits: int = 1) -> str:
 
 def table(rows: list[Row]) -> str:
     lines = [
-        "| N | legs in rooms | rooms | server CPU % | RSS KiB/leg | late ticks | pkts/s per leg (all) | pkts/s per leg (probe) "
+        "| N | legs in rooms | rooms | server CPU % | RSS KiB/leg | late ticks | sent pkts/s per leg (all) | sent pkts/s per leg (probe) "
+        "| received pkts/s per leg (approx.) "
         "| drops at server | PIE p50 ms | PIE request p50 ms | probes | calls ok/failed |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r.count} | {r.legs} | {r.rooms} | {fmt(r.cpu_percent)} | {fmt(r.rss_kib_per_leg)} "
-            f"| {r.late_ticks} | {fmt(r.sent_pps)} | {fmt(r.probe_pps)} | {r.drops} | {fmt(r.pie_p50, 2)} "
+            f"| {r.late_ticks} | {fmt(r.sent_pps)} | {fmt(r.probe_pps)} | {fmt(r.received_pps)} | {r.drops} | {fmt(r.pie_p50, 2)} "
             f"| {fmt(r.pie_request_p50, 2)} | {r.probes} | {r.calls_ok}/{r.calls_failed} |"
         )
     return "\n".join(lines)
@@ -495,6 +515,7 @@ def plot(rows: list[Row], path: Path, title: str) -> bool:
     cpu_axis.plot(counts, [r.cpu_percent for r in rows], "o-", color="tab:blue", label="server CPU %")
     cpu_axis.set_xlabel("participants (N)")
     cpu_axis.set_ylabel("server CPU % of one core", color="tab:blue")
+    cpu_axis.set_ylim(bottom=0, top=max(100.0, *(r.cpu_percent for r in rows)) * 1.05)
     late_axis = cpu_axis.twinx()
     late_axis.plot(counts, [r.late_ticks for r in rows], "s--", color="tab:red", label="late ticks")
     late_axis.set_ylabel("late ticks in the window", color="tab:red")
@@ -548,7 +569,7 @@ def main() -> None:
                 print(
                     f"N={count}: legs={row.legs} cpu={row.cpu_percent:.1f}% "
                     f"rss/leg={row.rss_kib_per_leg:.1f}KiB late={row.late_ticks} "
-                    f"probe_pps={fmt(row.probe_pps)} sent_pps={fmt(row.sent_pps)} drops={row.drops} pie_p50={row.pie_p50} "
+                    f"probe_pps={fmt(row.probe_pps)} sent_pps={fmt(row.sent_pps)} in_pps~{fmt(row.received_pps)} drops={row.drops} pie_p50={row.pie_p50} "
                     f"calls={row.calls_ok}/{row.calls_failed} ({time.monotonic() - started:.0f}s)",
                     flush=True,
                 )
