@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 import pytest
 from harness import HOST, phone
-from sinch_app import KEY, SECRET, app_config, signed
+from sinch_app import KEY, SECRET, app_config, conference_callout, signed
 
 pytestmark = pytest.mark.integration
 
@@ -229,21 +229,13 @@ def test_conference_ids_with_slash_and_percent_are_decoded_once(in_process_serve
             answerer = phone("answer", "--calls", "1")
             answerers.append(answerer)
             port = int(answerer.wait_for(r"event=listening sip=127.0.0.1:(\d+)").group(1))
-            status, body = signed(
+            call_id = conference_callout(
                 server,
-                "POST",
-                "/calling/v1/callouts",
-                {
-                    "method": "conferenceCallout",
-                    "conferenceCallout": {
-                        "destination": {"type": "sip", "endpoint": f"sip:bob@127.0.0.1:{port}"},
-                        "conferenceId": conference_id,
-                        "enableDice": True,
-                    },
-                },
+                {"type": "sip", "endpoint": f"sip:bob@127.0.0.1:{port}"},
+                conference_id,
+                enableDice=True,
             )
-            assert status == 200, body
-            call_ids[conference_id] = call_id = body["callId"]
+            call_ids[conference_id] = call_id
             events.wait(
                 lambda e, c=call_id, conf=conference_id: (
                     e["type"] == "joined" and e["callId"] == c and e["conferenceId"] == conf

@@ -11,7 +11,17 @@ from pathlib import Path
 
 import pytest
 from harness import HOST, free_port, phone
-from sinch_app import KEY, NUMBER, OTHER_KEY, OTHER_SECRET, SECRET, app_config, sdk, signed
+from sinch_app import (
+    KEY,
+    NUMBER,
+    OTHER_KEY,
+    OTHER_SECRET,
+    SECRET,
+    app_config,
+    conference_callout,
+    sdk,
+    signed,
+)
 from sipp import start_uas
 
 pytestmark = pytest.mark.integration
@@ -291,22 +301,13 @@ def test_callout_max_duration_ends_the_call_with_timeout_after_the_answer(in_pro
     server = in_process_server(app_config(backend))
     answerer = phone("answer", "--calls", "1")
     port = int(answerer.wait_for(r"event=listening sip=127.0.0.1:(\d+)").group(1))
-    status, body = signed(
+    call_id = conference_callout(
         server,
-        "POST",
-        "/calling/v1/callouts",
-        {
-            "method": "conferenceCallout",
-            "conferenceCallout": {
-                "destination": {"type": "sip", "endpoint": f"sip:dave@127.0.0.1:{port}"},
-                "conferenceId": "limited",
-                "maxDuration": 1,
-                "enableDice": True,
-            },
-        },
+        {"type": "sip", "endpoint": f"sip:dave@127.0.0.1:{port}"},
+        "limited",
+        maxDuration=1,
+        enableDice=True,
     )
-    assert status == 200
-    call_id = body["callId"]
     answerer.wait_for(r"event=answered")
     answerer.wait_for(r"event=ended", timeout=10)
     backend.wait(lambda: len(backend.events("dice", call_id)) == 1)
