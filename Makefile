@@ -4,15 +4,25 @@ VENV := .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test peers lint bench-sip bench-mixer bench-rtp bench-dtmf clean
+NATIVE := setup.py $(wildcard src/tonebridge/_native/*.c src/tonebridge/_native/*.h)
+
+.PHONY: run test peers toolchain lint bench-sip bench-mixer bench-rtp bench-dtmf clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || { $(SUDO) apt-get update && $(SUDO) apt-get install -y python3-venv && $(PYTHON) -m venv $(VENV); }
 	$(BIN)/pip install -q --upgrade pip
 
-$(VENV)/.installed: $(BIN)/python pyproject.toml
+# pip builds the media plane's native core (src/tonebridge/_native) with the system's C compiler.
+$(VENV)/.installed: $(BIN)/python pyproject.toml $(NATIVE) | toolchain
 	$(BIN)/pip install -q -e .
 	touch $@
+
+# A C compiler and the Python headers, from Debian when missing.
+toolchain:
+	@command -v cc >/dev/null && $(PYTHON) -c 'import os, sys, sysconfig; \
+	  sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' || { \
+	  $(SUDO) apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q build-essential python3-dev; }
 
 $(VENV)/.installed-test: $(VENV)/.installed
 	$(BIN)/pip install -q -e '.[test]'

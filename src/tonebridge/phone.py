@@ -24,7 +24,8 @@ from tonebridge.calls.engine import CallEngine
 from tonebridge.calls.events import CallAnswered, CallEnded, CallEvent, ConferenceEnded, KeyPressed
 from tonebridge.calls.session import Destination, Session
 from tonebridge.config import Config, ServerConfig
-from tonebridge.media.endpoint import MediaClock, Press
+from tonebridge.media.clock import MediaClock
+from tonebridge.media.endpoint import Press
 from tonebridge.media.g711 import CODECS
 from tonebridge.media.tones import sine
 from tonebridge.media.wav import WavPlayer, read_wav, write_wav
@@ -76,7 +77,7 @@ class PhoneApplication:
         if session.leg.source is None:
             session.leg.source = self.source()
         self.sessions.append(session)
-        session.leg.heard_listeners.append(lambda frame, s=session: self.heard(s))
+        session.leg.clock.listen(session.leg, lambda frame, s=session: self.heard(s))  # type: ignore[union-attr]
         media = session.media
         emit(
             "answered",
@@ -167,7 +168,7 @@ async def run_phone(args: argparse.Namespace) -> int:
     host, _, port = args.bind.rpartition(":")
     config = Config(server=ServerConfig(sip=args.bind, rtp_ports=(low, high), public_address=host))
     stack = SipStack(host, int(port), public_address=host)
-    clock = MediaClock()
+    clock = MediaClock(capacity=max(1, (high - low + 1) // 2))
     app = PhoneApplication(args)
     engine = CallEngine(config, stack, clock, app, user_agent_name=getattr(args, "from_user", "phone"))
     engine.observers.append(app.on_event)

@@ -21,7 +21,7 @@ from tonebridge.calls.engine import CallEngine
 from tonebridge.calls.sinch import SinchApplication
 from tonebridge.calls.sinch_api import SinchOperations
 from tonebridge.config import Config, split_host_port
-from tonebridge.media.endpoint import MediaClock
+from tonebridge.media.clock import MediaClock
 from tonebridge.sip.stack import SipStack
 from tonebridge.store.db import Store
 
@@ -41,7 +41,8 @@ class Server:
         self.config = config
         sip_host, sip_port = split_host_port(config.server.sip)
         self.stack = SipStack(sip_host, sip_port, public_address=config.server.public_address)
-        self.clock = MediaClock()
+        low, high = config.server.rtp_ports
+        self.clock = MediaClock(capacity=max(1, (high - low + 1) // 2))  # a row per port pair
         self.sinch: SinchApplication | None = None
         self.sinch_api: SinchOperations | None = None  # what the calling routes call, over self.sinch
         self.outbox: Outbox | None = None

@@ -13,7 +13,8 @@ from tonebridge.calls.core import Action, Ended
 from tonebridge.calls.engine import CallEngine
 from tonebridge.calls.session import Session
 from tonebridge.calls.timers import CallTimer, _Deadlines, first_set
-from tonebridge.media.endpoint import MediaClock, MediaLeg
+from tonebridge.media.clock import MediaClock
+from tonebridge.media.endpoint import MediaLeg
 from tonebridge.media.ports import PortPool
 
 

@@ -5,10 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tonebridge.media.jitter import JitterBuffer
+from tonebridge.media import jitter, native
 from tonebridge.media.rtp import RtpPacket
 
 FRAME = 160
+
+AnyJitterBuffer = jitter.JitterBuffer | native.JitterBuffer
+
+
+@pytest.fixture(params=[jitter.JitterBuffer, native.JitterBuffer], ids=["python", "native"])
+def JitterBuffer(request: pytest.FixtureRequest) -> type[AnyJitterBuffer]:
+    """Every test runs against the Python reference and the native core."""
+    return request.param
 
 
 def tone(n: int, freq: float = 1000.0) -> np.ndarray:
@@ -27,7 +35,7 @@ def chop(signal: np.ndarray, ptime_samples: int, ts0: int) -> list[tuple[RtpPack
 
 
 def play(
-    buffer: JitterBuffer, packets: list[tuple[RtpPacket, np.ndarray]], ptime_samples: int, ticks: int
+    buffer: AnyJitterBuffer, packets: list[tuple[RtpPacket, np.ndarray]], ptime_samples: int, ticks: int
 ) -> list[np.ndarray | None]:
     """Packets arrive on their own schedule (every ptime) and frames are popped every 20 ms."""
     out: list[np.ndarray | None] = []
@@ -42,7 +50,9 @@ def play(
 
 
 @pytest.mark.parametrize("ptime_ms", [10, 20, 30, 40, 60])
-def test_any_packet_time_comes_out_as_continuous_frames(ptime_ms: int) -> None:
+def test_any_packet_time_comes_out_as_continuous_frames(
+    ptime_ms: int, JitterBuffer: type[AnyJitterBuffer]
+) -> None:
     ptime = ptime_ms * 8
     signal = tone(8000)  # one second of 1 kHz
     buffer = JitterBuffer()
@@ -58,7 +68,7 @@ def test_any_packet_time_comes_out_as_continuous_frames(ptime_ms: int) -> None:
     assert all(f is None for f in frames[leading + 8000 // FRAME :])
 
 
-def test_30ms_tone_is_continuous_at_the_frame_joins() -> None:
+def test_30ms_tone_is_continuous_at_the_frame_joins(JitterBuffer: type[AnyJitterBuffer]) -> None:
     signal = tone(4800)
     buffer = JitterBuffer()
     frames = [f for f in play(buffer, chop(signal, 240, ts0=1234), 240, ticks=40) if f is not None]
@@ -68,7 +78,7 @@ def test_30ms_tone_is_continuous_at_the_frame_joins() -> None:
     assert joined.size == 4800
 
 
-def test_reordered_packets_fall_into_place() -> None:
+def test_reordered_packets_fall_into_place(JitterBuffer: type[AnyJitterBuffer]) -> None:
     signal = tone(8 * FRAME)
     packets = chop(signal, FRAME, ts0=0)
     order = [0, 2, 1, 3, 5, 4, 6, 7]
@@ -83,7 +93,7 @@ def test_reordered_packets_fall_into_place() -> None:
     np.testing.assert_array_equal(np.concatenate(frames[2:]), signal)
 
 
-def test_duplicates_are_ignored_and_counted() -> None:
+def test_duplicates_are_ignored_and_counted(JitterBuffer: type[AnyJitterBuffer]) -> None:
     packets = chop(tone(3 * FRAME), FRAME, ts0=0)
     buffer = JitterBuffer(delay_frames=0)
     for p, s in packets + packets[1:2]:
@@ -92,7 +102,7 @@ def test_duplicates_are_ignored_and_counted() -> None:
     np.testing.assert_array_equal(np.concatenate([buffer.pop() for _ in range(3)]), tone(3 * FRAME))
 
 
-def test_late_packets_are_dropped_and_counted() -> None:
+def test_late_packets_are_dropped_and_counted(JitterBuffer: type[AnyJitterBuffer]) -> None:
     packets = chop(tone(4 * FRAME), FRAME, ts0=0)
     buffer = JitterBuffer(delay_frames=0)
     buffer.push(*packets[0])
@@ -105,7 +115,7 @@ def test_late_packets_are_dropped_and_counted() -> None:
     assert buffer.underruns == 1
 
 
-def test_a_missing_packet_leaves_silence_inside_a_frame() -> None:
+def test_a_missing_packet_leaves_silence_inside_a_frame(JitterBuffer: type[AnyJitterBuffer]) -> None:
     # 10 ms packets: the second half of a frame lost, the first half played, the rest zero.
     packets = chop(tone(2 * FRAME), 80, ts0=0)
     buffer = JitterBuffer(delay_frames=0)
@@ -117,7 +127,9 @@ def test_a_missing_packet_leaves_silence_inside_a_frame() -> None:
     assert not first[80:].any()
 
 
-def test_sender_that_slips_behind_is_followed_after_a_few_late_packets() -> None:
+def test_sender_that_slips_behind_is_followed_after_a_few_late_packets(
+    JitterBuffer: type[AnyJitterBuffer],
+) -> None:
     buffer = JitterBuffer(delay_frames=1)
     for i in range(5):
         buffer.push(packet(i * FRAME, i), tone(FRAME))
@@ -131,7 +143,7 @@ def test_sender_that_slips_behind_is_followed_after_a_few_late_packets() -> None
     assert sum(f is not None for f in frames) >= 2
 
 
-def test_ssrc_change_resyncs_at_once() -> None:
+def test_ssrc_change_resyncs_at_once(JitterBuffer: type[AnyJitterBuffer]) -> None:
     buffer = JitterBuffer(delay_frames=1)
     buffer.push(packet(1000, ssrc=1), tone(FRAME))
     buffer.pop()
@@ -143,7 +155,7 @@ def test_ssrc_change_resyncs_at_once() -> None:
 
 
 @pytest.mark.parametrize("jump", [10 * 8000, -10 * 8000])
-def test_timestamp_jumps_resync(jump: int) -> None:
+def test_timestamp_jumps_resync(jump: int, JitterBuffer: type[AnyJitterBuffer]) -> None:
     buffer = JitterBuffer(delay_frames=0)
     buffer.push(packet(50_000), tone(FRAME))
     assert buffer.pop() is not None
@@ -152,7 +164,7 @@ def test_timestamp_jumps_resync(jump: int) -> None:
     np.testing.assert_array_equal(buffer.pop(), np.full(FRAME, 3, dtype=np.int16))
 
 
-def test_memory_is_bounded_when_packets_run_ahead() -> None:
+def test_memory_is_bounded_when_packets_run_ahead(JitterBuffer: type[AnyJitterBuffer]) -> None:
     buffer = JitterBuffer(delay_frames=2, max_frames=10)
     for i in range(30):  # pushed without any pop
         buffer.push(packet(i * FRAME, i), np.full(FRAME, i, dtype=np.int16))
@@ -164,7 +176,7 @@ def test_memory_is_bounded_when_packets_run_ahead() -> None:
     assert [int(f[0]) for f in frames] == list(range(20, 30))
 
 
-def test_drift_is_bounded_when_the_sender_runs_fast() -> None:
+def test_drift_is_bounded_when_the_sender_runs_fast(JitterBuffer: type[AnyJitterBuffer]) -> None:
     buffer = JitterBuffer(delay_frames=2)
     ts = 0
     for tick in range(3000):  # a minute, the sender 0.5 % fast: 201 frames for every 200 ticks
@@ -178,7 +190,7 @@ def test_drift_is_bounded_when_the_sender_runs_fast() -> None:
     assert buffer.overflow_samples == 0
 
 
-def test_nothing_before_the_first_packet() -> None:
+def test_nothing_before_the_first_packet(JitterBuffer: type[AnyJitterBuffer]) -> None:
     buffer = JitterBuffer()
     assert buffer.pop() is None
     assert buffer.underruns == 0

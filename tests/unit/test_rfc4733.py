@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tonebridge.media import native, rfc4733
 from tonebridge.media.rfc4733 import (
     DIGITS,
     RETRANSMIT_WINDOW_SECONDS,
@@ -13,7 +14,6 @@ from tonebridge.media.rfc4733 import (
     PressStarted,
     TelephoneEvent,
     TelephoneEventError,
-    TelephoneEventReceiver,
     TelephoneEventSender,
     digit_to_event,
     event_to_digit,
@@ -21,6 +21,16 @@ from tonebridge.media.rfc4733 import (
 from tonebridge.media.rtp import RtpPacket, RtpStream
 
 PT = 101
+
+AnyReceiver = rfc4733.TelephoneEventReceiver | native.TelephoneEventReceiver
+
+
+@pytest.fixture(
+    params=[rfc4733.TelephoneEventReceiver, native.TelephoneEventReceiver], ids=["python", "native"]
+)
+def TelephoneEventReceiver(request: pytest.FixtureRequest) -> type[AnyReceiver]:
+    """Every receiver test runs against the Python reference and the native core."""
+    return request.param
 
 
 def ev(
@@ -37,7 +47,7 @@ def sipp_like_press(event: int, ts: int, updates: int = 13, ssrc: int = 1, seq0:
     return out
 
 
-def feed(receiver: TelephoneEventReceiver, packets: list[RtpPacket], t0: float = 0.0) -> list:
+def feed(receiver: AnyReceiver, packets: list[RtpPacket], t0: float = 0.0) -> list:
     events: list = []
     for i, packet in enumerate(packets):
         events += receiver.receive(packet, t0 + i * 0.02)
@@ -75,14 +85,14 @@ def test_digit_maps() -> None:
 # Receiver --------------------------------------------------------------------------------------------
 
 
-def test_one_press_gives_one_start_and_one_end() -> None:
+def test_one_press_gives_one_start_and_one_end(TelephoneEventReceiver: type[AnyReceiver]) -> None:
     receiver = TelephoneEventReceiver()
     events = feed(receiver, sipp_like_press(11, 8000))
     assert events == [PressStarted("#", 8000, 1), PressEnded("#", 8000, 1, 2240)]
     assert receiver.next_timer() is None
 
 
-def test_retransmitted_start_and_updates_are_one_press() -> None:
+def test_retransmitted_start_and_updates_are_one_press(TelephoneEventReceiver: type[AnyReceiver]) -> None:
     receiver = TelephoneEventReceiver()
     packets = sipp_like_press(5, 100)
     packets = packets[:1] + packets[:1] + packets[1:4] + packets[2:4] + packets[4:] + packets[-3:]
@@ -90,19 +100,19 @@ def test_retransmitted_start_and_updates_are_one_press() -> None:
     assert [type(e) for e in events] == [PressStarted, PressEnded]
 
 
-def test_lost_start_packet_starts_at_the_first_update() -> None:
+def test_lost_start_packet_starts_at_the_first_update(TelephoneEventReceiver: type[AnyReceiver]) -> None:
     receiver = TelephoneEventReceiver()
     events = feed(receiver, sipp_like_press(3, 500)[2:])
     assert events == [PressStarted("3", 500, 1), PressEnded("3", 500, 1, 2240)]
 
 
-def test_end_packet_alone_is_one_press() -> None:
+def test_end_packet_alone_is_one_press(TelephoneEventReceiver: type[AnyReceiver]) -> None:
     receiver = TelephoneEventReceiver()
     events = feed(receiver, sipp_like_press(0, 42)[-2:])
     assert events == [PressStarted("0", 42, 1), PressEnded("0", 42, 1, 2240)]
 
 
-def test_lost_end_packets_end_by_timer() -> None:
+def test_lost_end_packets_end_by_timer(TelephoneEventReceiver: type[AnyReceiver]) -> None:
     receiver = TelephoneEventReceiver(timeout=0.5)
     packets = sipp_like_press(7, 900)[:-3]
     events = feed(receiver, packets)
@@ -118,7 +128,9 @@ def test_lost_end_packets_end_by_timer() -> None:
     assert receiver.receive(ev(7, 900, 2240, end=True), 10.0) == []
 
 
-def test_new_event_ends_the_previous_one_whose_ends_were_lost() -> None:
+def test_new_event_ends_the_previous_one_whose_ends_were_lost(
+    TelephoneEventReceiver: type[AnyReceiver],
+) -> None:
     receiver = TelephoneEventReceiver()
     events = feed(receiver, sipp_like_press(1, 1000)[:5] + sipp_like_press(2, 5000, seq0=20))
     assert events == [
@@ -129,7 +141,7 @@ def test_new_event_ends_the_previous_one_whose_ends_were_lost() -> None:
     ]
 
 
-def test_same_digit_twice_is_two_presses() -> None:
+def test_same_digit_twice_is_two_presses(TelephoneEventReceiver: type[AnyReceiver]) -> None:
     receiver = TelephoneEventReceiver()
     events = feed(receiver, sipp_like_press(9, 1000) + sipp_like_press(9, 4000, seq0=16))
     assert [(type(e).__name__, e.digit, e.timestamp) for e in events] == [
@@ -140,7 +152,7 @@ def test_same_digit_twice_is_two_presses() -> None:
     ]
 
 
-def test_new_ssrc_does_not_duplicate_a_press() -> None:
+def test_new_ssrc_does_not_duplicate_a_press(TelephoneEventReceiver: type[AnyReceiver]) -> None:
     receiver = TelephoneEventReceiver()
     press = sipp_like_press(4, 7777)
     moved = [RtpPacket(p.payload_type, p.sequence + 500, p.timestamp, 99, p.payload, p.marker) for p in press]
@@ -151,7 +163,7 @@ def test_new_ssrc_does_not_duplicate_a_press() -> None:
     assert events == [PressStarted("4", 123, 1234), PressEnded("4", 123, 1234, 2240)]
 
 
-def test_late_packets_of_an_older_event_are_ignored() -> None:
+def test_late_packets_of_an_older_event_are_ignored(TelephoneEventReceiver: type[AnyReceiver]) -> None:
     receiver = TelephoneEventReceiver()
     older = sipp_like_press(1, 1000)
     newer = sipp_like_press(2, 3000, seq0=30)
@@ -164,7 +176,9 @@ def test_late_packets_of_an_older_event_are_ignored() -> None:
     ]
 
 
-def test_same_packets_within_the_window_after_the_end_are_retransmissions() -> None:
+def test_same_packets_within_the_window_after_the_end_are_retransmissions(
+    TelephoneEventReceiver: type[AnyReceiver],
+) -> None:
     receiver = TelephoneEventReceiver()
     press = sipp_like_press(1, 13280)
     events = feed(receiver, press)
@@ -178,7 +192,7 @@ def test_same_packets_within_the_window_after_the_end_are_retransmissions() -> N
     assert receiver.ignored == ignored + 4
 
 
-def test_the_window_runs_from_the_last_end_packet() -> None:
+def test_the_window_runs_from_the_last_end_packet(TelephoneEventReceiver: type[AnyReceiver]) -> None:
     receiver = TelephoneEventReceiver()
     press = sipp_like_press(6, 4000)
     events = feed(receiver, press[:-2])
@@ -191,7 +205,7 @@ def test_the_window_runs_from_the_last_end_packet() -> None:
     assert [type(e) for e in events] == [PressStarted, PressEnded]
 
 
-def test_same_packets_after_the_window_are_a_new_press() -> None:
+def test_same_packets_after_the_window_are_a_new_press(TelephoneEventReceiver: type[AnyReceiver]) -> None:
     """A sender that replays one recorded press for each press of a repeated digit (SIPp's pcaps)."""
     receiver = TelephoneEventReceiver()
     press = sipp_like_press(1, 13280)
@@ -203,7 +217,7 @@ def test_same_packets_after_the_window_are_a_new_press() -> None:
     assert receiver.receive(press[-1], last_end * 2 + RETRANSMIT_WINDOW_SECONDS + 0.1) == []
 
 
-def test_sipp_pcaps_played_1_1_2_give_three_presses() -> None:
+def test_sipp_pcaps_played_1_1_2_give_three_presses(TelephoneEventReceiver: type[AnyReceiver]) -> None:
     """dtmf_2833_1.pcap twice then dtmf_2833_2.pcap, 700 ms apart: one SSRC, recorded timestamps."""
     receiver = TelephoneEventReceiver()
     started = []
@@ -218,7 +232,9 @@ def test_sipp_pcaps_played_1_1_2_give_three_presses() -> None:
     assert "".join(started) == "112"
 
 
-def test_non_dtmf_and_malformed_payloads_are_counted_not_reported() -> None:
+def test_non_dtmf_and_malformed_payloads_are_counted_not_reported(
+    TelephoneEventReceiver: type[AnyReceiver],
+) -> None:
     receiver = TelephoneEventReceiver()
     assert receiver.receive(ev(16, 100, 160), 0.0) == []  # flash
     assert receiver.receive(RtpPacket(PT, 1, 100, 1, b"\x01"), 0.0) == []
@@ -298,7 +314,13 @@ def test_sender_rejects_bad_presses() -> None:
 # Round trips -----------------------------------------------------------------------------------------
 
 
-def round_trip(lose: set[int], digits: str = "5", duration_ms: int = 160, ticks: int = 40) -> list:
+def round_trip(
+    TelephoneEventReceiver: type[AnyReceiver],
+    lose: set[int],
+    digits: str = "5",
+    duration_ms: int = 160,
+    ticks: int = 40,
+) -> list:
     stream = RtpStream(0, ssrc=77)
     sender = TelephoneEventSender(PT)
     receiver = TelephoneEventReceiver()
@@ -321,27 +343,27 @@ def round_trip(lose: set[int], digits: str = "5", duration_ms: int = 160, ticks:
     return events
 
 
-def test_round_trip_clean() -> None:
-    events = round_trip(set())
+def test_round_trip_clean(TelephoneEventReceiver: type[AnyReceiver]) -> None:
+    events = round_trip(TelephoneEventReceiver, set())
     assert [type(e) for e in events] == [PressStarted, PressEnded]
     assert events[0].digit == events[1].digit == "5"
     assert events[1].duration == 1280 and not events[1].timed_out
 
 
-def test_round_trip_with_lost_start() -> None:
-    events = round_trip({0})
+def test_round_trip_with_lost_start(TelephoneEventReceiver: type[AnyReceiver]) -> None:
+    events = round_trip(TelephoneEventReceiver, {0})
     assert [type(e) for e in events] == [PressStarted, PressEnded]
     assert events[1].duration == 1280
 
 
-def test_round_trip_with_all_end_packets_lost() -> None:
-    events = round_trip({7, 8, 9})
+def test_round_trip_with_all_end_packets_lost(TelephoneEventReceiver: type[AnyReceiver]) -> None:
+    events = round_trip(TelephoneEventReceiver, {7, 8, 9})
     assert [type(e) for e in events] == [PressStarted, PressEnded]
     assert events[1].timed_out and events[1].duration == 1120
 
 
-def test_round_trip_of_several_digits_with_losses() -> None:
-    events = round_trip({0, 7, 8, 9, 15}, digits="1#1", ticks=60)
+def test_round_trip_of_several_digits_with_losses(TelephoneEventReceiver: type[AnyReceiver]) -> None:
+    events = round_trip(TelephoneEventReceiver, {0, 7, 8, 9, 15}, digits="1#1", ticks=60)
     assert [(type(e).__name__, e.digit) for e in events] == [
         ("PressStarted", "1"),
         ("PressEnded", "1"),
@@ -352,9 +374,11 @@ def test_round_trip_of_several_digits_with_losses() -> None:
     ]
 
 
-def test_a_sender_whose_clock_jumps_back_a_long_way_gives_a_new_press() -> None:
+def test_a_sender_whose_clock_jumps_back_a_long_way_gives_a_new_press(
+    TelephoneEventReceiver: type[AnyReceiver],
+) -> None:
     """SIPp replays recorded events under one SSRC: the second one's timestamp is 1.7 s older."""
-    from tonebridge.media.rfc4733 import PressStarted, TelephoneEvent, TelephoneEventReceiver
+    from tonebridge.media.rfc4733 import PressStarted, TelephoneEvent
     from tonebridge.media.rtp import RtpPacket
 
     receiver = TelephoneEventReceiver()

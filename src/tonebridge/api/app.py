@@ -75,7 +75,7 @@ def create_app(server: Server) -> Starlette:
                 "callbacks": _callback_counters(server),
                 # A leg in a room is ticked by its room, not by the clock: both carry audio.
                 "media": {
-                    "lateTicks": server.clock.late_ticks,
+                    **server.clock.metrics(),
                     "portsInUse": server.engine.ports.in_use,
                     "legs": len(server.clock.legs) + len(server.conferences.members),
                 },

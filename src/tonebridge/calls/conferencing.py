@@ -7,16 +7,17 @@ settings, digits forwarded to other legs, tones rendered into a sender's contrib
 to the consumer (which sends the PIE) and calls hung up when kicked.
 
 In-band tones of a participant in `forward` or `detect` mode must not reach the room (conference-dtmf.md
-§3): such legs pass through an `InbandGate`, a three-frame delay line that blanks every frame in which
+§3): such legs pass through `InbandGates`, a three-frame delay line that blanks every frame in which
 the Q.23 classifier sees a tone pair, and the frames around it, before the audio is mixed.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, assert_never
+from typing import TYPE_CHECKING, Any, assert_never
 
 import numpy as np
 
@@ -26,8 +27,9 @@ from tonebridge.conference import room as r
 from tonebridge.conference.collector import CollectionDone
 from tonebridge.conference.options import DtmfMode, DtmfOptions
 from tonebridge.events import EventBus
+from tonebridge.looptimer import LoopTimer
 from tonebridge.media.dtmf import DtmfDetectorBank
-from tonebridge.media.endpoint import FRAME_SAMPLES, SILENCE, Press
+from tonebridge.media.endpoint import FRAME_SAMPLES, Press
 from tonebridge.media.mixer import Mixer
 from tonebridge.media.players import make_moh
 from tonebridge.media.tones import DtmfToneRenderer
@@ -49,33 +51,89 @@ PIE_LATENCY_SAMPLES = 1000
 CollectionConsumer = Callable[["Session", CollectionDone], Awaitable[None] | None]
 
 
-class InbandGate:
-    """Delays a leg's audio by a few frames and blanks frames that carry a DTMF tone pair (and their
-    neighbours), so a tone is gone from the mix from its first sample. Classification is the detector's
-    own per-block verdict, batched over every gated leg of the tick."""
+class InbandGates:
+    """The in-band gates of every gated leg, as arrays: each delays its leg's audio by a few frames and
+    blanks frames that carry a DTMF tone pair (and their neighbours), so a tone is gone from the mix from
+    its first sample. Classification is the detector's own per-block verdict, batched over every gated leg
+    of the tick; one `push` per tick serves them all."""
 
     def __init__(self, delay: int = GATE_DELAY_FRAMES) -> None:
-        self.frames: deque[np.ndarray] = deque([SILENCE] * delay)
-        self.blank: deque[bool] = deque([False] * delay)
-        self.hangover = 0
-        # While the room forwards this leg's own in-band key, none of its audio may reach the mix, even
-        # where the classifier loses the tone (its tail, a twist it does not accept).
-        self.suppressing = False
+        self.delay = delay
+        self.ids: list[str] = []
+        self._index: dict[str, int] = {}
+        self.frames = np.zeros((0, delay, FRAME_SAMPLES), dtype=np.int16)
+        self.blank = np.zeros((0, delay), dtype=bool)
+        self.hangover = np.zeros(0, dtype=np.int8)
+        # While the room forwards a leg's own in-band key, none of its audio may reach the mix, even where
+        # the classifier loses the tone (its tail, a twist it does not accept).
+        self.suppressing = np.zeros(0, dtype=bool)
+        self._slot = 0  # the ring position of the oldest frame, the same for every leg
+        self.version = 0
 
-    def push(self, frame: np.ndarray, tone: bool) -> np.ndarray:
-        tone = tone or self.suppressing
-        if tone:
-            # Blank what is still in the line: the tone's onset precedes its first confident block.
-            for i in range(len(self.blank)):
-                self.blank[i] = True
-            self.hangover = 2
-        elif self.hangover:
-            self.hangover -= 1
-            tone = True
-        self.frames.append(frame)
-        self.blank.append(tone)
-        out, blanked = self.frames.popleft(), self.blank.popleft()
-        return SILENCE if blanked else out
+    def __contains__(self, call_id: object) -> bool:
+        return call_id in self._index
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def add(self, call_id: str) -> None:
+        if call_id in self._index:
+            return
+        self._index[call_id] = len(self.ids)
+        self.ids.append(call_id)
+        self.frames = np.concatenate([self.frames, np.zeros((1, self.delay, FRAME_SAMPLES), np.int16)])
+        self.blank = np.concatenate([self.blank, np.zeros((1, self.delay), bool)])
+        self.hangover = np.append(self.hangover, np.int8(0))
+        self.suppressing = np.append(self.suppressing, False)
+        self.version += 1
+
+    def remove(self, call_id: str) -> None:
+        index = self._index.pop(call_id, None)
+        if index is None:
+            return
+        del self.ids[index]
+        self._index = {cid: i for i, cid in enumerate(self.ids)}
+        self.frames = np.delete(self.frames, index, axis=0)
+        self.blank = np.delete(self.blank, index, axis=0)
+        self.hangover = np.delete(self.hangover, index)
+        self.suppressing = np.delete(self.suppressing, index)
+        self.version += 1
+
+    def set_suppressing(self, call_id: str, suppressing: bool) -> None:
+        index = self._index.get(call_id)
+        if index is not None:
+            self.suppressing[index] = suppressing
+
+    def push(self, frames: np.ndarray, tone: np.ndarray) -> np.ndarray:
+        """The frames leaving the delay lines, for `frames` (one per gated leg, in `ids` order) entering;
+        `tone` says which of them the classifier found a tone pair in."""
+        tone = tone | self.suppressing
+        # Blank what is still in the line: the tone's onset precedes its first confident block.
+        self.blank[tone] = True
+        self.hangover[tone] = 2
+        held = ~tone & (self.hangover > 0)
+        self.hangover[held] -= 1
+        slot = self._slot
+        out = self.frames[:, slot].copy()
+        out[self.blank[:, slot]] = 0
+        self.frames[:, slot] = frames
+        self.blank[:, slot] = tone | held
+        self._slot = (slot + 1) % self.delay
+        return out
+
+
+def _operation(method: Callable[..., Any]) -> Callable[..., Any]:
+    """A room operation from the call layer: it runs under the media lock (the tick reads the same
+    state) and re-arms the rooms' timer for whatever deadline it changed."""
+
+    @functools.wraps(method)
+    def locked(self: ConferenceService, *args: Any, **kwargs: Any) -> Any:
+        with self.engine.clock.lock:
+            result = method(self, *args, **kwargs)
+        self._arm_timer()
+        return result
+
+    return locked
 
 
 class ConferenceService:
@@ -92,12 +150,22 @@ class ConferenceService:
         self.mixer = Mixer(FRAME_SAMPLES)
         self.members: dict[str, Session] = {}
         self._renderers: dict[str, DtmfToneRenderer] = {}
-        self._gates: dict[str, InbandGate] = {}
+        self._rendering: set[str] = set()  # members whose renderer has tone or silence to play
+        self.gates = InbandGates()
         self._classifier = DtmfDetectorBank()
         self._moh: dict[str, object] = {}
+        # Where each member's frame is in the tick's arrays, rebuilt when the mixer's order or the gates
+        # change: the plane rows in mixer order, each member's position, the gated members' positions.
+        self._layout: tuple[int, int] | None = None
+        self._rows = np.zeros(0, dtype=np.intp)
+        self._position: dict[str, int] = {}
+        self._gate_positions = np.zeros(0, dtype=np.intp)
+        # Collection timeouts and the like: the rooms' next deadline, on the loop (never on the media tick).
+        self._timer = LoopTimer(engine.now, self._timer_fired)
 
     # Operations --------------------------------------------------------------------------------------
 
+    @_operation
     def join(
         self,
         session: Session,
@@ -113,7 +181,7 @@ class ConferenceService:
         self.members[call_id] = session
         self.mixer.add_leg(call_id, conference_id, codec)
         # From now on the room's tick drives this leg, not the leg's own source.
-        self.engine.clock.legs.discard(session.leg)
+        self.engine.clock.remove_leg(session.leg)
         self._renderers[call_id] = DtmfToneRenderer()
         self._apply(effects)
         self._update_gate(call_id)
@@ -124,33 +192,42 @@ class ConferenceService:
             mode=(options or DtmfOptions()).mode.value,
         )
 
+    @_operation
     def leave(self, call_id: str) -> None:
         if call_id not in self.members:
             return
         self._apply(self.rooms.leave(call_id, self.engine.now()))
 
+    @_operation
     def mute(self, call_id: str, conference_id: str | None = None) -> None:
         self._apply(self.rooms.mute(call_id, conference_id))
 
+    @_operation
     def unmute(self, call_id: str, conference_id: str | None = None) -> None:
         self._apply(self.rooms.unmute(call_id, conference_id))
 
+    @_operation
     def hold(self, call_id: str, moh: str | None = None, conference_id: str | None = None) -> None:
         self._apply(self.rooms.hold(call_id, moh, conference_id))
 
+    @_operation
     def resume(self, call_id: str, conference_id: str | None = None) -> None:
         self._apply(self.rooms.resume(call_id, conference_id))
 
+    @_operation
     def kick(self, call_id: str, conference_id: str | None = None) -> None:
         self._apply(self.rooms.kick(call_id, self.engine.now(), conference_id))
 
+    @_operation
     def kick_all(self, conference_id: str) -> None:
         self._apply(self.rooms.kick_all(conference_id, self.engine.now()))
 
+    @_operation
     def set_options(self, call_id: str, options: DtmfOptions, conference_id: str | None = None) -> None:
         self._apply(self.rooms.set_options(call_id, options, conference_id))
         self._update_gate(call_id)
 
+    @_operation
     def on_call_event(self, event: CallEvent) -> None:
         """The engine's news: presses of participants go to their room; an ended call leaves it."""
         match event:
@@ -173,38 +250,55 @@ class ConferenceService:
         else:
             self._apply(self.rooms.press_ended(call_id, now))
 
+    @_operation
     def collection_completed(self, call_id: str, seq: int | None = None) -> None:
         """The consumer finished with a collection (its PIE completed): the participant may return."""
         self._apply(self.rooms.pie_completed(call_id, self.engine.now(), seq))
 
     # The tick ----------------------------------------------------------------------------------------
 
-    def tick(self, now: float) -> None:
+    def tick(self, now: float, received: np.ndarray, out: np.ndarray, mask: np.ndarray) -> None:
+        """The rooms' part of the media tick (media thread, under the lock): the members' received frames
+        are gated, given their rendered tones and mixed; what each hears goes to its row of `out`."""
         if not self.members:
             return
-        frames: dict[str, np.ndarray] = {}
-        gated_ids: list[str] = []
-        gated_frames: list[np.ndarray] = []
-        for call_id, session in self.members.items():
-            frame = session.leg.receive_frame()
-            if call_id in self._gates:
-                gated_ids.append(call_id)
-                gated_frames.append(frame)
-            rendered = self._renderers[call_id].frame()
-            if rendered is not None:
-                frame = np.clip(frame.astype(np.int32) + rendered, -32768, 32767).astype(np.int16)
-            frames[call_id] = frame
-        if gated_ids:
-            verdicts = self._classifier.classify(gated_ids, np.stack(gated_frames))
-            for call_id, verdict in zip(gated_ids, verdicts, strict=True):
-                frames[call_id] = self._gates[call_id].push(frames[call_id], bool((verdict >= 0).any()))
-        heard = self.mixer.mix(frames)
-        for call_id, session in list(self.members.items()):
-            session.leg.send_frame(heard.get(call_id))
-            session.leg.housekeeping(now)
-        deadline = self.rooms.next_timer()
-        if deadline is not None and deadline <= now:
-            self._apply(self.rooms.handle_timer(now))
+        if self._layout != (self.mixer.version, self.gates.version):
+            self._relayout()
+        rows = self._rows
+        frames = received[rows]  # a copy, in the mixer's order
+        gated = self._gate_positions
+        if gated.size:
+            verdicts = self._classifier.classify(self.gates.ids, frames[gated])
+            tones = (verdicts >= 0).any(axis=1)
+        for call_id in list(self._rendering):
+            renderer = self._renderers[call_id]
+            tone = renderer.frame()
+            if tone is not None:
+                at = self._position[call_id]
+                frames[at] = np.clip(frames[at].astype(np.int32) + tone, -32768, 32767)
+            if not renderer.pending:
+                self._rendering.discard(call_id)
+        if gated.size:
+            frames[gated] = self.gates.push(frames[gated], tones)
+        out[rows] = self.mixer.mix_stack(frames)
+        mask[rows] = 1
+
+    def _relayout(self) -> None:
+        order = self.mixer.layout()
+        self._rows = np.fromiter(
+            (self.members[call_id].leg.row for call_id in order), dtype=np.intp, count=len(order)
+        )
+        self._position = {call_id: at for at, call_id in enumerate(order)}
+        self._gate_positions = np.asarray([self._position[cid] for cid in self.gates.ids], dtype=np.intp)
+        self._layout = (self.mixer.version, self.gates.version)
+
+    def _arm_timer(self) -> None:
+        self._timer.arm(self.rooms.next_timer())
+
+    def _timer_fired(self) -> None:
+        with self.engine.clock.lock:
+            self._apply(self.rooms.handle_timer(self.engine.now()))
+        self._arm_timer()
 
     # Effects -----------------------------------------------------------------------------------------
 
@@ -236,18 +330,15 @@ class ConferenceService:
                 renderer = self._renderers.get(effect.call_id)
                 if renderer is not None:
                     renderer.hold(effect.digit, RENDERED_PRESS_MIN_MS)
+                    self._rendering.add(effect.call_id)
             case r.RenderToneEnded():
                 renderer = self._renderers.get(effect.call_id)
                 if renderer is not None:
                     renderer.release(effect.digit)
             case r.SuppressInband():
-                gate = self._gates.get(effect.call_id)
-                if gate is not None:
-                    gate.suppressing = True
+                self.gates.set_suppressing(effect.call_id, True)
             case r.SuppressInbandEnded():
-                gate = self._gates.get(effect.call_id)
-                if gate is not None:
-                    gate.suppressing = False
+                self.gates.set_suppressing(effect.call_id, False)
             case CollectionDone():
                 self._collection_done(effect)
             case r.PressHandled():
@@ -408,10 +499,10 @@ class ConferenceService:
             return
         participant = self.rooms.participant(call_id)
         gated = session.leg.inband_detection and participant.options.mode is not DtmfMode.IGNORE
-        if gated and call_id not in self._gates:
-            self._gates[call_id] = InbandGate()
-        elif not gated and call_id in self._gates:
-            del self._gates[call_id]
+        if gated and call_id not in self.gates:
+            self.gates.add(call_id)
+        elif not gated and call_id in self.gates:
+            self.gates.remove(call_id)
             self._classifier.remove(call_id)
 
     def _forget(self, call_id: str) -> None:
@@ -419,13 +510,15 @@ class ConferenceService:
         if call_id in self.mixer:
             self.mixer.remove_leg(call_id)
         self._renderers.pop(call_id, None)
-        if self._gates.pop(call_id, None) is not None:
+        self._rendering.discard(call_id)
+        if call_id in self.gates:
+            self.gates.remove(call_id)
             self._classifier.remove(call_id)
         if session is not None:
             session.leg.release_held_digits()
         if session is not None and session.call.active:
             # Out of the room but still on the line: its own tick takes over again.
-            self.engine.clock.legs.add(session.leg)
+            self.engine.clock.add_leg(session.leg)
 
     def participants(self, conference_id: str) -> list[dict[str, object]]:
         return self.rooms.participants_info(conference_id, self.engine.now())

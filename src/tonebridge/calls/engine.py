@@ -44,7 +44,8 @@ from tonebridge.calls.session import CallHandler, Destination, Session
 from tonebridge.calls.timers import CallTimer, Scheduler, TimerCallback, first_set
 from tonebridge.config import Config, TrunkConfig
 from tonebridge.keys import DTMF_KEYS, PressSource
-from tonebridge.media.endpoint import MediaClock, MediaLeg, Press
+from tonebridge.media.clock import MediaClock
+from tonebridge.media.endpoint import MediaLeg, Press
 from tonebridge.media.g711 import CODECS
 from tonebridge.media.ports import PortPool
 from tonebridge.sip import transaction as tx
@@ -141,7 +142,7 @@ class CallEngine:
             self.ports,
             call_id=call.call_id,
             record=self.record_calls,
-            detection=self.clock.detection,
+            clock=self.clock,
         )
 
     def _local_end(self, leg: MediaLeg, peer: Peer) -> LocalEnd:
@@ -260,32 +261,35 @@ class CallEngine:
         self._run(session, session.core.receive_response(final.result(), self.now()))
 
     def _answered(self, session: Session) -> None:
-        self.clock.legs.add(session.leg)
+        self.clock.add_leg(session.leg)
         self.log_event("call_answered", session)
         session.answered_event.set()
         self.publish(CallAnswered(session))
 
     def _ended(self, session: Session) -> None:
-        self.clock.legs.discard(session.leg)
-        session.leg.close()
-        session.ended_event.set()
-        if self._by_sip_call_id.get(session.invite.call_id) is session:
-            del self._by_sip_call_id[session.invite.call_id]
-        call = session.call
-        assert call.reason is not None and call.result is not None  # an ended call has both
-        lost, jitter = session.leg.loss_and_jitter if session.leg.stats.packets_received else (0, 0.0)
-        self.log_event(
-            "call_ended",
-            session,
-            reason=call.reason.value,
-            result=call.result.value,
-            duration=call.duration(self.now()),
-            rtp_in=session.leg.stats.packets_received,
-            rtp_out=session.leg.stats.packets_sent,
-            lost=lost,
-            jitter_ms=f"{jitter:.1f}",
-        )
-        self.publish(CallEnded(session))
+        # The leg's row and its room membership end together (the room leaves on CallEnded): no media
+        # tick may run between them and mix a member whose row is gone.
+        with self.clock.lock:
+            self.clock.remove_leg(session.leg)
+            session.leg.close()
+            session.ended_event.set()
+            if self._by_sip_call_id.get(session.invite.call_id) is session:
+                del self._by_sip_call_id[session.invite.call_id]
+            call = session.call
+            assert call.reason is not None and call.result is not None  # an ended call has both
+            lost, jitter = session.leg.loss_and_jitter if session.leg.stats.packets_received else (0, 0.0)
+            self.log_event(
+                "call_ended",
+                session,
+                reason=call.reason.value,
+                result=call.result.value,
+                duration=call.duration(self.now()),
+                rtp_in=session.leg.stats.packets_received,
+                rtp_out=session.leg.stats.packets_sent,
+                lost=lost,
+                jitter_ms=f"{jitter:.1f}",
+            )
+            self.publish(CallEnded(session))
 
     def _dialog_peer(self, session: Session) -> Peer:
         dialog = session.dialog

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -61,7 +62,7 @@ class CallMedia:
         if samples.size == 0 or any(end.is_set() for end in ends):
             return
         heard = asyncio.Event()
-        player = WavPlayer(samples, loop=loop, on_finished=heard.set)
+        player = WavPlayer(samples, loop=loop, on_finished=_on_loop(heard.set))
         session.leg.source = player
         try:
             await first_set(heard, *ends)
@@ -142,7 +143,7 @@ class CallMedia:
                         return effect
                     if isinstance(effect, menus.PlayPrompt):
                         samples = await self._render(list(effect.prompts), effect.locale)
-                        player = WavPlayer(samples, on_finished=wake.set) if samples.size else None
+                        player = WavPlayer(samples, on_finished=_on_loop(wake.set)) if samples.size else None
                         session.leg.source = player
                         if player is None:
                             pending = runner.prompt_finished(engine.now())
@@ -183,3 +184,10 @@ class CallMedia:
             if player is not None and session.leg.source is player:
                 session.leg.source = None
             call.menu_wake = None
+
+
+def _on_loop(callback: Callable[[], None]) -> Callable[[], None]:
+    """`callback`, made safe to call from the media thread (where a player's last frame is taken): it runs
+    on this loop."""
+    loop = asyncio.get_running_loop()
+    return lambda: loop.call_soon_threadsafe(callback)

@@ -47,6 +47,7 @@ class Mixer:
         self._legs: dict[Hashable, _Leg] = {}
         self._dirty = True
         self._overrides_dirty = True
+        self._version = 0
         # Caches, valid while not dirty (see _rebuild).
         self._order: list[Hashable] = []
         self._row: dict[Hashable, int] = {}
@@ -142,6 +143,27 @@ class Mixer:
         heard = self._mix_rows(self._gather(frames))
         return dict(zip(self._order, heard, strict=True))
 
+    def layout(self) -> list[Hashable]:
+        """The legs in the row order of `mix_stack` (room by room); changes only when `version` does."""
+        self._ensure()
+        return self._order
+
+    @property
+    def version(self) -> int:
+        """Counts changes of the row order (legs added, removed, moved)."""
+        self._ensure()
+        return self._version
+
+    def mix_stack(self, stack: np.ndarray) -> np.ndarray:
+        """What each leg hears, for a (legs, frame_size) int16 stack in `layout()` order: the media tick's
+        form, with no per-leg Python."""
+        self._ensure()
+        if stack.shape != (len(self._order), self.frame_size):
+            raise ValueError(
+                f"stack must have shape ({len(self._order)}, {self.frame_size}), got {stack.shape}"
+            )
+        return self._mix_rows(stack)
+
     def mix_encoded(self, frames: Mapping[Hashable, np.ndarray | None]) -> dict[Hashable, bytes]:
         """As :meth:`mix`, each leg's frame encoded with its own codec (one encode per codec)."""
         self._ensure()
@@ -220,6 +242,7 @@ class Mixer:
         }
         self._dirty = False
         self._overrides_dirty = True
+        self._version += 1
 
     def _rebuild_overrides(self) -> None:
         groups: dict[int, tuple[AudioSource, list[int]]] = {}
