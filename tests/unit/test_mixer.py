@@ -8,7 +8,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from tonebridge.media import g711
 from tonebridge.media.mixer import Mixer, UnknownLeg
 from tonebridge.media.players import LoopSource
 
@@ -172,7 +171,7 @@ def test_move_and_remove_leg() -> None:
     m.remove_leg("a")
     out = m.mix({"a": const(1), "b": const(2), "c": const(4)})  # a's frame is ignored now
     assert set(out) == {"b", "c"} and out["b"][0] == 0
-    m.add_leg("a", "r2", "PCMA")
+    m.add_leg("a", "r2")
     assert m.mix({"a": const(1), "c": const(4)})["a"][0] == 4
 
 
@@ -181,8 +180,6 @@ def test_errors_are_precise() -> None:
     m.add_leg("a", "r")
     with pytest.raises(ValueError, match="already"):
         m.add_leg("a", "r")
-    with pytest.raises(ValueError, match="codec"):
-        m.add_leg("b", "r", "G722")  # type: ignore[arg-type]
     for op, args in (
         (m.remove_leg, ()),
         (m.move_leg, ("r",)),
@@ -200,7 +197,7 @@ def test_errors_are_precise() -> None:
 
 def test_empty_mixer() -> None:
     m = Mixer()
-    assert m.mix({}) == {} and m.mix_encoded({}) == {} and m.mix_payloads({}) == {}
+    assert m.mix({}) == {} and m.layout() == [] and m.mix_stack(np.zeros((0, FS), np.int16)).shape == (0, FS)
     assert len(m) == 0
 
 
@@ -239,7 +236,7 @@ def test_outputs_are_not_reused_between_ticks() -> None:
     assert np.array_equal(first["a"], kept)
 
 
-_leg_config = st.tuples(st.integers(0, 3), st.booleans(), st.booleans(), st.sampled_from(["PCMU", "PCMA"]))
+_leg_config = st.tuples(st.integers(0, 3), st.booleans(), st.booleans())
 
 
 @settings(max_examples=60, deadline=None)
@@ -250,8 +247,8 @@ _leg_config = st.tuples(st.integers(0, 3), st.booleans(), st.booleans(), st.samp
 def test_matches_the_per_leg_reference(config: dict, data: st.DataObject) -> None:
     m = Mixer()
     legs = {}
-    for leg_id, (room, contributing, hearing, codec) in config.items():
-        m.add_leg(leg_id, room, codec)
+    for leg_id, (room, contributing, hearing) in config.items():
+        m.add_leg(leg_id, room)
         m.set_contributing(leg_id, contributing)
         m.set_hearing(leg_id, hearing)
         legs[leg_id] = (room, contributing, hearing)
@@ -264,45 +261,22 @@ def test_matches_the_per_leg_reference(config: dict, data: st.DataObject) -> Non
     assert set(out) == set(expected)
     for leg_id in config:
         assert out[leg_id].tolist() == expected[leg_id], leg_id
-    encoded = m.mix_encoded(frames)
-    for leg_id, (_, _, _, codec) in config.items():
-        assert encoded[leg_id] == g711.encode(codec, np.array(expected[leg_id], dtype=np.int16))
+    # The tick's form: one stack in layout order in, one out, the same numbers.
+    order = m.layout()
+    stack = np.zeros((len(order), FS), np.int16)
+    for row, leg_id in enumerate(order):
+        if frames[leg_id] is not None:
+            stack[row] = frames[leg_id]
+    heard = m.mix_stack(stack)
+    for row, leg_id in enumerate(order):
+        assert heard[row].tolist() == expected[leg_id], leg_id
 
 
-def test_mix_encoded_uses_each_legs_codec() -> None:
+def test_mix_stack_refuses_a_stack_of_the_wrong_shape() -> None:
     m = Mixer()
-    m.add_leg("u", "r", "PCMU")
-    m.add_leg("a", "r", "PCMA")
-    frames = {"u": ramp(3), "a": ramp(4)}
-    encoded = m.mix_encoded(frames)
-    assert encoded["u"] == g711.encode("PCMU", frames["a"])
-    assert encoded["a"] == g711.encode("PCMA", frames["u"])
-    assert all(isinstance(v, bytes) and len(v) == FS for v in encoded.values())
-
-
-def test_mix_payloads_decodes_mixes_and_encodes() -> None:
-    m = Mixer()
-    m.add_leg("u1", "r", "PCMU")
-    m.add_leg("a1", "r", "PCMA")
-    m.add_leg("u2", "r", "PCMU")
-    payloads = {"u1": g711.encode("PCMU", ramp(5)), "a1": g711.encode("PCMA", ramp(6)), "u2": None}
-    decoded = {
-        "u1": g711.decode("PCMU", payloads["u1"]),
-        "a1": g711.decode("PCMA", payloads["a1"]),
-        "u2": None,
-    }
-    expected = m.mix_encoded(decoded)
-    assert m.mix_payloads(payloads) == expected
-    # u2 sent nothing: it hears u1 + a1, and the others hear each other only.
-    heard_u2 = g711.decode("PCMU", expected["u2"])
-    assert np.array_equal(heard_u2, g711.decode("PCMU", g711.encode("PCMU", decoded["u1"] + decoded["a1"])))
-
-
-def test_mix_payloads_refuses_a_wrong_length() -> None:
-    m = Mixer()
-    m.add_leg("u", "r", "PCMU")
-    with pytest.raises(ValueError, match="160 bytes"):
-        m.mix_payloads({"u": b"\xff" * 240})
+    m.add_leg("u", "r")
+    with pytest.raises(ValueError, match="shape"):
+        m.mix_stack(np.zeros((2, FS), np.int16))
 
 
 def test_other_frame_sizes() -> None:

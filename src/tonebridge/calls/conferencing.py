@@ -177,9 +177,8 @@ class ConferenceService:
         call_id = session.call_id
         now = self.engine.now()
         effects = self.rooms.join(conference_id, call_id, session.call.cli, options, moh_class, now)
-        codec = session.media.codec if session.media else "PCMU"
         self.members[call_id] = session
-        self.mixer.add_leg(call_id, conference_id, codec)
+        self.mixer.add_leg(call_id, conference_id)
         # From now on the room's tick drives this leg, not the leg's own source.
         self.engine.clock.remove_leg(session.leg)
         self._renderers[call_id] = DtmfToneRenderer()

@@ -16,6 +16,7 @@ import contextlib
 import logging
 import secrets
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -176,6 +177,9 @@ class MediaLeg:
                 continue
             self._rtp_socket = rtp
             self.port = port
+            # The first report within one interval, at a random point (RFC 3550 §6.2): legs opened together
+            # do not all report in the same sweep.
+            self._last_rtcp = time.monotonic() - RTCP_INTERVAL * secrets.randbelow(1000) / 1000
             if self.clock is not None:
                 self.row = self.clock.attach(self, rtp.fileno())
                 self._stream = _PlaneStream(self.clock, self.row)

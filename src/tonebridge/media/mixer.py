@@ -3,8 +3,9 @@
 Each leg belongs to a room. Per tick, the frames of the contributing legs are summed per room in int32,
 and every hearing leg gets its room's sum minus its own contribution (so nobody hears themselves),
 saturated to int16. A leg's heard audio can be replaced by a source (music on hold). Index arrays are
-cached and rebuilt only when membership changes; per-tick work has no Python loop over samples or rooms,
-only the unavoidable per-leg gathering of input frames and handing out of output frames.
+cached and rebuilt only when membership changes. The media tick hands `mix_stack` one (legs, samples)
+array in `layout()` order and gets one back: no Python loop over legs, rooms or samples. Codecs are not
+the mixer's business: the media plane decodes and encodes each leg with its own.
 """
 
 from __future__ import annotations
@@ -14,8 +15,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tonebridge.media import g711
-from tonebridge.media.g711 import CODECS, Codec
 from tonebridge.media.players import AudioSource
 
 __all__ = ["Mixer", "UnknownLeg"]
@@ -31,7 +30,6 @@ class UnknownLeg(KeyError):
 @dataclass(slots=True)
 class _Leg:
     room_id: Hashable
-    codec: Codec
     contributing: bool = True
     hearing: bool = True
     override: AudioSource | None = None
@@ -56,14 +54,7 @@ class Mixer:
         self._hearing = np.zeros(0, dtype=np.int32)
         self._own = np.zeros((0, frame_size), dtype=np.int32)
         self._heard = np.zeros((0, frame_size), dtype=np.int32)
-        self._codec_rows: dict[Codec, np.ndarray] = {}
-        self._codec_ids: dict[Codec, list[Hashable]] = {}
         self._override_groups: list[tuple[AudioSource, np.ndarray]] = []
-        # The byte that decodes to 0 for each codec: what a missing payload stands for.
-        self._silence_code = {
-            "PCMU": int(g711.ulaw_encode(np.zeros(1, dtype=np.int16))[0]),
-            "PCMA": int(g711.alaw_encode(np.zeros(1, dtype=np.int16))[0]),
-        }
 
     # --- membership --------------------------------------------------------------------------------------
 
@@ -80,13 +71,11 @@ class Mixer:
     def room_of(self, leg_id: Hashable) -> Hashable:
         return self._leg(leg_id).room_id
 
-    def add_leg(self, leg_id: Hashable, room_id: Hashable, codec: Codec = "PCMU") -> None:
+    def add_leg(self, leg_id: Hashable, room_id: Hashable) -> None:
         """Register a leg; it contributes and hears from the next tick."""
         if leg_id in self._legs:
             raise ValueError(f"leg {leg_id!r} is already in the mixer")
-        if codec not in CODECS:
-            raise ValueError(f"codec must be one of {', '.join(CODECS)} (got {codec!r})")
-        self._legs[leg_id] = _Leg(room_id, codec)
+        self._legs[leg_id] = _Leg(room_id)
         self._dirty = True
 
     def remove_leg(self, leg_id: Hashable) -> None:
@@ -100,14 +89,6 @@ class Mixer:
         leg = self._leg(leg_id)
         if leg.room_id != room_id:
             leg.room_id = room_id
-            self._dirty = True
-
-    def set_codec(self, leg_id: Hashable, codec: Codec) -> None:
-        if codec not in CODECS:
-            raise ValueError(f"codec must be one of {', '.join(CODECS)} (got {codec!r})")
-        leg = self._leg(leg_id)
-        if leg.codec != codec:
-            leg.codec = codec
             self._dirty = True
 
     def set_contributing(self, leg_id: Hashable, contributing: bool) -> None:
@@ -164,34 +145,6 @@ class Mixer:
             )
         return self._mix_rows(stack)
 
-    def mix_encoded(self, frames: Mapping[Hashable, np.ndarray | None]) -> dict[Hashable, bytes]:
-        """As :meth:`mix`, each leg's frame encoded with its own codec (one encode per codec)."""
-        self._ensure()
-        return self._encode(self._mix_rows(self._gather(frames)))
-
-    def mix_payloads(self, payloads: Mapping[Hashable, bytes | None]) -> dict[Hashable, bytes]:
-        """G.711 payloads in (each in its leg's codec), G.711 payloads out: decode, mix, encode.
-
-        Decoding is grouped by codec: one vectorised decode per codec for all legs.
-        """
-        self._ensure()
-        fs = self.frame_size
-        stack = np.empty((len(self._order), fs), dtype=np.int16)
-        for codec, rows in self._codec_rows.items():
-            silence = bytes([self._silence_code[codec]]) * fs
-            ids = self._codec_ids[codec]
-            # An absent, None or empty payload is a lost frame: the codec's silence.
-            chunks = [payloads.get(leg_id) or silence for leg_id in ids]
-            joined = b"".join(chunks)
-            if len(joined) != len(ids) * fs:
-                for leg_id, chunk in zip(ids, chunks, strict=True):
-                    if len(chunk) != fs:
-                        raise ValueError(f"leg {leg_id!r}: payload must be {fs} bytes (got {len(chunk)})")
-            coded = np.frombuffer(joined, dtype=np.uint8)
-            decode = g711.ulaw_decode if codec == "PCMU" else g711.alaw_decode
-            stack[rows] = decode(coded).reshape(len(rows), fs)
-        return self._encode(self._mix_rows(stack))
-
     # --- internals ---------------------------------------------------------------------------------------
 
     def _leg(self, leg_id: Hashable) -> _Leg:
@@ -235,11 +188,6 @@ class Mixer:
         # Scratch for the tick, reused: allocating a few MB per tick costs page faults.
         self._own = np.empty((len(order), self.frame_size), dtype=np.int32)
         self._heard = np.empty_like(self._own)
-        codes = np.array([leg.codec for leg in legs], dtype=object)
-        self._codec_rows = {codec: rows for codec in CODECS if (rows := np.flatnonzero(codes == codec)).size}
-        self._codec_ids = {
-            codec: [order[row] for row in rows.tolist()] for codec, rows in self._codec_rows.items()
-        }
         self._dirty = False
         self._overrides_dirty = True
         self._version += 1
@@ -289,16 +237,3 @@ class Mixer:
             frame = source.frame(self.frame_size)
             out[rows] = 0 if frame is None else frame
         return out
-
-    def _encode(self, heard: np.ndarray) -> dict[Hashable, bytes]:
-        fs = self.frame_size
-        result: dict[Hashable, bytes] = {}
-        for codec, rows in self._codec_rows.items():
-            encode = g711.ulaw_encode if codec == "PCMU" else g711.alaw_encode
-            coded = encode(heard[rows].reshape(-1)).tobytes()
-            result.update(
-                zip(
-                    self._codec_ids[codec], (coded[i : i + fs] for i in range(0, len(coded), fs)), strict=True
-                )
-            )
-        return result
