@@ -17,6 +17,7 @@ loop with one `call_soon_threadsafe` per tick, never run on the media thread.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import sys
 import threading
@@ -42,6 +43,11 @@ SKIP_AFTER_SECONDS = 0.2
 # How long a thread may hold the GIL while another waits for it. CPython's default of 5 ms would let the
 # loop thread hold the media thread past a frame's deadline; 1 ms bounds that wait (docs/architecture.md).
 SWITCH_INTERVAL = 0.001
+# The cyclic garbage collector stops every thread, the media thread included, for as long as it runs; a
+# full collection over the objects of a thousand calls takes tens of milliseconds. Young collections stay
+# as frequent as CPython makes them (cheap); full ones wait for this many young-generation-1 collections
+# instead of 10, and the start-up heap is frozen out of them (docs/architecture.md, "The media thread").
+GC_FULL_AFTER = 1000
 RTCP_SWEEP_SECONDS = 1.0
 # Rows of the plane: one per open leg, each a port pair of the RTP range.
 DEFAULT_CAPACITY = 32768
@@ -65,6 +71,9 @@ class MediaClock:
         self.late_ticks = 0  # ticks skipped (more than SKIP_AFTER_SECONDS behind)
         self.duration_ms = Histogram()
         self.lateness_ms = Histogram()
+        # The collector stops every thread while it runs: its pauses explain late ticks.
+        self.gc_pause_ms = Histogram()
+        self._gc_started = 0.0
         self._by_row: dict[int, MediaLeg] = {}
         self._listening: set[MediaLeg] = set()
         self._digit_legs: set[MediaLeg] = set()
@@ -149,6 +158,12 @@ class MediaClock:
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         sys.setswitchinterval(SWITCH_INTERVAL)
+        gc.collect()
+        gc.freeze()
+        young, middle, _ = gc.get_threshold()
+        gc.set_threshold(young, middle, GC_FULL_AFTER)
+        if self._gc_callback not in gc.callbacks:
+            gc.callbacks.append(self._gc_callback)
         self._stopping.clear()
         self._thread = threading.Thread(target=self._run, name="tonebridge-media", daemon=True)
         self._thread.start()
@@ -156,6 +171,8 @@ class MediaClock:
 
     async def stop(self) -> None:
         self._stopping.set()
+        if self._gc_callback in gc.callbacks:
+            gc.callbacks.remove(self._gc_callback)
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join, 2.0)
             self._thread = None
@@ -212,6 +229,12 @@ class MediaClock:
                     self._loop.call_soon_threadsafe(_run_posted, posted)
                 except RuntimeError:  # the loop closed under us: the server is stopping
                     return
+
+    def _gc_callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._gc_started = time.monotonic()
+        else:
+            self.gc_pause_ms.observe((time.monotonic() - self._gc_started) * 1000)
 
     def _wake_waiters(self) -> None:
         waiters, self._tick_waiters = self._tick_waiters, []
@@ -307,6 +330,7 @@ class MediaClock:
                 "sendErrors": totals["send_errors"],
             },
             "openLegs": len(self._by_row),
+            "gcPauseMs": self.gc_pause_ms.snapshot(),
         }
 
 
