@@ -56,6 +56,8 @@ DEFAULT_RETENTION = 7 * 86400.0
 MAX_PRUNE_INTERVAL = 3600.0
 # Sinch publishes no ICE/ACE timeout; 5 s keeps a caller from waiting in silence much longer than a ring.
 SYNC_TIMEOUT = 5.0
+# Below httpx's default pool of 100 connections, so stored callbacks never queue inside the pool.
+MAX_IN_FLIGHT = 64
 IDEMPOTENCY_HEADER = "X-Idempotency-Key"
 
 SecretLookup = Callable[[str], str | None]
@@ -158,6 +160,10 @@ class Outbox:
         self._retention = float(retention)
         self._pruner: asyncio.Task[None] | None = None
         self.counters: Counter[tuple[str, str]] = Counter()  # (event, outcome) -> count
+        # Stored callbacks in flight at once. A thousand calls ending together would otherwise queue a
+        # thousand requests in the HTTP client's connection pool, whose scheduling is quadratic in its
+        # queue; the calls' own tasks wait here instead (ICE and ACE, which a call waits for, do not).
+        self._in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
         self.pruned = 0
         self._queues: dict[str, deque[Delivery]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
@@ -437,14 +443,15 @@ class Outbox:
     async def _attempt(self, d: Delivery) -> tuple[int | None, str | None]:
         """One POST. Returns (HTTP status, None) for any answer that is 2xx, (status, error) for any other
         answer, (None, error) when no answer came."""
-        response, error = await self._post(
-            d.app_key,
-            d.url,
-            d.body,
-            d.attempt_timeout,
-            {IDEMPOTENCY_HEADER: d.idempotency_key},
-            sent=None if d.first_sent.done() else d.first_sent,
-        )
+        async with self._in_flight:
+            response, error = await self._post(
+                d.app_key,
+                d.url,
+                d.body,
+                d.attempt_timeout,
+                {IDEMPOTENCY_HEADER: d.idempotency_key},
+                sent=None if d.first_sent.done() else d.first_sent,
+            )
         if response is None:
             return None, error
         if _is_success(response.status_code):
