@@ -167,9 +167,17 @@ MEDIA_PCMU_ONLY = "m=audio [rtpstream_audio_port] RTP/AVP 0\n      a=rtpmap:0 PC
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
+    """A port free for both UDP and TCP (SIP listens on both; HTTP on TCP)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind((HOST, 0))
+            port = udp.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+                try:
+                    tcp.bind((HOST, port))
+                except OSError:
+                    continue
+        return port
 
 
 @dataclass(frozen=True)
