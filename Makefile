@@ -53,7 +53,7 @@ bench-mixer: $(VENV)/.installed-test
 	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 taskset -c 1 $(BIN)/python bench/mixer.py
 
 # The media plane under load: N conference legs streaming from SIPp, the server on core 0, SIPp on core 1;
-# table on stdout, plot in bench/out/ (docs/benchmarks.md). About 4 minutes. matplotlib only for the plot,
+# table on stdout, plot in bench/out/ (docs/benchmarks.md). About 5 minutes. matplotlib only for the plot,
 # installed here rather than as a project dependency.
 bench-rtp: $(VENV)/.installed peers
 	@$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/pip install -q matplotlib
