@@ -6,7 +6,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 NATIVE := setup.py $(wildcard src/tonebridge/_native/*.c src/tonebridge/_native/*.h)
 
-.PHONY: run test peers toolchain lint bench-sip bench-mixer bench-rtp bench-dtmf clean
+.PHONY: run test peers toolchain docs lint bench-sip bench-mixer bench-rtp bench-dtmf clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || { $(SUDO) apt-get update && $(SUDO) apt-get install -y python3-venv && $(PYTHON) -m venv $(VENV); }
@@ -31,15 +31,22 @@ $(VENV)/.installed-test: $(VENV)/.installed
 run: $(VENV)/.installed
 	$(BIN)/tonebridge serve
 
-# The real peers the integration tests drive: SIPp and baresip, and espeak-ng for text to speech
-# (Debian packages).
+# The real peers the integration tests drive: SIPp and baresip, espeak-ng for text to speech, and
+# headless Chromium with its WebDriver for the console's browser test (Debian packages).
 peers:
-	@command -v sipp >/dev/null && command -v baresip >/dev/null && command -v espeak-ng >/dev/null || { \
+	@command -v sipp >/dev/null && command -v baresip >/dev/null && command -v espeak-ng >/dev/null && \
+	  command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
 	  $(SUDO) apt-get update -q && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q sip-tester baresip espeak-ng; }
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q sip-tester baresip espeak-ng \
+	    chromium chromium-driver; }
 
 test: $(VENV)/.installed-test peers
 	$(BIN)/pytest -q
+
+# The documentation site (mkdocs, Material theme) into site/; --strict turns every warning (a broken
+# link, a page missing from the navigation) into a failure.
+docs: $(VENV)/.installed-test
+	$(BIN)/mkdocs build --strict --site-dir site
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests bench

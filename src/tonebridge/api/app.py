@@ -8,19 +8,22 @@ mode, collections, PIE latency and failures); `events` streams conference events
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, StreamingResponse
+from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from tonebridge.api.console import routes as console_routes
 from tonebridge.api.errors import exception_handlers
+from tonebridge.api.events import routes as event_routes
 from tonebridge.api.limits import BodyLimit
 from tonebridge.api.openapi import document as openapi_document
+from tonebridge.api.prometheus import routes as prometheus_routes
+from tonebridge.api.records import routes as record_routes
 
 if TYPE_CHECKING:
     from tonebridge.server import Server
@@ -82,36 +85,17 @@ def create_app(server: Server) -> Starlette:
             }
         )
 
-    async def events(request: Request) -> StreamingResponse:
-        """Server-sent events: one `data: {json}` per press, collection, join, leave... (conference-dtmf §5)."""
-        bus = server.conferences.events
-        queue = bus.subscribe()
-
-        async def stream() -> AsyncIterator[bytes]:
-            try:
-                yield b": tonebridge event stream\n\n"
-                while True:
-                    try:
-                        event = await asyncio.wait_for(queue.get(), 15.0)
-                    except TimeoutError:
-                        yield b": keep-alive\n\n"
-                        continue
-                    yield b"data: " + json.dumps(event, separators=(",", ":")).encode() + b"\n\n"
-            finally:
-                bus.unsubscribe(queue)
-
-        return StreamingResponse(
-            stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store"}
-        )
-
     async def openapi(request: Request) -> JSONResponse:
         return JSONResponse(openapi_document())
 
     routes = [
         Route("/tonebridge/v1/health", health),
         Route("/tonebridge/v1/metrics", metrics),
-        Route("/tonebridge/v1/events", events),
         Route("/tonebridge/v1/openapi.json", openapi),
+        *event_routes(server),
+        *prometheus_routes(server),
+        *record_routes(server),
+        *console_routes(server),
     ]
     calling = server.sinch_api
     if calling is not None:

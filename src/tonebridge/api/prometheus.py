@@ -1,0 +1,14 @@
+"""Metrics in the Prometheus text format at `/metrics`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from starlette.routing import BaseRoute
+
+if TYPE_CHECKING:
+    from tonebridge.server import Server
+
+
+def routes(server: Server) -> list[BaseRoute]:
+    return []
