@@ -1,4 +1,5 @@
-"""The `tonebridge` command: `serve`, `phone` and `check-config` (shared/spec/operations.md)."""
+"""The `tonebridge` command: `serve`, `phone`, `check-config` (shared/spec/operations.md), `records` (call
+records from the store) and `hash-password` (for `[[operators]]`)."""
 
 from __future__ import annotations
 
@@ -31,12 +32,28 @@ def main(argv: list[str] | None = None) -> int:
     check = sub.add_parser("check-config", help="validate a config file")
     check.add_argument("file")
 
+    records = sub.add_parser("records", help="list the calls in the store (the server need not run)")
+    records.add_argument("--config", help="TOML config file whose data_dir holds the store")
+    records.add_argument(
+        "--since", help="calls started since: ISO 8601, Unix seconds or a duration (10m, 2h)"
+    )
+    records.add_argument("--format", choices=("csv", "json"), default="csv")
+
+    sub.add_parser(
+        "hash-password",
+        help="print an [[operators]] password_hash for a password read from stdin (prompted on a terminal)",
+    )
+
     from tonebridge import phone
 
     phone_parser = sub.add_parser("phone", help="a softphone on Tonebridge's own stacks")
     phone.add_arguments(phone_parser)
 
     args = parser.parse_args(argv)
+    if args.command == "hash-password":
+        return _hash_password()
+    if args.command == "records":
+        return _records(args)
     if args.command == "check-config":
         try:
             load_config(args.file)
@@ -67,6 +84,51 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             return 130
     return 2
+
+
+def _hash_password() -> int:
+    from getpass import getpass
+
+    from tonebridge.api.access import hash_password
+
+    # Prompted (not echoed) on a terminal; from a pipe, the first line is the password.
+    password = getpass("Password: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        print("tonebridge: empty password", file=sys.stderr)
+        return 1
+    print(hash_password(password))
+    return 0
+
+
+def _records(args: argparse.Namespace) -> int:
+    import json
+    import time
+    from pathlib import Path
+
+    from tonebridge.calls.history_format import as_csv, as_json, parse_since
+    from tonebridge.store.db import SchemaError, Store
+
+    try:
+        config = load_config(args.config)
+        since = parse_since(args.since, time.time()) if args.since else None
+    except (ConfigError, ValueError) as exc:
+        print(f"tonebridge: {exc}", file=sys.stderr)
+        return 1
+    path = Path(config.server.data_dir) / "tonebridge.sqlite3"
+    if not path.is_file():  # opening a Store would create an empty one
+        print(f"tonebridge: no store at {path}", file=sys.stderr)
+        return 1
+    try:
+        with Store(path) as store:
+            history = store.call_history(since=since)
+    except SchemaError as exc:
+        print(f"tonebridge: {exc}", file=sys.stderr)
+        return 1
+    if args.format == "json":
+        print(json.dumps([as_json(entry) for entry in history], indent=2))
+    else:
+        sys.stdout.write(as_csv(history))
+    return 0
 
 
 if __name__ == "__main__":

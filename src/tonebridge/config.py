@@ -105,6 +105,21 @@ class UserConfig(_Strict):
     password: Annotated[str, Field(min_length=1)]
 
 
+class OperatorConfig(_Strict):
+    """A console operator: sees and acts on every application's rooms (docs/operations.md, "Console")."""
+
+    name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._\-@+]+$")]
+    password_hash: str
+
+    @field_validator("password_hash")
+    @classmethod
+    def _check_hash(cls, value: str) -> str:
+        from tonebridge.api.access import parse_password_hash
+
+        parse_password_hash(value)
+        return value
+
+
 class TrunkConfig(_Strict):
     name: Annotated[str, Field(min_length=1)]
     uri: str
@@ -131,6 +146,7 @@ class Config(_Strict):
     applications: list[ApplicationConfig] = []
     users: list[UserConfig] = []
     trunks: list[TrunkConfig] = []
+    operators: list[OperatorConfig] = []
 
     @model_validator(mode="after")
     def _check_unique(self) -> Config:
@@ -145,6 +161,12 @@ class Config(_Strict):
         names = [u.name for u in self.users]
         if len(names) != len(set(names)):
             raise ValueError("[[users]] names must be unique")
+        operators = {o.name for o in self.operators}
+        if len(operators) != len(self.operators):
+            raise ValueError("[[operators]] names must be unique")
+        if taken := operators & {a.key for a in self.applications}:
+            # The console's login takes either; one name must not mean both.
+            raise ValueError(f"[[operators]] name {min(taken)} is also an application key")
         return self
 
     @property

@@ -46,6 +46,7 @@ class PhoneApplication:
         self.ended = asyncio.Event()
         self.answered: asyncio.Queue[Session] = asyncio.Queue()
         self._pressed_at: dict[str, float] = {}  # call id -> when the key now held went down
+        self._frames_heard: dict[str, int] = {}  # call id -> frames heard (recorded) so far
 
     def source(self) -> WavPlayer | None:
         if self.args.play:
@@ -88,10 +89,14 @@ class PhoneApplication:
         self.answered.put_nowait(session)
 
     def heard(self, session: Session) -> None:
-        """Report each whole second of recorded audio, so scripts can wait on audio, not on time."""
-        recording = session.leg.recording
-        if recording is not None and len(recording) % 50 == 0:
-            emit("heard", call_id=session.call_id, seconds=len(recording) // 50)
+        """Report each whole second of recorded audio, so scripts can wait on audio, not on time. Called on
+        the loop once per frame, possibly after the media thread has recorded more: count the calls, not
+        the recording's length, so no second is skipped."""
+        if session.leg.recording is None:
+            return
+        frames = self._frames_heard[session.call_id] = self._frames_heard.get(session.call_id, 0) + 1
+        if frames % 50 == 0:
+            emit("heard", call_id=session.call_id, seconds=frames // 50)
 
     def _pressed(self, session: Session, press: Press) -> None:
         if press.started:

@@ -18,9 +18,11 @@ from tonebridge.calls.application import Application
 from tonebridge.calls.conferencing import ConferenceService
 from tonebridge.calls.demo import DemoApplication
 from tonebridge.calls.engine import CallEngine
+from tonebridge.calls.history import CallRecorder, RoomMembershipBus
 from tonebridge.calls.sinch import SinchApplication
 from tonebridge.calls.sinch_api import SinchOperations
 from tonebridge.config import Config, split_host_port
+from tonebridge.events import application_owner
 from tonebridge.media.clock import MediaClock
 from tonebridge.sip.stack import SipStack
 from tonebridge.store.db import Store
@@ -46,15 +48,27 @@ class Server:
         self.sinch: SinchApplication | None = None
         self.sinch_api: SinchOperations | None = None  # what the calling routes call, over self.sinch
         self.outbox: Outbox | None = None
-        self.store: Store | None = None
+        # Every mode keeps its call history, the demo's too (README: SQLite on embedded defaults).
+        data_dir = Path(config.server.data_dir)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = Store(data_dir / "tonebridge.sqlite3")
         if application is None and config.applications:
-            application = self._sinch_application(config)
+            application = self._sinch_application(config, self.store)
         self.application: Application = application or DemoApplication()
         self.engine = CallEngine(config, self.stack, self.clock, self.application)
-        self.conferences = ConferenceService(self.engine, self.application.collection)
+        self.conferences = ConferenceService(
+            self.engine, self.application.collection, events=RoomMembershipBus(self.store)
+        )
+        self.history = CallRecorder(self.store, self.engine.now)
+        self.conferences.events.owner_of = application_owner(self.sinch) if self.sinch else None
         # The wiring, explicit: the rooms hear of every call event before the application does (a
         # collection that a hang-up ends sends its PIE before the call's DiCE); the tick mixes the rooms.
-        self.engine.observers += [self.conferences.on_call_event, self.application.on_event]
+        # The history comes last: it adds the call's times and outcome to what the application recorded.
+        self.engine.observers += [
+            self.conferences.on_call_event,
+            self.application.on_event,
+            self.history.on_call_event,
+        ]
         self.clock.tick_hooks.append(self.conferences.tick)
         self.application.attach(self.engine, self.conferences)
         self._http: _QuietUvicorn | None = None
@@ -62,18 +76,16 @@ class Server:
         self.http_port = 0
         self._stopped = asyncio.Event()
 
-    def _sinch_application(self, config: Config) -> SinchApplication:
-        """The configured applications, served Sinch-style: a store, an outbox and the API behind them."""
+    def _sinch_application(self, config: Config, store: Store) -> SinchApplication:
+        """The configured applications, served Sinch-style: an outbox and the API behind them."""
         data_dir = Path(config.server.data_dir)
-        data_dir.mkdir(parents=True, exist_ok=True)
-        self.store = Store(data_dir / "tonebridge.sqlite3")
         self.outbox = Outbox(
-            self.store,
+            store,
             lambda key: self.sinch_api.secret_for(key) if self.sinch_api else None,
             retention=config.callbacks.retention_seconds,
         )
         self.sinch = SinchApplication(
-            config, self.store, self.outbox, base_url=f"http://{config.server.http}", tts_dir=data_dir / "tts"
+            config, store, self.outbox, base_url=f"http://{config.server.http}", tts_dir=data_dir / "tts"
         )
         self.sinch_api = SinchOperations(self.sinch)
         return self.sinch
@@ -127,9 +139,8 @@ class Server:
         if self.outbox is not None:
             # Undelivered callbacks stay in the store and go out after the next start.
             await self.outbox.close()
-        if self.store is not None:
-            # Commits what is still queued (the last attempts' outcomes, call records) off the loop.
-            await self.store.aclose()
+        # Commits what is still queued (the last attempts' outcomes, call records) off the loop.
+        await self.store.aclose()
         log.info("event=stopped")
 
     async def run(self) -> None:

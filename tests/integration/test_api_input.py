@@ -86,7 +86,9 @@ class Events:
 
     def __init__(self, server) -> None:  # type: ignore[no-untyped-def]
         self.connection = http.client.HTTPConnection(HOST, server.server.http_port, timeout=15)
-        self.connection.request("GET", "/tonebridge/v1/events")
+        # With applications configured the stream is read as one of them: signed as calling/v1 requests are.
+        path = "/tonebridge/v1/events"
+        self.connection.request("GET", path, headers=auth_headers("GET", path, b"", ""))
         self.reply = self.connection.getresponse()
         # The first line comes after the subscription is in place: nothing published later is missed.
         assert self.reply.readline().startswith(b": tonebridge event stream")

@@ -83,7 +83,7 @@ def test_an_unknown_effect_kind_is_reported_not_dropped(caplog: pytest.LogCaptur
 
 def test_room_events_reach_the_event_stream() -> None:
     service = ConferenceService(_Engine(), lambda session, done: None)  # type: ignore[arg-type]
-    queue = service.events.subscribe()
+    queue = service.events.subscribe().queue
     service._apply(
         [
             r.ConferenceStarted("room"),

@@ -1,9 +1,9 @@
 """The Sinch Voice REST API (`calling/v1`) and its configuration endpoints, per shared/spec/sinch-voice-v1.md.
 
-Each route authenticates the request (application-signed or Basic), validates the body into typed values
-(api/callouts.py: every fault is a 400 naming the field), and calls the application through
-`CallingApplication`, whose domain errors api/errors.py turns into Sinch error bodies. An application sees
-only its own calls and conferences: another's id is a 404.
+Each route authenticates the request (application-signed or Basic, or a console session with its CSRF
+token: api/access.py), validates the body into typed values (api/callouts.py: every fault is a 400 naming
+the field), and calls the application through `CallingApplication`, whose domain errors api/errors.py turns
+into Sinch error bodies. An application sees only its own calls and conferences: another's id is a 404.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Match, Route
 from starlette.types import Scope
 
+from tonebridge.api.access import COOKIE, Refused, access_for_calling_api, acting_viewer
 from tonebridge.api.callouts import (
     parse_call_leg,
     parse_call_update,
@@ -28,7 +29,7 @@ from tonebridge.api.callouts import (
     parse_participant_update,
     requested_application,
 )
-from tonebridge.api.errors import INVALID_REQUEST, ApiError, invalid
+from tonebridge.api.errors import INVALID_REQUEST, NOT_FOUND, ApiError, invalid
 from tonebridge.api.limits import MAX_BODY
 from tonebridge.callbacks.signing import AuthError, verify_request
 from tonebridge.calls.errors import ApplicationNotFound
@@ -163,8 +164,34 @@ class RawPathRoute(Route):
         return Match.FULL, child_scope
 
 
+def _console_key(request: Request, app: CallingApplication) -> str:
+    """The application a console session acts as: its own for an application's login; for an operator's,
+    the application that owns the conference (else the call) the route names, so that the operation runs
+    with exactly the checks an application's request gets."""
+    access = access_for_calling_api(app)
+    if access is None:
+        raise ApiError(40100, "console sessions are not accepted here")
+    try:
+        viewer = acting_viewer(request, access)
+    except Refused as exc:
+        raise ApiError(exc.status * 100, exc.message) from None
+    if viewer.app_key is not None:
+        return viewer.app_key
+    conference_id = request.path_params.get("conference_id")
+    call_id = request.path_params.get("call_id")
+    if conference_id is None and call_id is None:
+        raise ApiError(40300, "an operator acts only on existing calls and conferences")
+    owner = access.owner_of(conference_id, call_id)
+    if owner is None:
+        field, value = ("conferenceId", conference_id) if conference_id is not None else ("callId", call_id)
+        raise ApiError(NOT_FOUND, f"{field}: {value} not found")
+    return owner
+
+
 def routes(app: CallingApplication) -> list[Route]:
     async def authenticate(request: Request) -> str:
+        if "authorization" not in request.headers and COOKIE in request.cookies:
+            return _console_key(request, app)
         body = await request.body()
         raw_path = request.scope.get("raw_path", b"").decode("latin-1").split("?")[0] or request.url.path
         try:

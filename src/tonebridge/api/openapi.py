@@ -26,6 +26,55 @@ DTMF_OPTIONS = {
     },
 }
 MOH = {"type": "string", "enum": ["ring", "music1", "music2", "music3"]}
+_NULLABLE_STRING = {"type": "string", "nullable": True}
+CALL_LIMIT = {"type": "integer", "minimum": 1, "maximum": 10000}
+CALL_RECORD = {
+    "type": "object",
+    "required": ["callId", "status", "conferences", "callbacks"],
+    "properties": {
+        "callId": {"type": "string"},
+        "applicationKey": _NULLABLE_STRING,
+        "direction": {"type": "string", "enum": ["inbound", "outbound"], "nullable": True},
+        "from": _NULLABLE_STRING,
+        "to": {"type": "object", "nullable": True},
+        "domain": _NULLABLE_STRING,
+        "status": {"type": "string", "enum": ["ONGOING", "FINAL"]},
+        "result": _NULLABLE_STRING,
+        "reason": _NULLABLE_STRING,
+        "startedAt": _NULLABLE_STRING,
+        "answeredAt": _NULLABLE_STRING,
+        "endedAt": _NULLABLE_STRING,
+        "duration": {"type": "integer", "nullable": True},
+        "conferenceId": _NULLABLE_STRING,
+        "conferences": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "conferenceId": {"type": "string"},
+                    "joinedAt": {"type": "string"},
+                    "leftAt": _NULLABLE_STRING,
+                    "leftReason": _NULLABLE_STRING,
+                },
+            },
+        },
+        "callbacks": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "event": {"type": "string"},
+                    "url": {"type": "string"},
+                    "attemptedAt": {"type": "string"},
+                    "status": {"type": "integer", "nullable": True},
+                    "error": _NULLABLE_STRING,
+                    "durationMs": {"type": "number"},
+                    "stored": {"type": "boolean"},
+                },
+            },
+        },
+    },
+}
 COMMON_CALLOUT = {
     "cli": {"type": "string", "maxLength": 64},
     "dtmf": {"type": "string", "pattern": "^[0-9#*A-Dw]*$", "maxLength": 128},
@@ -114,6 +163,10 @@ def _ok(schema: dict[str, Any] | None = None) -> dict[str, Any]:
     if schema is None:
         return {"200": {"description": "done (empty body)"}}
     return {"200": {"description": "OK", "content": {"application/json": {"schema": schema}}}}
+
+
+def _query_param(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"name": name, "in": "query", "description": description, "schema": schema or {"type": "string"}}
 
 
 def _path_param(name: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -290,6 +343,35 @@ def document() -> dict[str, Any]:
             },
             "/tonebridge/v1/metrics": {
                 "get": {"operationId": "metrics", "security": [], "responses": _ok({"type": "object"})}
+            },
+            "/tonebridge/v1/calls": {
+                "get": {
+                    "operationId": "listCalls",
+                    "description": "The signing application's calls, newest first, with their conferences "
+                    "and callback attempts (docs/operations.md, Call records).",
+                    "parameters": [
+                        _query_param("from", "started at or after: ISO 8601 or Unix seconds"),
+                        _query_param("to", "started before: ISO 8601 or Unix seconds"),
+                        _query_param("conferenceId", "in this conference, or placed to join it"),
+                        _query_param("limit", "at most this many calls (default 1000)", CALL_LIMIT),
+                    ],
+                    "responses": {
+                        **_ok({"type": "array", "items": CALL_RECORD}),
+                        **_error_responses(400, 401),
+                    },
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "operationId": "prometheusMetrics",
+                    "security": [],
+                    "responses": {
+                        "200": {
+                            "description": "the Prometheus text exposition format",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
             },
         },
     }

@@ -16,6 +16,9 @@ Rules (docs/callbacks.md):
 - Delivered and given-up rows are kept for `retention` seconds after they finish, then pruned.
 - Every callback is counted by event and outcome (`delivered`, `failed_attempt`, `given_up`) in
   `counters`, for the metrics.
+- Every attempt, stored callbacks' and synchronous ones' alike, goes into the call's history
+  (`Store.callback_attempted`): when, where, the status or error, how long it took. Those writes are not
+  awaited; the history is kept after the outbox prunes the callback itself.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from typing import Any
 import httpx
 
 from tonebridge.callbacks.signing import callback_headers
-from tonebridge.store.db import OutboxRow, Store, Write
+from tonebridge.store.db import CallbackAttempt, OutboxRow, Store, Write
 
 __all__ = [
     "DEFAULT_BACKOFF",
@@ -77,6 +80,14 @@ def backoff_delay(backoff: Sequence[float], failures: int) -> float:
 
 def _is_success(status: int | None) -> bool:
     return status is not None and 200 <= status < 300
+
+
+def _outcome(response: httpx.Response | None, error: str | None) -> tuple[int | None, str | None]:
+    """(HTTP status, None) for a 2xx, (status, "HTTP status") for any other answer, (None, error) for none."""
+    if response is None:
+        return None, error
+    status = response.status_code
+    return status, None if _is_success(status) else f"HTTP {status}"
 
 
 def _settle(future: asyncio.Future[Any], value: Any) -> None:
@@ -444,6 +455,7 @@ class Outbox:
         """One POST. Returns (HTTP status, None) for any answer that is 2xx, (status, error) for any other
         answer, (None, error) when no answer came."""
         async with self._in_flight:
+            at, started = self._clock(), time.perf_counter()
             response, error = await self._post(
                 d.app_key,
                 d.url,
@@ -452,11 +464,32 @@ class Outbox:
                 {IDEMPOTENCY_HEADER: d.idempotency_key},
                 sent=None if d.first_sent.done() else d.first_sent,
             )
-        if response is None:
-            return None, error
-        if _is_success(response.status_code):
-            return response.status_code, None
-        return response.status_code, f"HTTP {response.status_code}"
+            took = time.perf_counter() - started
+        status, error = _outcome(response, error)
+        self._log_attempt(d.app_key, d.call_id, d.event, d.url, at, took, status, error, d.id)
+        return status, error
+
+    def _log_attempt(
+        self,
+        app_key: str,
+        call_id: str,
+        event: str,
+        url: str,
+        at: float,
+        took: float,
+        status: int | None,
+        error: str | None,
+        outbox_id: int | None = None,
+    ) -> None:
+        attempt = CallbackAttempt(
+            call_id, app_key, event, url, at, status, error, round(took * 1000, 3), outbox_id
+        )
+        try:
+            self._store.callback_attempted(attempt)
+        except RuntimeError:
+            # The store closed under an attempt cut short by shutdown: the callback itself is still
+            # pending there, and its next attempt will be logged.
+            log.debug("event=callback_attempt_unlogged call_id=%s callback=%s", call_id, event)
 
     async def _post(
         self,
@@ -514,7 +547,12 @@ class Outbox:
         for target in (url, fallback_url):
             if not target:
                 continue
+            at, started = self._clock(), time.perf_counter()
             response, error = await self._post(app_key, target, data, timeout)
+            status, outcome = _outcome(response, error)
+            self._log_attempt(
+                app_key, str(call_id), str(event), target, at, time.perf_counter() - started, status, outcome
+            )
             if response is not None and _is_success(response.status_code):
                 self.counters[(event, "delivered")] += 1
                 return response

@@ -27,6 +27,7 @@ from tonebridge.conference import room as r
 from tonebridge.conference.collector import CollectionDone
 from tonebridge.conference.options import DtmfMode, DtmfOptions
 from tonebridge.events import EventBus
+from tonebridge.histogram import Histogram
 from tonebridge.looptimer import LoopTimer
 from tonebridge.media.dtmf import DtmfDetectorBank
 from tonebridge.media.endpoint import FRAME_SAMPLES, Press
@@ -47,6 +48,9 @@ FORWARDED_PRESS_MIN_MS = 120
 RENDERED_PRESS_MIN_MS = 120
 GATE_DELAY_FRAMES = 3
 PIE_LATENCY_SAMPLES = 1000
+# Milliseconds, shaped for an HTTP callback: a local backend answers in a few, a remote one in tens to
+# hundreds, and seconds mean retries.
+PIE_LATENCY_BOUNDS_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 
 CollectionConsumer = Callable[["Session", CollectionDone], Awaitable[None] | None]
 
@@ -145,6 +149,9 @@ class ConferenceService:
         # From the end of a collection to its PIE request leaving, and to the application's answer to it.
         self.pie_sent_ms: deque[float] = deque(maxlen=PIE_LATENCY_SAMPLES)
         self.pie_answered_ms: deque[float] = deque(maxlen=PIE_LATENCY_SAMPLES)
+        # The same since start, for the Prometheus histograms (the deques keep only the latest).
+        self.pie_sent_latency_ms = Histogram(PIE_LATENCY_BOUNDS_MS)
+        self.pie_answered_latency_ms = Histogram(PIE_LATENCY_BOUNDS_MS)
         self.consumer = consumer
         self.rooms = r.Conferences()
         self.mixer = Mixer(FRAME_SAMPLES)
@@ -475,11 +482,15 @@ class ConferenceService:
 
     def pie_sent(self, done: CollectionDone) -> None:
         """The collection's PIE request has left (its first attempt)."""
-        self.pie_sent_ms.append(self._since_collection_ms(done))
+        latency = self._since_collection_ms(done)
+        self.pie_sent_ms.append(latency)
+        self.pie_sent_latency_ms.observe(latency)
 
     def pie_answered(self, done: CollectionDone) -> None:
         """The application accepted the collection's PIE (a 2xx, on whichever attempt)."""
-        self.pie_answered_ms.append(self._since_collection_ms(done))
+        latency = self._since_collection_ms(done)
+        self.pie_answered_ms.append(latency)
+        self.pie_answered_latency_ms.observe(latency)
 
     def _pie_answered(self, done: CollectionDone) -> None:
         self.events.publish(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Coroutine
 from typing import Any, assert_never
 
@@ -43,6 +44,7 @@ from tonebridge.calls.registration import Registration
 from tonebridge.calls.session import CallHandler, Destination, Session
 from tonebridge.calls.timers import CallTimer, Scheduler, TimerCallback, first_set
 from tonebridge.config import Config, TrunkConfig
+from tonebridge.histogram import Histogram
 from tonebridge.keys import DTMF_KEYS, PressSource
 from tonebridge.media.clock import MediaClock
 from tonebridge.media.endpoint import MediaLeg, Press
@@ -69,6 +71,8 @@ log = logging.getLogger("tonebridge.calls")
 SHUTDOWN_GRACE = 2.0
 # The requests a call core takes; an INVITE without a To tag starts a call instead.
 CALL_METHODS = frozenset({"INVITE", "BYE", "INFO", "CANCEL"})
+# A call's interarrival jitter at its end, in milliseconds: under 20 is a healthy network, 100 is trouble.
+JITTER_BOUNDS_MS = (1, 2, 5, 10, 20, 30, 50, 100, 200, 500)
 
 
 class CallEngine:
@@ -106,6 +110,11 @@ class CallEngine:
         self.scheduler = Scheduler(lambda: self.now(), self._run)
         # In-dialog requests an operation awaits the final response of, by id() (the request is kept alive).
         self._completions: dict[int, tuple[Request, asyncio.Future[Response]]] = {}
+        # Of ended calls, for the metrics: how they ended (the enums keep the label sets small), the RTP
+        # packets they lost and their jitter at the end.
+        self.ended_calls: Counter[tuple[Direction, CallResult, EndReason]] = Counter()
+        self.packets_lost = 0
+        self.jitter_ms = Histogram(JITTER_BOUNDS_MS)
         stack.on_request = self._on_request
         stack.on_ack = self._on_ack
         stack.on_stray_response = self._on_stray_response
@@ -289,6 +298,11 @@ class CallEngine:
                 lost=lost,
                 jitter_ms=f"{jitter:.1f}",
             )
+            self.ended_calls[(call.direction, call.result, call.reason)] += 1
+            # RFC 3550's cumulative loss goes negative when duplicates outnumber losses; none were lost then.
+            self.packets_lost += max(0, lost)
+            if session.leg.stats.packets_received:
+                self.jitter_ms.observe(jitter)
             self.publish(CallEnded(session))
 
     def _dialog_peer(self, session: Session) -> Peer:

@@ -5,7 +5,9 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -14,9 +16,11 @@ if TYPE_CHECKING:
 
 __all__ = ["call_record", "call_resource"]
 
+_TIMESTAMP = "%Y-%m-%dT%H:%M:%SZ"  # the Sinch `timestamp`, as callbacks/bodies.py's iso_now writes it
+
 
 def call_record(leg: Call, call: SinchCall, now: float) -> dict[str, Any]:
-    """The store's row for the call, as of `now` (the engine's clock)."""
+    """The store's row for the call, as of `now` (the engine's clock, monotonic)."""
     return {
         "call_id": leg.call_id,
         "app_key": call.app_key,
@@ -27,7 +31,9 @@ def call_record(leg: Call, call: SinchCall, now: float) -> dict[str, Any]:
         "status": "ONGOING" if leg.active else "FINAL",
         "result": leg.result.value if leg.result else "N/A",
         "reason": leg.reason.value if leg.reason else "N/A",
-        "started_at": call.timestamp,
+        # Seconds since the epoch, as every time of the store, so that the history can be queried and
+        # ordered by time: the engine's start of the call, not the whole second of `call.timestamp`.
+        "started_at": time.time() - (now - leg.started_at),
         "duration": leg.duration(now),
         "custom": call.custom,
         "conference_id": call.conference_id,
@@ -48,8 +54,14 @@ def call_resource(call_id: str, record: Mapping[str, Any]) -> dict[str, Any]:
         "status": record.get("status"),
         "result": record.get("result") or "N/A",
         "reason": record.get("reason") or "N/A",
-        "timestamp": record.get("started_at"),
+        "timestamp": _timestamp(record.get("started_at")),
         "custom": record.get("custom"),
         "userRate": {"currencyId": "USD", "amount": 0.0},
         "debit": {"currencyId": "USD", "amount": 0.0},
     }
+
+
+def _timestamp(started_at: float | str | None) -> str | None:
+    if started_at is None or isinstance(started_at, str):
+        return started_at
+    return datetime.fromtimestamp(started_at, UTC).strftime(_TIMESTAMP)

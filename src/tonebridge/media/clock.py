@@ -51,6 +51,9 @@ GC_FULL_AFTER = 1000
 RTCP_SWEEP_SECONDS = 1.0
 # Rows of the plane: one per open leg, each a port pair of the RTP range.
 DEFAULT_CAPACITY = 32768
+# Levels for the console: five snapshots a second are enough for a meter and cost one numpy pass each.
+LEVEL_EVERY_TICKS = 10
+SILENCE_DBFS = -96.0
 
 TickHook = Callable[[float, np.ndarray, np.ndarray, np.ndarray], None]
 
@@ -74,6 +77,10 @@ class MediaClock:
         # The collector stops every thread while it runs: its pauses explain late ticks.
         self.gc_pause_ms = Histogram()
         self._gc_started = 0.0
+        # Each open leg's level (dBFS) of what it sends into the room, from the latest snapshot. Replaced
+        # whole, never changed in place, so readers on the loop need no lock.
+        self.levels: dict[str, float] = {}
+        self._level_countdown = LEVEL_EVERY_TICKS
         self._by_row: dict[int, MediaLeg] = {}
         self._listening: set[MediaLeg] = set()
         self._digit_legs: set[MediaLeg] = set()
@@ -285,6 +292,10 @@ class MediaClock:
                     out[leg.row] = frame
         for hook in self.tick_hooks:
             hook(now, received, out, mask)
+        self._level_countdown -= 1
+        if self._level_countdown <= 0:
+            self._level_countdown = LEVEL_EVERY_TICKS
+            self._measure_levels(received)
         for leg in self._listening:
             if mask[leg.row]:  # what a leg hears counts from when it carries audio (answered)
                 self._heard(leg, received[leg.row].copy())
@@ -299,6 +310,18 @@ class MediaClock:
             leg.recording.append(frame)
         for listener in leg.heard_listeners:
             self.post(listener, frame)
+
+    def _measure_levels(self, received: np.ndarray) -> None:
+        legs = list(self._by_row.items())
+        if not legs:
+            self.levels = {}
+            return
+        rows = np.fromiter((row for row, _ in legs), dtype=np.intp, count=len(legs))
+        frames = received[rows].astype(np.float32)
+        power = np.einsum("ij,ij->i", frames, frames) / (FRAME_SAMPLES * 32768.0**2)
+        with np.errstate(divide="ignore"):
+            dbfs = np.maximum(10.0 * np.log10(power), SILENCE_DBFS)
+        self.levels = dict(zip((leg.call_id for _, leg in legs), np.round(dbfs, 1).tolist(), strict=True))
 
     def _grow(self, rows: int) -> None:
         size = max(64, 2 * rows)

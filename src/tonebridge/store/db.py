@@ -29,7 +29,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-__all__ = ["CALL_FIELDS", "OutboxRow", "SchemaError", "Store", "SCHEMA_VERSION", "Write"]
+__all__ = [
+    "CALL_FIELDS",
+    "CallbackAttempt",
+    "CallHistory",
+    "ConferenceStay",
+    "OutboxRow",
+    "SchemaError",
+    "Store",
+    "SCHEMA_VERSION",
+    "Write",
+]
 
 log = logging.getLogger("tonebridge.store")
 
@@ -78,6 +88,63 @@ _MIGRATIONS: Sequence[str] = (
     );
     CREATE INDEX outbox_pending ON outbox (state, id);
     CREATE INDEX outbox_call ON outbox (call_id, id);
+    """,
+    # 2: call history. Every call is recorded, those of no application too (the demo's, a bridge's far
+    # leg), so app_key may be NULL: SQLite cannot drop a NOT NULL in place, hence the copy. Start times
+    # were ISO text; they become seconds since the epoch like the other times, so ranges can be queried.
+    # The rooms a call was in and every callback attempt get tables of their own.
+    """
+    CREATE TABLE calls_v2 (
+        call_id       TEXT PRIMARY KEY,
+        app_key       TEXT,
+        direction     TEXT,
+        from_         TEXT,
+        to_           TEXT,
+        domain        TEXT,
+        status        TEXT NOT NULL DEFAULT 'ONGOING' CHECK (status IN ('ONGOING', 'FINAL')),
+        result        TEXT,
+        reason        TEXT,
+        started_at    REAL,
+        answered_at   REAL,
+        ended_at      REAL,
+        duration      INTEGER,
+        custom        TEXT,
+        conference_id TEXT,
+        cookies       TEXT
+    );
+    INSERT INTO calls_v2 SELECT call_id, app_key, direction, from_, to_, domain, status, result, reason,
+        CASE WHEN typeof(started_at) = 'text' THEN CAST(strftime('%s', started_at) AS REAL) ELSE started_at END,
+        answered_at, ended_at, duration, custom, conference_id, cookies
+        FROM calls;
+    DROP TABLE calls;
+    ALTER TABLE calls_v2 RENAME TO calls;
+    CREATE INDEX calls_app_key ON calls (app_key);
+    CREATE INDEX calls_started_at ON calls (started_at);
+
+    CREATE TABLE call_conferences (
+        id            INTEGER PRIMARY KEY,
+        call_id       TEXT NOT NULL,
+        conference_id TEXT NOT NULL,
+        joined_at     REAL NOT NULL,
+        left_at       REAL,
+        left_reason   TEXT
+    );
+    CREATE INDEX call_conferences_call ON call_conferences (call_id, id);
+    CREATE INDEX call_conferences_conference ON call_conferences (conference_id);
+
+    CREATE TABLE callback_attempts (
+        id           INTEGER PRIMARY KEY,
+        call_id      TEXT NOT NULL,
+        app_key      TEXT NOT NULL,
+        event        TEXT NOT NULL,
+        url          TEXT NOT NULL,
+        outbox_id    INTEGER,  -- NULL for a synchronous callback (ICE, ACE, a menu's PIE): never stored
+        attempted_at REAL NOT NULL,
+        status       INTEGER,  -- the HTTP status answered, NULL when none came
+        error        TEXT,
+        duration_ms  REAL NOT NULL
+    );
+    CREATE INDEX callback_attempts_call ON callback_attempts (call_id, id);
     """,
 )
 
@@ -131,6 +198,48 @@ class OutboxRow:
     done_at: float | None
 
 
+@dataclass(frozen=True, slots=True)
+class CallbackAttempt:
+    """One HTTP attempt at a callback: when it went, where, and what came of it. `status` is the HTTP
+    status answered (None when no answer came, `error` then says why); `outbox_id` is the stored
+    callback's row, None for a synchronous one (ICE, ACE), which is never stored."""
+
+    call_id: str
+    app_key: str
+    event: str
+    url: str
+    attempted_at: float
+    status: int | None
+    error: str | None
+    duration_ms: float
+    outbox_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ConferenceStay:
+    """A call's time in one conference: `left_at` is None while it is still there."""
+
+    conference_id: str
+    joined_at: float
+    left_at: float | None
+    left_reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CallHistory:
+    """One call as the history shows it: its record (the fields of `get_call`), the conferences it was
+    in and every attempt at its callbacks, both oldest first."""
+
+    record: dict[str, Any]
+    conferences: list[ConferenceStay]
+    callbacks: list[CallbackAttempt]
+
+
+_ATTEMPT_COLUMNS = "call_id, app_key, event, url, attempted_at, status, error, duration_ms, outbox_id"
+
+# How many call ids one `IN (...)` read binds: well below SQLite's limit on parameters.
+_IDS_PER_READ = 500
+
 _OUTBOX_COLUMNS = (
     "id, app_key, call_id, event, url, body, idempotency_key, created_at, state, attempts, "
     "next_attempt_at, last_error, status, done_at"
@@ -141,6 +250,13 @@ def _outbox_row(row: sqlite3.Row | tuple[Any, ...]) -> OutboxRow:
     values = list(row)
     values[5] = bytes(values[5])
     return OutboxRow(*values)
+
+
+def _call_fields(columns: dict[str, Any]) -> dict[str, Any]:
+    record = {field: columns[column] for field, column in _CALL_COLUMNS.items()}
+    if record["cookies"] is not None:
+        record["cookies"] = json.loads(record["cookies"])
+    return record
 
 
 # Call columns whose numbers SQLite stores converted (column affinity): a record read back before its
@@ -308,13 +424,38 @@ class Store:
 
     # -- call records ------------------------------------------------------------------------------
 
-    def save_call(self, record: dict[str, Any]) -> Write[None]:
+    def save_call(self, record: dict[str, Any], *, if_new: dict[str, Any] | None = None) -> Write[None]:
         """Queue an insert or update of the call `record["call_id"]`; returns at once (callers need not
         wait: records commit in order, and `get_call` sees queued ones). Only the fields present are
-        written, so an update may carry just what changed; a new call needs at least `app_key`. `cookies`
-        (any JSON-serialisable value, usually `[{key, value}]`) is stored as JSON. Times are float seconds
-        since the epoch (UTC); `duration` whole seconds. A record that is wrong by itself raises here; a
-        write the disk refuses is logged."""
+        written, so an update may carry just what changed; a new call needs at least `app_key` (None for a
+        call of no application). `if_new` holds fields written only if the call has no record yet, under
+        those of `record`: what one writer knows of a call without overriding what another has said.
+        `cookies` (any JSON-serialisable value, usually `[{key, value}]`) is stored as JSON. Times are
+        float seconds since the epoch (UTC); `duration` whole seconds. A record that is wrong by itself
+        raises here; a write the disk refuses is logged."""
+        values = self._call_values(record)
+        defaults = self._call_values({"call_id": values["call_id"], **(if_new or {})})
+        call_id = values.pop("call_id")
+        defaults.pop("call_id")
+        with self._lock:
+            self._check_open_locked()
+            held = self._unsaved.get(call_id)
+            current = held[0] if held is not None else self._call_columns(call_id)
+            if current is None:
+                if "app_key" not in values and "app_key" not in defaults:
+                    raise ValueError(f"new call record {call_id!r} needs app_key")
+                current = {column: None for column in _CALL_COLUMNS.values()}
+                current.update(call_id=call_id, status="ONGOING", **defaults)
+            write: Write[None] = self._submit_locked(
+                "save_call", lambda db: self._save_call_on(db, call_id, values, defaults), log_failure=True
+            )
+            self._unsaved[call_id] = ({**current, **values}, (held[1] if held is not None else 0) + 1)
+        write.add_done_callback(lambda _: self._call_settled(call_id))
+        return write
+
+    @staticmethod
+    def _call_values(record: dict[str, Any]) -> dict[str, Any]:
+        """A record's fields as the columns they are stored in, checked."""
         unknown = set(record) - set(_CALL_COLUMNS)
         if unknown:
             raise ValueError(f"unknown call record fields: {sorted(unknown)} (known: {list(CALL_FIELDS)})")
@@ -325,22 +466,7 @@ class Store:
             values["cookies"] = json.dumps(values["cookies"], separators=(",", ":"))
         if "status" in values and values["status"] not in _CALL_STATUSES:
             raise ValueError(f"call status must be one of {_CALL_STATUSES}, not {values['status']!r}")
-        call_id = values.pop("call_id")
-        with self._lock:
-            self._check_open_locked()
-            held = self._unsaved.get(call_id)
-            current = held[0] if held is not None else self._call_columns(call_id)
-            if current is None:
-                if not values.get("app_key"):
-                    raise ValueError(f"new call record {call_id!r} needs app_key")
-                current = {column: None for column in _CALL_COLUMNS.values()}
-                current.update(call_id=call_id, status="ONGOING")
-            write: Write[None] = self._submit_locked(
-                "save_call", lambda db: self._save_call_on(db, call_id, values), log_failure=True
-            )
-            self._unsaved[call_id] = ({**current, **values}, (held[1] if held is not None else 0) + 1)
-        write.add_done_callback(lambda _: self._call_settled(call_id))
-        return write
+        return values
 
     def get_call(self, call_id: str) -> dict[str, Any] | None:
         """The call's record with every field, including updates still queued; None if never saved."""
@@ -349,10 +475,7 @@ class Store:
             columns = dict(held[0]) if held is not None else self._call_columns(call_id)
         if columns is None:
             return None
-        record = {field: columns[column] for field, column in _CALL_COLUMNS.items()}
-        if record["cookies"] is not None:
-            record["cookies"] = json.loads(record["cookies"])
-        return record
+        return _call_fields(columns)
 
     def _call_columns(self, call_id: str) -> dict[str, Any] | None:
         names = list(_CALL_COLUMNS.values())
@@ -369,7 +492,9 @@ class Store:
                 self._unsaved[call_id] = (columns, in_flight - 1)
 
     @staticmethod
-    def _save_call_on(db: sqlite3.Connection, call_id: str, values: dict[str, Any]) -> None:
+    def _save_call_on(
+        db: sqlite3.Connection, call_id: str, values: dict[str, Any], defaults: dict[str, Any]
+    ) -> None:
         updated: bool
         if values:
             assignments = ", ".join(f"{col} = ?" for col in values)
@@ -382,13 +507,133 @@ class Store:
         else:
             updated = bool(db.execute("SELECT 1 FROM calls WHERE call_id = ?", (call_id,)).fetchall())
         if not updated:
-            if not values.get("app_key"):
+            inserted = {**defaults, **values}
+            if "app_key" not in inserted:
                 raise ValueError(f"new call record {call_id!r} needs app_key")
-            columns = ["call_id", *values]
+            columns = ["call_id", *inserted]
             db.execute(
                 f"INSERT INTO calls ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
-                [call_id, *values.values()],
+                [call_id, *inserted.values()],
             )
+
+    # -- call history ------------------------------------------------------------------------------
+
+    def conference_joined(self, call_id: str, conference_id: str, at: float) -> Write[None]:
+        """Queue the call's entry into a conference (a call may be in several, one after the other, and
+        in the same one more than once)."""
+        return self._submit(
+            "conference_joined",
+            lambda db: db.execute(
+                "INSERT INTO call_conferences (call_id, conference_id, joined_at) VALUES (?, ?, ?)",
+                (call_id, conference_id, at),
+            ),
+            log_failure=True,
+        )
+
+    def conference_left(self, call_id: str, conference_id: str, at: float, reason: str | None) -> Write[None]:
+        """Queue the end of the call's latest stay in the conference."""
+        return self._submit(
+            "conference_left",
+            lambda db: db.execute(
+                "UPDATE call_conferences SET left_at = ?, left_reason = ? WHERE id = (SELECT max(id) FROM"
+                " call_conferences WHERE call_id = ? AND conference_id = ? AND left_at IS NULL)",
+                (at, reason, call_id, conference_id),
+            ),
+            log_failure=True,
+        )
+
+    def callback_attempted(self, attempt: CallbackAttempt) -> Write[None]:
+        """Queue one callback attempt for the call's history."""
+        a = attempt
+        # In the order of _ATTEMPT_COLUMNS.
+        values = (
+            a.call_id,
+            a.app_key,
+            a.event,
+            a.url,
+            a.attempted_at,
+            a.status,
+            a.error,
+            a.duration_ms,
+            a.outbox_id,
+        )
+        return self._submit(
+            "callback_attempted",
+            lambda db: db.execute(
+                f"INSERT INTO callback_attempts ({_ATTEMPT_COLUMNS}) VALUES ({', '.join('?' * len(values))})",
+                values,
+            ),
+            log_failure=True,
+        )
+
+    def call_history(
+        self,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        conference_id: str | None = None,
+        app_key: str | None = None,
+        limit: int | None = None,
+    ) -> list[CallHistory]:
+        """Committed calls, newest start first, with their conferences and callback attempts. `since`
+        and `until` bound the start (`since` <= start < `until`); `conference_id` keeps the calls that
+        were in that conference or were placed to join it; `app_key` keeps one application's calls."""
+        where: list[str] = []
+        params: list[Any] = []
+        if since is not None:
+            where.append("started_at >= ?")
+            params.append(float(since))
+        if until is not None:
+            where.append("started_at < ?")
+            params.append(float(until))
+        if conference_id is not None:
+            where.append(
+                "(conference_id = ? OR call_id IN (SELECT call_id FROM call_conferences WHERE conference_id = ?))"
+            )
+            params += [conference_id, conference_id]
+        if app_key is not None:
+            where.append("app_key = ?")
+            params.append(app_key)
+        names = list(_CALL_COLUMNS.values())
+        sql = f"SELECT {', '.join(names)} FROM calls"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY started_at DESC, call_id"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(int(limit))
+        with self._read_lock:
+            # One read transaction: the calls, their stays and their attempts are the same snapshot.
+            self._reader.execute("BEGIN")
+            try:
+                rows = self._reader.execute(sql, params).fetchall()
+                ids = [row[0] for row in rows]
+                stays: dict[str, list[ConferenceStay]] = {}
+                attempts: dict[str, list[CallbackAttempt]] = {}
+                for start in range(0, len(ids), _IDS_PER_READ):
+                    chunk = ids[start : start + _IDS_PER_READ]
+                    marks = ", ".join("?" * len(chunk))
+                    for call_id, *stay in self._reader.execute(
+                        "SELECT call_id, conference_id, joined_at, left_at, left_reason FROM call_conferences"
+                        f" WHERE call_id IN ({marks}) ORDER BY id",
+                        chunk,
+                    ).fetchall():
+                        stays.setdefault(call_id, []).append(ConferenceStay(*stay))
+                    for attempt in self._reader.execute(
+                        f"SELECT {_ATTEMPT_COLUMNS} FROM callback_attempts WHERE call_id IN ({marks}) ORDER BY id",
+                        chunk,
+                    ).fetchall():
+                        attempts.setdefault(attempt[0], []).append(CallbackAttempt(*attempt))
+            finally:
+                self._reader.execute("COMMIT")
+        return [
+            CallHistory(
+                _call_fields(dict(zip(names, row, strict=True))),
+                stays.get(row[0], []),
+                attempts.get(row[0], []),
+            )
+            for row in rows
+        ]
 
     # -- callback outbox ---------------------------------------------------------------------------
 
