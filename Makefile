@@ -6,7 +6,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 NATIVE := setup.py $(wildcard src/tonebridge/_native/*.c src/tonebridge/_native/*.h)
 
-.PHONY: run test peers toolchain docs lint bench-sip bench-mixer bench-rtp bench-dtmf clean
+.PHONY: run test peers toolchain docs lint bench-sip bench-mixer bench-rtp bench-dtmf bench-fuzz bench-api clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || { $(SUDO) apt-get update && $(SUDO) apt-get install -y python3-venv && $(PYTHON) -m venv $(VENV); }
@@ -65,6 +65,17 @@ bench-mixer: $(VENV)/.installed-test
 bench-rtp: $(VENV)/.installed peers
 	@$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/pip install -q matplotlib
 	$(BIN)/python bench/rtp_load.py $(RTP_ARGS)
+
+# Every fuzz target (SIP, SDP, RTP/RTCP/RFC 4733 and the native plane, SVAML) for 10 minutes each with
+# atheris, installed here rather than as a project dependency (docs/benchmarks.md).
+bench-fuzz: $(VENV)/.installed-test
+	@$(BIN)/python -c 'import atheris' 2>/dev/null || $(BIN)/pip install -q atheris
+	$(BIN)/python bench/fuzz.py --all --seconds 600
+
+# Schemathesis over the served OpenAPI document, signed requests, positive and negative cases for every
+# operation: zero 5xx and every 4xx in the Sinch error format (docs/benchmarks.md).
+bench-api: $(VENV)/.installed-test
+	$(BIN)/python bench/api_fuzz.py --examples 300 --seconds 300
 
 clean:
 	rm -rf $(VENV) data

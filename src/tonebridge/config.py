@@ -140,9 +140,68 @@ class CallbacksConfig(_Strict):
     retention_seconds: Annotated[float, Field(gt=0)] = 7 * 86400.0
 
 
+class HttpConfig(_Strict):
+    """Limits on the HTTP port's connections (docs/operations.md, "HTTP limits")."""
+
+    # A request's line and headers must be complete this long after the connection (or the request's first
+    # byte, on a kept-alive one); otherwise the connection is closed (slow-loris).
+    header_timeout_seconds: Annotated[float, Field(gt=0)] = 10.0
+    # Larger request lines plus headers are refused.
+    max_header_bytes: Annotated[int, Field(ge=1024, le=1024 * 1024)] = 16 * 1024
+    # An idle kept-alive connection is closed after this long.
+    keep_alive_seconds: Annotated[float, Field(gt=0)] = 5.0
+    # Open connections (event streams included) beyond which requests get 503.
+    max_connections: Annotated[int, Field(ge=1)] = 1000
+
+
+class SecurityConfig(_Strict):
+    """docs/operations.md, "Security": what applications may make the server fetch, and REGISTER lockout."""
+
+    # Fetches an application asks for (`#href` prompts, callback URLs from answers and the API) may reach
+    # loopback, private, link-local... addresses: all of them with allow_private_fetch, or those listed.
+    allow_private_fetch: bool = False
+    fetch_allow: tuple[str, ...] = ()
+    # A source with this many failed REGISTER authentications within the window is refused (403) for the
+    # lockout period, without its credentials being checked. 0 turns the lockout off.
+    register_max_failures: Annotated[int, Field(ge=0)] = 10
+    register_failure_window: Annotated[float, Field(gt=0)] = 300.0
+    register_lockout_seconds: Annotated[float, Field(gt=0)] = 900.0
+
+    @field_validator("fetch_allow")
+    @classmethod
+    def _check_networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for net in value:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                raise ValueError(f"fetch_allow: {net!r} is not a network (like 10.0.0.0/8)") from None
+        return value
+
+
+class LimitsConfig(_Strict):
+    """New INVITEs admitted per source address (sip/admission.py); the defaults let 160 calls/s through."""
+
+    invites_per_second_per_source: Annotated[float, Field(gt=0)] = 200.0
+    invite_burst_per_source: Annotated[int, Field(ge=1)] = 400
+    max_setting_up_per_source: Annotated[int, Field(ge=1)] = 200
+    max_setting_up: Annotated[int, Field(ge=1)] = 1000
+
+
+class MediaConfig(_Strict):
+    """docs/operations.md, "Media": when a call whose peer has gone silent is ended."""
+
+    # An answered call whose peer sent neither RTP nor RTCP for this long is ended (BYE, DiCE GENERALERROR);
+    # a call on hold is exempt. 0 turns the check off.
+    rtp_timeout_seconds: Annotated[float, Field(ge=0)] = 60.0
+
+
 class Config(_Strict):
     server: ServerConfig = ServerConfig()
+    media: MediaConfig = MediaConfig()
+    http: HttpConfig = HttpConfig()
     callbacks: CallbacksConfig = CallbacksConfig()
+    limits: LimitsConfig = LimitsConfig()
+    security: SecurityConfig = SecurityConfig()
     applications: list[ApplicationConfig] = []
     users: list[UserConfig] = []
     trunks: list[TrunkConfig] = []

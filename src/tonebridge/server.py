@@ -13,6 +13,7 @@ from pathlib import Path
 import uvicorn
 
 from tonebridge.api.app import create_app
+from tonebridge.api.connection_limits import protocol_class
 from tonebridge.callbacks.outbox import Outbox
 from tonebridge.calls.application import Application
 from tonebridge.calls.conferencing import ConferenceService
@@ -105,6 +106,12 @@ class Server:
             lifespan="off",
             access_log=False,
             timeout_graceful_shutdown=1,
+            # The HTTP port's limits (docs/operations.md, "HTTP limits"); h11 always, since the header
+            # deadline is an h11 protocol subclass and the header size limit is h11's.
+            http=protocol_class(self.config.http.header_timeout_seconds),
+            h11_max_incomplete_event_size=self.config.http.max_header_bytes,
+            timeout_keep_alive=self.config.http.keep_alive_seconds,
+            limit_concurrency=self.config.http.max_connections,
         )
         self._http = _QuietUvicorn(uv_config)
         self._http_task = asyncio.get_running_loop().create_task(self._http.serve())

@@ -174,6 +174,8 @@ class ServerHandle:
 
 
 def write_config(path: Path, sip_port: int, http_port: int, rtp: tuple[int, int], extra: str = "") -> None:
+    # Test backends and prompt servers listen on 127.0.0.1: allowed unless the test sets [security] itself.
+    security = "" if "[security]" in extra else '[security]\nfetch_allow = ["127.0.0.0/8"]\n'
     path.write_text(
         f"""[server]
 http = "{HOST}:{http_port}"
@@ -182,7 +184,7 @@ rtp_ports = [{rtp[0]}, {rtp[1]}]
 public_address = "{HOST}"
 data_dir = "{path.parent / "data"}"
 {extra}
-""",
+{security}""",
         encoding="utf-8",
     )
 

@@ -22,12 +22,15 @@ OTHER_SECRET = base64.b64encode(b"another-secret").decode()
 NUMBER = "+15550001111"
 
 
-def app_config(backend: Backend, trunk_port: int | None = None) -> str:
+def app_config(backend: Backend, trunk_port: int | None = None, *, allow_loopback: bool = True) -> str:
     text = (
         f'[[applications]]\nkey = "{KEY}"\nsecret = "{SECRET}"\ncallback_url = "{backend.url}"\n'
         f'numbers = ["{NUMBER}"]\n\n'
         f'[[applications]]\nkey = "{OTHER_KEY}"\nsecret = "{OTHER_SECRET}"\n'
     )
+    if allow_loopback:
+        # The test backends and prompt servers listen on 127.0.0.1 (docs/operations.md, "Security").
+        text += '\n[security]\nfetch_allow = ["127.0.0.0/8"]\n'
     if trunk_port:
         text += f'\n[[trunks]]\nname = "sipp"\nuri = "sip:{HOST}:{trunk_port}"\n'
     return text

@@ -5,6 +5,7 @@ number the test sets, and the test fires the loop timer itself when that clock r
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -13,6 +14,7 @@ from tonebridge.calls.core import Action, Ended
 from tonebridge.calls.engine import CallEngine
 from tonebridge.calls.session import Session
 from tonebridge.calls.timers import CallTimer, _Deadlines, first_set
+from tonebridge.config import LimitsConfig, SecurityConfig
 from tonebridge.media.clock import MediaClock
 from tonebridge.media.endpoint import MediaLeg
 from tonebridge.media.ports import PortPool
@@ -61,8 +63,8 @@ def new_engine(clock: Clock) -> CallEngine:
         on_answered=lambda *_: None, on_press=lambda *_: None, on_ended=lambda *_: None
     )
     engine = CallEngine(
-        cast(Any, SimpleNamespace(server=server)),
-        cast(Any, SimpleNamespace()),
+        cast(Any, SimpleNamespace(server=server, limits=LimitsConfig(), security=SecurityConfig())),
+        cast(Any, SimpleNamespace(transport=SimpleNamespace(stats=SimpleNamespace(counters=Counter())))),
         MediaClock(),
         cast(Any, application),
     )

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from tonebridge._mediaplane import Plane
 
+from tonebridge._mediaplane import Plane
 from tonebridge.media import g711, rfc4733
 from tonebridge.media.rfc4733 import TelephoneEvent
 from tonebridge.media.rtp import RtpPacket, RtpReceiveStats
@@ -476,3 +476,54 @@ def test_sleep_until(plane: Plane) -> None:
     deadline = time.monotonic() + 0.005
     plane.sleep_until(deadline)
     assert time.monotonic() >= deadline
+
+
+# Liveness -----------------------------------------------------------------------------------------------
+
+
+def test_silent_rows_are_those_without_rtp_since_the_cutoff(plane: Plane, sockets: Sockets) -> None:
+    unconfigured = plane.add(sockets.new().fileno())
+    quiet, _ = leg(plane, sockets)
+    talking, sock = leg(plane, sockets)
+    plane.configure(quiet, "127.0.0.1", 9, False, 0, EVENT_PT, True, now=100.0)
+    plane.configure(talking, "127.0.0.1", 9, False, 0, EVENT_PT, True, now=100.0)
+    peer = sockets.new()
+    frames = frames_for(plane)
+    assert plane.leg_stats(talking)["last_received"] is None
+    # Comfort noise (PT 13) is not decoded, but it is the peer's RTP: it counts as a sign of life.
+    peer.sendto(RtpPacket(13, 1, 0, 5, b"\x40").serialize(), address(sock))
+    delivered(sock)
+    plane.receive(103.0, frames)
+    assert plane.leg_stats(talking)["last_received"] == 103.0
+    # Without a packet, a row counts from its configure; a row never configured is never silent.
+    assert plane.silent_rows(104.0, 5.0) == []
+    assert plane.silent_rows(106.0, 5.0) == [quiet]
+    assert plane.silent_rows(109.0, 5.0) == [quiet, talking]
+    assert unconfigured not in plane.silent_rows(1000.0, 0.0)
+
+
+def test_a_new_configure_restarts_the_wait_for_rtp(plane: Plane, sockets: Sockets) -> None:
+    row, sock = leg(plane, sockets)
+    plane.configure(row, "127.0.0.1", 9, False, 0, EVENT_PT, True, now=10.0)
+    assert plane.silent_rows(20.0, 5.0) == [row]
+    plane.configure(row, "127.0.0.1", 9, False, 0, EVENT_PT, True, now=20.0)  # a re-INVITE (resume)
+    assert plane.silent_rows(24.0, 5.0) == []
+    plane.remove(row)
+    assert plane.silent_rows(100.0, 5.0) == []
+
+
+def test_configure_defaults_to_the_monotonic_clock(plane: Plane, sockets: Sockets) -> None:
+    row, _ = leg(plane, sockets)
+    now = time.monotonic()
+    assert plane.silent_rows(now, 60.0) == []
+    assert plane.silent_rows(now + 61.0, 60.0) == [row]
+
+
+def test_silent_rows_checks_its_arguments(plane: Plane, sockets: Sockets) -> None:
+    row, _ = leg(plane, sockets)
+    with pytest.raises(ValueError, match="older_than"):
+        plane.silent_rows(0.0, -1.0)
+    with pytest.raises(ValueError, match="now"):
+        plane.silent_rows(float("nan"), 1.0)
+    with pytest.raises(ValueError, match="now"):
+        plane.configure(row, "127.0.0.1", 9, False, 0, -1, True, now=float("inf"))

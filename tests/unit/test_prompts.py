@@ -3,6 +3,7 @@ stand-in transport, TTS replaced, and every prompt that cannot be rendered skipp
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from pathlib import Path
 
@@ -12,7 +13,25 @@ import pytest
 
 from tonebridge.media import prompts, tts
 from tonebridge.media.wav import write_wav
+from tonebridge.netguard import FetchPolicy
 from tonebridge.svaml.models import Prompt, parse_prompts
+
+PUBLIC = "93.184.216.34"
+
+
+def fake_dns(names: dict[str, str]):  # type: ignore[no-untyped-def]
+    def resolve(host: str, port: int) -> list[str]:
+        return [names.get(host, PUBLIC)]
+
+    return resolve
+
+
+@pytest.fixture(autouse=True)
+def public_dns() -> None:
+    """Every name resolves to a public address unless a test says otherwise."""
+    prompts.set_fetch_policy(FetchPolicy(resolver=fake_dns({})))
+    yield
+    prompts.set_fetch_policy(FetchPolicy())
 
 
 def wav_bytes(tmp_path: Path, samples: np.ndarray) -> bytes:
@@ -125,3 +144,61 @@ def test_nothing_renderable_is_empty_audio(monkeypatch: pytest.MonkeyPatch) -> N
 
 def test_speech_is_a_tts_prompt() -> None:
     assert prompts.speech("Welcome") == Prompt("tts", "Welcome")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8000/a.wav",
+        "http://169.254.169.254/latest/meta-data",
+        "http://10.1.2.3/a.wav",
+        "http://[::1]/a.wav",
+        "http://[::ffff:192.168.1.1]/a.wav",
+        "http://internal.example/a.wav",
+    ],
+)
+def test_href_to_a_non_public_address_is_refused(url: str, caplog: pytest.LogCaptureFixture) -> None:
+    prompts.set_fetch_policy(FetchPolicy(resolver=fake_dns({"internal.example": "127.0.0.1"})))
+    with caplog.at_level(logging.WARNING, logger="tonebridge.prompts"):
+        assert prompts.fetch_wav(url, transport=refusing_network()) is None
+    assert "event=href_refused" in caplog.text
+
+
+def test_href_allowed_network_is_fetched_pinned(tmp_path: Path) -> None:
+    seen: list[httpx.Request] = []
+    body = wav_bytes(tmp_path, np.zeros(80, dtype=np.int16))
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, content=body)
+
+    policy = FetchPolicy(
+        allow=(ipaddress.ip_network("10.0.0.0/8"),),
+        resolver=fake_dns({"media.lan": "10.9.9.9"}),
+    )
+    assert (
+        prompts.fetch_wav("https://media.lan/a.wav", transport=httpx.MockTransport(handler), policy=policy)
+        is not None
+    )
+    # Connected to the checked address, with the name kept for Host and TLS.
+    assert seen[0].url.host == "10.9.9.9"
+    assert seen[0].headers["host"] == "media.lan"
+    assert seen[0].extensions["sni_hostname"] == "media.lan"
+
+
+def test_href_redirect_to_a_private_address_is_refused(caplog: pytest.LogCaptureFixture) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.url.host == PUBLIC, "the redirect target must not be fetched"
+        return httpx.Response(302, headers={"location": "http://10.0.0.5/secret.wav"})
+
+    with caplog.at_level(logging.WARNING, logger="tonebridge.prompts"):
+        assert prompts.fetch_wav("http://app.example/a.wav", transport=httpx.MockTransport(handler)) is None
+    assert "refused" in caplog.text
+
+
+def test_href_slower_than_the_total_timeout_is_abandoned(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(prompts, "HREF_TOTAL_TIMEOUT", -1.0)
+    content = wav_bytes(tmp_path, np.zeros(800, dtype=np.int16))
+    assert prompts.fetch_wav("http://app.example/x.wav", transport=answering(200, content)) is None

@@ -373,3 +373,49 @@ def test_error_messages_say_what_to_fix() -> None:
     err = auth_error(now=API_NOW + timedelta(hours=1))
     assert err.error_code == 40101 and "clock" in err.message
     assert "x-timestamp" in auth_error(headers={"Authorization": f"Application {API_KEY}:{API_SIG}"}).message
+
+
+# -- security review (issue 12) -------------------------------------------------------------------------
+
+
+def test_a_replay_outside_the_skew_window_is_refused_even_with_its_valid_signature() -> None:
+    # The very request that verified at API_NOW, captured and sent again 16 minutes later.
+    assert verify_request("POST", "/v1/sms/+46700000000", api_headers(), API_BODY, lookup, API_NOW) == API_KEY
+    error = auth_error(now=API_NOW + timedelta(minutes=16))
+    assert error.error_code == 40101
+    # Moving the timestamp forward breaks the signature instead.
+    later = api_headers(**{"x-timestamp": "2014-06-04T13:57:58Z"})
+    assert auth_error(headers=later, now=API_NOW + timedelta(minutes=16)).error_code == 40102
+
+
+def test_signatures_and_basic_secrets_are_compared_in_constant_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    import hmac
+
+    from tonebridge.callbacks import signing
+
+    calls: list[tuple[bytes, bytes]] = []
+    real = hmac.compare_digest
+
+    def spy(a: bytes, b: bytes) -> bool:
+        calls.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(signing.hmac, "compare_digest", spy)
+    assert verify_request("POST", "/v1/sms/+46700000000", api_headers(), API_BODY, lookup, API_NOW) == API_KEY
+    assert (API_SIG.encode(), API_SIG.encode()) in calls
+    calls.clear()
+    assert auth_error(headers=api_headers(Authorization=f"Application {API_KEY}:AAAA")).error_code == 40102
+    assert calls and all(sent == b"AAAA" for _, sent in calls)
+    calls.clear()
+    basic = base64.b64encode(f"{API_KEY}:wrong".encode()).decode()
+    assert auth_error(headers={"Authorization": f"Basic {basic}"}).error_code == 40108
+    assert calls == [(API_SECRET.encode(), b"wrong")]
+
+
+def test_error_messages_never_carry_the_secret_or_the_expected_signature() -> None:
+    for error in (
+        auth_error(headers=api_headers(Authorization=f"Application {API_KEY}:AAAA")),
+        auth_error(now=API_NOW + timedelta(hours=1)),
+        auth_error(headers={"Authorization": "Basic " + base64.b64encode(f"{API_KEY}:x".encode()).decode()}),
+    ):
+        assert API_SECRET not in error.message and API_SIG not in error.message

@@ -35,7 +35,7 @@ from tonebridge.calls.requests import (
 from tonebridge.calls.sinch import SinchApplication, SinchCall
 from tonebridge.calls.sinch_api import SinchOperations
 from tonebridge.conference.options import DtmfMode, DtmfOptions
-from tonebridge.config import ApplicationConfig
+from tonebridge.config import ApplicationConfig, SecurityConfig
 from tonebridge.media.endpoint import Press
 from tonebridge.media.wav import WavPlayer
 from tonebridge.svaml import interpreter as ops
@@ -186,7 +186,11 @@ class Outbox:
 def parts() -> SimpleNamespace:
     engine = Engine()
     store, outbox, conferences = Store(), Outbox(), Conferences(engine)
-    app = SinchApplication(cast(Any, SimpleNamespace(applications=APPS)), cast(Any, store), cast(Any, outbox))
+    app = SinchApplication(
+        cast(Any, SimpleNamespace(applications=APPS, security=SecurityConfig())),
+        cast(Any, store),
+        cast(Any, outbox),
+    )
     app.attach(cast(Any, engine), cast(Any, conferences))
     return SimpleNamespace(
         app=app,

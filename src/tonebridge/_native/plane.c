@@ -43,6 +43,11 @@ typedef struct {
     int has_last_timestamp;
     uint32_t last_timestamp;
     unsigned long long packets_received, packets_sent, octets_sent, packets_dropped, send_errors;
+    /* Liveness (`silent_rows`): when the peer's last valid RTP arrived, and when the leg was last configured,
+     * on the clock of `receive`'s `now` (time.monotonic()). A re-INVITE restarts the wait for the first
+     * packet, so that a peer resuming after a long hold is not judged on the packets before it. */
+    int has_last_received;
+    double last_received, configured_at;
     tb_rxstats stats;
     tb_jitter jitter;
     tb_events events;
@@ -271,14 +276,33 @@ static PyObject *Plane_remove(Plane *self, PyObject *arg)
 
 /* Configuration and the outgoing stream --------------------------------------------------------------------- */
 
+static int check_time(double t, const char *what)
+{
+    if (isfinite(t) && fabs(t) < 1e12)
+        return 1;
+    PyErr_Format(PyExc_ValueError, "%s must be a finite time in seconds", what);
+    return 0;
+}
+
+static double monotonic_now(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now); /* the clock of Python's time.monotonic() on Linux */
+    return (double)now.tv_sec + now.tv_nsec * 1e-9;
+}
+
 static PyObject *Plane_configure(Plane *self, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"row", "host", "port", "relatch", "send_pt", "event_pt", "sending", NULL};
+    static char *kwlist[] = {"row", "host", "port", "relatch", "send_pt", "event_pt", "sending", "now", NULL};
     Py_ssize_t row;
     const char *host;
     int port, relatch, send_pt, event_pt, sending;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "nsipiip:configure", kwlist, &row, &host, &port, &relatch,
-                                     &send_pt, &event_pt, &sending))
+    PyObject *now_obj = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "nsipiip|$O:configure", kwlist, &row, &host, &port, &relatch,
+                                     &send_pt, &event_pt, &sending, &now_obj))
+        return NULL;
+    double now = now_obj == Py_None ? monotonic_now() : PyFloat_AsDouble(now_obj);
+    if ((now == -1.0 && PyErr_Occurred()) || !check_time(now, "now"))
         return NULL;
     Leg *leg = leg_at(self, row);
     if (leg == NULL)
@@ -312,6 +336,7 @@ static PyObject *Plane_configure(Plane *self, PyObject *args, PyObject *kwargs)
     leg->event_pt = event_pt;
     leg->sending = sending;
     leg->configured = 1;
+    leg->configured_at = now;
     Py_RETURN_NONE;
 }
 
@@ -499,6 +524,9 @@ static void datagram(Plane *self, Py_ssize_t row, Leg *leg, const struct mmsghdr
         leg->latched = 1;
     }
     leg->packets_received++;
+    /* Any valid RTP shows the peer alive, comfort noise and events included, used or not. */
+    leg->has_last_received = 1;
+    leg->last_received = now;
     tb_rxstats_update(&leg->stats, packet.ssrc, packet.sequence, packet.timestamp, arrival_ts);
     if (leg->event_pt >= 0 && packet.payload_type == leg->event_pt) {
         tb_press presses[TB_MAX_PRESSES_PER_PACKET];
@@ -535,14 +563,6 @@ static void drain(Plane *self, Py_ssize_t row, double now, uint32_t arrival_ts, 
         if (n < BATCH)
             return;
     }
-}
-
-static int check_time(double t, const char *what)
-{
-    if (isfinite(t) && fabs(t) < 1e12)
-        return 1;
-    PyErr_Format(PyExc_ValueError, "%s must be a finite time in seconds", what);
-    return 0;
 }
 
 static PyObject *Plane_receive(Plane *self, PyObject *args)
@@ -683,7 +703,7 @@ static PyObject *Plane_leg_stats(Plane *self, PyObject *arg)
     const tb_jitter *j = &leg->jitter;
     return Py_BuildValue(
         "{s:K,s:K,s:K,s:K,s:K,s:O,s:N,s:O,s:O,s:i,s:i,s:L,s:L,s:d,s:N,s:N,s:k,s:k,s:k,"
-        "s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:i,s:K,s:K}",
+        "s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:i,s:K,s:K,s:N}",
         "packets_received", leg->packets_received, "packets_sent", leg->packets_sent, "octets_sent", leg->octets_sent,
         "packets_dropped", leg->packets_dropped, "send_errors", leg->send_errors,
         "latched", leg->latched ? Py_True : Py_False, "remote", remote,
@@ -698,7 +718,45 @@ static PyObject *Plane_leg_stats(Plane *self, PyObject *arg)
         "jitter_resyncs", j->resyncs, "jitter_overflow_samples", j->overflow_samples,
         "jitter_drift_drops", j->drift_drops, "jitter_popped", j->popped, "jitter_underruns", j->underruns,
         "jitter_depth", (int)tb_jitter_depth(j),
-        "events_malformed", leg->events.malformed, "events_ignored", leg->events.ignored);
+        "events_malformed", leg->events.malformed, "events_ignored", leg->events.ignored,
+        "last_received", leg->has_last_received ? PyFloat_FromDouble(leg->last_received) : Py_NewRef(Py_None));
+}
+
+/* The rows whose peer has sent no RTP for `older_than` seconds (counted from the leg's latest configure when
+ * that is later, or no packet ever came): one pass over the rows, so the loop can ask once a second whatever
+ * the number of calls. What to do about them (a held call sends nothing) is the call layer's business. */
+static PyObject *Plane_silent_rows(Plane *self, PyObject *args)
+{
+    double now, older_than;
+    if (!check_open(self) || !PyArg_ParseTuple(args, "dd:silent_rows", &now, &older_than) ||
+        !check_time(now, "now") || !check_time(older_than, "older_than"))
+        return NULL;
+    if (older_than < 0) {
+        PyErr_Format(PyExc_ValueError, "older_than (%g) must not be negative", older_than);
+        return NULL;
+    }
+    PyObject *rows = PyList_New(0);
+    if (rows == NULL)
+        return NULL;
+    double cutoff = now - older_than;
+    for (Py_ssize_t row = 0; row < self->rows; row++) {
+        const Leg *leg = self->legs[row];
+        if (leg == NULL || !leg->configured)
+            continue;
+        double since = leg->configured_at;
+        if (leg->has_last_received && leg->last_received > since)
+            since = leg->last_received;
+        if (since >= cutoff)
+            continue;
+        PyObject *item = PyLong_FromSsize_t(row);
+        if (item == NULL || PyList_Append(rows, item) < 0) {
+            Py_XDECREF(item);
+            Py_DECREF(rows);
+            return NULL;
+        }
+        Py_DECREF(item);
+    }
+    return rows;
 }
 
 static PyObject *Plane_totals(Plane *self, PyObject *unused)
@@ -749,7 +807,8 @@ static PyMethodDef Plane_methods[] = {
     {"add", (PyCFunction)Plane_add, METH_O, "add(fd) -> row: the lowest free row, reading the UDP socket fd."},
     {"remove", (PyCFunction)Plane_remove, METH_O, "remove(row): forget the row (a free row: no-op)."},
     {"configure", (PyCFunction)(void (*)(void))Plane_configure, METH_VARARGS | METH_KEYWORDS,
-     "configure(row, host, port, relatch, send_pt, event_pt, sending): the leg's remote and payload types."},
+     "configure(row, host, port, relatch, send_pt, event_pt, sending, *, now=None): the leg's remote and payload\n"
+     "types; `now` (default time.monotonic()) restarts the leg's wait for RTP (silent_rows)."},
     {"set_stream", (PyCFunction)Plane_set_stream, METH_VARARGS,
      "set_stream(row, ssrc, sequence, timestamp): the outgoing stream's state."},
     {"receive", (PyCFunction)Plane_receive, METH_VARARGS,
@@ -765,6 +824,8 @@ static PyMethodDef Plane_methods[] = {
     {"report_block", (PyCFunction)Plane_report_block, METH_O,
      "report_block(row) -> (ssrc, fraction_lost, cumulative_lost, extended_max_seq, jitter) or None."},
     {"leg_stats", (PyCFunction)Plane_leg_stats, METH_O, "leg_stats(row) -> dict of the leg's counters."},
+    {"silent_rows", (PyCFunction)Plane_silent_rows, METH_VARARGS,
+     "silent_rows(now, older_than) -> [row]: configured rows with no RTP since now - older_than, nor a configure."},
     {"totals", (PyCFunction)Plane_totals, METH_NOARGS, "totals() -> dict of counters over all rows ever."},
     {"sleep_until", (PyCFunction)Plane_sleep_until, METH_O,
      "sleep_until(deadline): sleep, without the GIL, until time.monotonic() reaches deadline."},

@@ -120,6 +120,8 @@ def parse_callout(method: CalloutMethod, params: dict[str, Any], envelope: dict[
     cli = _text(params, "cli", 64)
     if cli is None:
         cli = _text(envelope, "cli", 64)
+    if cli and any(ord(c) < 0x20 or c == "\x7f" for c in cli):
+        raise invalid("cli", "must not contain control characters")  # it goes into the INVITE's From
     fields["cli"] = cli or ""
     fields["custom"] = _text(params, "custom", MAX_CUSTOM)
     fields["locale"] = _text(params, "locale", 32) or "en-US"

@@ -37,6 +37,7 @@ from typing import Any
 import httpx
 
 from tonebridge.callbacks.signing import callback_headers
+from tonebridge.netguard import FetchPolicy, FetchRefused
 from tonebridge.store.db import CallbackAttempt, OutboxRow, Store, Write
 
 __all__ = [
@@ -164,6 +165,9 @@ class Outbox:
         self._client = (
             client if client is not None else httpx.AsyncClient(trust_env=False, follow_redirects=False)
         )
+        # Where callbacks may go: set from `[security]` by the Sinch application (calls/sinch.py); None
+        # sends anywhere (tests, and servers with no applications).
+        self.fetch_policy: FetchPolicy | None = None
         self._clock = clock
         self._backoff = tuple(float(step) for step in backoff)
         self._give_up_after = float(give_up_after)
@@ -512,6 +516,15 @@ class Outbox:
             headers.update(extra)
         if sent is not None and not sent.done():
             sent.set_result(None)
+        if self.fetch_policy is not None:
+            try:
+                async with asyncio.timeout(timeout):
+                    await self.fetch_policy.check_async(url)
+            except TimeoutError:
+                return None, f"timeout resolving after {timeout:g} s"
+            except (FetchRefused, ValueError, httpx.InvalidURL) as exc:
+                log.warning("event=callback_refused app_key=%s url=%s reason=%r", app_key, url, str(exc))
+                return None, f"refused: {exc}"
         try:
             # asyncio.timeout bounds the whole exchange (connect, send, response); httpx's own timeout
             # only bounds each phase.

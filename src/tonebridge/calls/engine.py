@@ -51,6 +51,7 @@ from tonebridge.media.endpoint import MediaLeg, Press
 from tonebridge.media.g711 import CODECS
 from tonebridge.media.ports import PortPool
 from tonebridge.sip import transaction as tx
+from tonebridge.sip.admission import AdmissionLimits, InviteAdmission
 from tonebridge.sip.message import Headers, Request, Response, SipUri
 from tonebridge.sip.stack import ALLOW, IncomingRequest, SipStack
 from tonebridge.sip.transport import Peer
@@ -92,7 +93,7 @@ class CallEngine:
         self.name = user_agent_name
         low, high = config.server.rtp_ports
         self.ports = PortPool(low, high)
-        self.registration = Registration(config, self.log_event)
+        self.registration = Registration(config, self.log_event, counters=stack.transport.stats.counters)
         # Where a callout to a username goes (`resolve`); the registration keeps it up to date.
         self.registrar = self.registration.registrar
         self.sessions: dict[str, Session] = {}  # by Tonebridge call id
@@ -115,6 +116,16 @@ class CallEngine:
         self.ended_calls: Counter[tuple[Direction, CallResult, EndReason]] = Counter()
         self.packets_lost = 0
         self.jitter_ms = Histogram(JITTER_BOUNDS_MS)
+        limits = config.limits
+        stack.admission = InviteAdmission(
+            AdmissionLimits(
+                limits.invites_per_second_per_source,
+                limits.invite_burst_per_source,
+                limits.max_setting_up_per_source,
+                limits.max_setting_up,
+            )
+        )
+        clock.sweep_hooks.append(self._check_media)
         stack.on_request = self._on_request
         stack.on_ack = self._on_ack
         stack.on_stray_response = self._on_stray_response
@@ -313,6 +324,42 @@ class CallEngine:
             # Symmetric signalling: a caller behind NAT is reached where its requests came from.
             return self.stack.transport.response_peer(session.invite, session.peer)
         return self.stack.peer_for_uri(dialog.next_hop())
+
+    # Vanished peers --------------------------------------------------------------------------------------
+
+    def _check_media(self, monotonic: float) -> None:
+        """The clock's once-a-second sweep: a vanished peer's call ends within a second of its timeout."""
+        timeout = self.config.media.rtp_timeout_seconds
+        if timeout > 0:
+            self.end_silent_calls(timeout, monotonic)
+
+    def end_silent_calls(self, timeout: float, monotonic: float) -> list[Session]:
+        """End (BYE, DiCE GENERALERROR) every answered call whose peer sent no RTP and no RTCP for
+        `timeout` seconds up to `monotonic` (time.monotonic(): the plane's and the RTCP receiver's clock,
+        not the engine's `now`); returns them. A call on hold in either direction is skipped: RFC 3264 lets
+        a held peer send nothing at all, and phones differ on whether they keep RTCP going meanwhile."""
+        with self.clock.lock:
+            legs = [self.clock.leg_at(row) for row in self.clock.plane.silent_rows(monotonic, timeout)]
+        ended = []
+        for leg in legs:
+            session = self.sessions.get(leg.call_id) if leg is not None else None
+            if session is None or session.leg is not leg or session.core is None:
+                continue
+            call = session.call
+            if call.state is not CallState.ANSWERED or call.on_hold:
+                continue
+            # From the answer on: ringing (and early media) has its own timeout.
+            if call.answered_at is not None and self.now() - call.answered_at < timeout:
+                continue
+            heard = leg.last_rtcp_received
+            if heard is not None and monotonic - heard < timeout:
+                continue
+            self.log_event(
+                "call_media_timeout", session, timeout=f"{timeout:g}", rtp_in=leg.stats.packets_received
+            )
+            self.spawn(self.hangup(session, EndReason.GENERAL_ERROR))
+            ended.append(session)
+        return ended
 
     # Call timers -----------------------------------------------------------------------------------------
 

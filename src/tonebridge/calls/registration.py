@@ -9,6 +9,7 @@ transaction: nothing here touches the stack or reads a clock.
 from __future__ import annotations
 
 import secrets
+from collections import Counter
 from collections.abc import Callable
 
 from tonebridge.config import Config
@@ -21,7 +22,9 @@ from tonebridge.sip.transport import Peer
 
 
 class Registration:
-    def __init__(self, config: Config, log_event: Callable[..., None]) -> None:
+    def __init__(
+        self, config: Config, log_event: Callable[..., None], *, counters: Counter[str] | None = None
+    ) -> None:
         self.config = config
         self.registrar = Registrar()
         # A key of this process's own: the nonces are stateless (their MAC is what proves them ours), so
@@ -33,6 +36,16 @@ class Registration:
         )
         # The engine's, so that REGISTER's log lines read as every call event's do.
         self._log_event = log_event
+        # Failed REGISTER authentications per source address ([security], docs/operations.md "Security").
+        security = config.security
+        self.limiter = auth.FailureLimiter(
+            security.register_max_failures,
+            security.register_failure_window,
+            security.register_lockout_seconds,
+        )
+        # `register_auth_failed` and `register_locked_out` go to the counters the engine passes: the SIP
+        # transport's (the `sip` figures of /tonebridge/v1/metrics and Prometheus).
+        self.counters: Counter[str] = counters if counters is not None else Counter()
 
     def options(self, request: Request) -> Response:
         """What we allow and accept (the methods, the bodies), to a peer that asks."""
@@ -45,6 +58,10 @@ class Registration:
     def register(self, request: Request, peer: Peer, now: float) -> Response:
         """A challenge, a refusal, or the user's bindings (with where `peer` sent it from) and their expiry."""
         user = request.to.uri.user or ""
+        if self.limiter.locked(peer.host, now):
+            # Locked out: refused without looking at the credentials, so guessing gains nothing.
+            self.counters["register_locked_out"] += 1
+            return tx.make_response(request, 403, "Forbidden - too many failed attempts")
         header = request.headers.get("Authorization")
         if header is None:
             return self._challenge(request, now)
@@ -52,8 +69,17 @@ class Registration:
         if not result.ok or result.username != user:
             if result.stale:
                 return self._challenge(request, now, stale=True)
-            self._log_event("register_refused", user=user, reason=repr(result.reason or "credentials"))
+            self.counters["register_auth_failed"] += 1
+            locked = self.limiter.failed(peer.host, now)
+            self._log_event(
+                "register_refused",
+                user=user,
+                source=peer.host,
+                reason=repr(result.reason or "credentials"),
+                **({"locked_out_seconds": int(self.limiter.lockout)} if locked else {}),
+            )
             return tx.make_response(request, 403, "Forbidden - wrong credentials")
+        self.limiter.succeeded(peer.host)
         try:
             bindings = self.registrar.register(user, request, (peer.transport, peer.host, peer.port), now)
         except IntervalTooBrief:

@@ -37,6 +37,7 @@ from tonebridge.config import Config
 from tonebridge.media import prompts
 from tonebridge.media.endpoint import Press
 from tonebridge.media.players import make_moh
+from tonebridge.netguard import FetchPolicy
 from tonebridge.svaml import interpreter as ops
 from tonebridge.svaml import menu as menus
 from tonebridge.svaml.models import SvamlError, UnknownName, parse_prompts, parse_svaml
@@ -180,6 +181,11 @@ class SinchApplication:
         self.tts_dir = tts_dir
         self.apps = Applications(config.applications)
         self.callbacks = SinchCallbacks(self.apps, outbox)
+        # URLs an application gives at run time (answers, callouts, the API, `#href`) reach public
+        # addresses only, unless `[security]` allows more; the config file's own callback URLs are trusted.
+        policy = FetchPolicy.from_config(config.security, (a.callback_url for a in config.applications))
+        outbox.fetch_policy = policy
+        prompts.set_fetch_policy(policy)
         self.engine: CallEngine | None = None
         self.media: CallMedia | None = None  # prompts, digits, parks and menus on calls not in a room
         self.conferences: ConferenceService | None = None

@@ -69,6 +69,9 @@ class MediaClock:
         # Called each tick with (now, received, out, send mask): the rooms read `received` and write the
         # rows of their members into `out` and `mask`.
         self.tick_hooks: list[TickHook] = []
+        # Called on the loop once a second (with the RTCP sweep) with time.monotonic(): checks over all
+        # legs that need no tick's precision, such as the engine's media timeout.
+        self.sweep_hooks: list[Callable[[float], None]] = []
         self.detector = DtmfDetectorBank()
         self.ticks = 0
         self.late_ticks = 0  # ticks skipped (more than SKIP_AFTER_SECONDS behind)
@@ -259,6 +262,11 @@ class MediaClock:
                     leg.send_rtcp(now)
                 except Exception:
                     log.exception("event=rtcp_send_failed call_id=%s", leg.call_id)
+            for hook in self.sweep_hooks:
+                try:
+                    hook(now)
+                except Exception:
+                    log.exception("event=media_sweep_failed hook=%r", hook)
 
     # The tick --------------------------------------------------------------------------------------------
 

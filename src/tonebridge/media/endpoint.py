@@ -155,6 +155,9 @@ class MediaLeg:
         self._remote_fraction_lost = 0.0
         self._remote_jitter = 0
         self._last_rtcp = 0.0
+        # When the peer's latest valid RTCP arrived (time.monotonic()), None before any: a peer that reports
+        # is alive even while it sends no RTP (the engine's media timeout).
+        self.last_rtcp_received: float | None = None
         self._final_stats: dict[str, object] | None = None
 
     def _locked(self) -> contextlib.AbstractContextManager[object]:
@@ -339,6 +342,7 @@ class MediaLeg:
         except rtcp.RtcpError:
             return
         self._rtcp_received_count += 1
+        self.last_rtcp_received = time.monotonic()
         for packet in packets:
             if not isinstance(packet, rtcp.SenderReport | rtcp.ReceiverReport):
                 continue

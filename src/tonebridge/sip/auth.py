@@ -387,3 +387,49 @@ class DigestServer:
             self._nc_seen = {k: v for k, v in self._nc_seen.items() if v[1] >= horizon}
             self._purge_at = max(1024, 2 * len(self._nc_seen))
         return True
+
+
+class FailureLimiter:
+    """Failed authentications per source (an IP address): `max_failures` within `window` seconds lock the
+    source out for `lockout` seconds, during which its requests are refused without being checked.
+    `max_failures=0` never locks. Memory is bounded: sources quiet for a window are forgotten."""
+
+    def __init__(self, max_failures: int = 10, window: float = 300.0, lockout: float = 900.0) -> None:
+        self.max_failures = max_failures
+        self.window = window
+        self.lockout = lockout
+        self._failures: dict[str, list[float]] = {}
+        self._locked_until: dict[str, float] = {}
+        self._purge_at = 1024
+
+    def locked(self, source: str, now: float) -> bool:
+        until = self._locked_until.get(source)
+        if until is None:
+            return False
+        if now < until:
+            return True
+        del self._locked_until[source]
+        return False
+
+    def failed(self, source: str, now: float) -> bool:
+        """Count a failure; True when it locks the source out."""
+        if self.max_failures <= 0:
+            return False
+        recent = [t for t in self._failures.get(source, ()) if now - t < self.window]
+        recent.append(now)
+        if len(recent) >= self.max_failures:
+            self._failures.pop(source, None)
+            self._locked_until[source] = now + self.lockout
+            return True
+        self._failures[source] = recent
+        if len(self._failures) + len(self._locked_until) > self._purge_at:
+            self._purge(now)
+        return False
+
+    def succeeded(self, source: str) -> None:
+        self._failures.pop(source, None)
+
+    def _purge(self, now: float) -> None:
+        self._failures = {s: ts for s, ts in self._failures.items() if ts and now - ts[-1] < self.window}
+        self._locked_until = {s: u for s, u in self._locked_until.items() if u > now}
+        self._purge_at = max(1024, 2 * (len(self._failures) + len(self._locked_until)))

@@ -6,7 +6,9 @@ The only waiting done here is one loop timer armed for the earliest transaction 
 timeout stays a property of transaction.py, testable without sleeping.
 
 Requests the transaction user could not act on are answered here, through their server transaction, before
-the TU sees them: an INVITE whose Contact cannot be a remote target gets a 400 (§8.1.1.8). A message the
+the TU sees them: an INVITE whose Contact cannot be a remote target gets a 400 (§8.1.1.8). A new INVITE its
+source may not send now (sip/admission.py) gets a 503 with Retry-After, sent statelessly before any
+transaction exists, so a flood costs one parse and one send per refused INVITE. A message the
 transport fails to send fails its transaction at once; a client transaction's waiter then gets a 503, as
 §8.1.3.1 says a transport error is to be treated.
 """
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 
 from tonebridge.looptimer import LoopTimer
 from tonebridge.sip import transaction as tx
+from tonebridge.sip.admission import InviteAdmission
 from tonebridge.sip.dialog import contact_problem
 from tonebridge.sip.message import Message, Request, Response, SipUri, Via
 from tonebridge.sip.transport import Peer, SipTransport
@@ -35,6 +38,13 @@ ACCEPT = "application/sdp, application/dtmf-relay, application/dtmf"
 # method served (the rest get 405). A re-INVITE (To tag set) may leave its Contact out (§12.2.2 refreshes
 # the target "if present"), but one it carries must be usable, as in a new INVITE.
 CONTACT_CHECKED = frozenset({"INVITE"})
+
+# The reason phrase of a throttled INVITE's 503, by sip/admission.py's reason.
+THROTTLED = {
+    "rate": "Too Many INVITEs From This Source",
+    "source_setting_up": "Too Many Calls Being Set Up From This Source",
+    "setting_up": "Too Many Calls Being Set Up",
+}
 
 
 @dataclass
@@ -59,6 +69,8 @@ class SipStack:
         self.on_ack: Callable[[Request, Peer], None] = lambda request, peer: None
         self.on_stray_response: Callable[[Response, Peer], None] = lambda response, peer: None
         self._tasks: set[asyncio.Task[None]] = set()
+        # New INVITEs are admitted per source when set (the engine sets it from `[limits]`).
+        self.admission: InviteAdmission | None = None
 
     @staticmethod
     def now() -> float:
@@ -158,6 +170,8 @@ class SipStack:
             # No transaction claims it (Timer L has ended the INVITE's): the TU may still want it.
             self.on_ack(message, peer)
             return
+        if message.method == "INVITE" and self._throttled(message, peer, now):
+            return
         reliable = peer.reliable
         cls = tx.ServerInviteTransaction if message.method == "INVITE" else tx.ServerNonInviteTransaction
         server = cls(message, reliable=reliable, now=now)
@@ -171,6 +185,13 @@ class SipStack:
         key = transaction.key
         peer = self._peers.get(key)
         self.table.touch(transaction)
+        if (
+            self.admission is not None
+            and isinstance(transaction, tx.ServerInviteTransaction)
+            and transaction.state is not tx.TransactionState.PROCEEDING
+        ):
+            # A final response (or the transaction's end) finishes the call's setting up.
+            self.admission.finished(key)
         for outgoing in transaction.pop_outgoing():
             if peer is not None:
                 self.transport.send(outgoing, peer)
@@ -276,6 +297,33 @@ class SipStack:
             problem,
         )
         self.respond(incoming, tx.make_response(request, 400, f"Bad Request - {problem}"))
+        return True
+
+    def _throttled(self, request: Request, peer: Peer, now: float) -> bool:
+        """Refuse a new INVITE its source may not send now: 503 with Retry-After (§21.5.4), stateless."""
+        if self.admission is None:
+            return False
+        try:
+            if request.to.tag:
+                return False  # a re-INVITE belongs to a call already set up
+        except ValueError:
+            return False  # a To the TU will refuse anyway
+        refusal = self.admission.admit(peer.host, tx.server_key(request), now)
+        if refusal is None:
+            return False
+        self.transport.stats.count("throttled_invites")
+        log.debug(
+            "event=sip_throttled peer=%s:%s/%s call_id=%s reason=%s",
+            peer.host,
+            peer.port,
+            peer.transport,
+            request.call_id,
+            refusal.reason,
+        )
+        response = tx.make_response(request, 503, f"Service Unavailable - {THROTTLED[refusal.reason]}")
+        response.headers.set("Retry-After", str(refusal.retry_after))
+        response.headers.set("Server", USER_AGENT)
+        self.transport.send(response, self.transport.response_peer(request, peer))
         return True
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
