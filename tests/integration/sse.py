@@ -1,36 +1,26 @@
 """A client of the server's event stream (`/tonebridge/v1/events`) over a real HTTP connection: server-sent
 events parsed as a browser's EventSource parses them, read on a thread, waited on with deadlines; and the
-Sinch signature headers an application's request carries (the formula written out here, not the
-server's code)."""
+Sinch signature headers an application's stream request carries (sinch_app.signature_headers)."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import json
 import socket
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 from harness import HOST
+from sinch_app import signature_headers
 
 PATH = "/tonebridge/v1/events"
 
 
 def signed_headers(key: str, secret: str, method: str = "GET", path: str = PATH) -> dict[str, str]:
     """An application's signature of a request without a body."""
-    timestamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    text = f"{method}\n\n\nx-timestamp:{timestamp}\n{path}"
-    digest = hmac.new(base64.b64decode(secret), text.encode(), hashlib.sha256).digest()
-    return {
-        "Authorization": f"Application {key}:{base64.b64encode(digest).decode()}",
-        "x-timestamp": timestamp,
-    }
+    return signature_headers(method, path, key=key, secret=secret)
 
 
 class EventStream:
