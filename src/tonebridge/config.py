@@ -187,6 +187,15 @@ class LimitsConfig(_Strict):
     max_setting_up: Annotated[int, Field(ge=1)] = 1000
 
 
+class SipConfig(_Strict):
+    """docs/configuration.md, "[sip]": the base timer of RFC 3261 §17, from which the retransmission and
+    timeout intervals of every transaction (and the wait for a 2xx's ACK) follow."""
+
+    # T1, the round-trip estimate: 500 ms by §17.1.1.1; a LAN or loopback deployment may lower it so that
+    # lost messages are found sooner.
+    timer_t1_ms: Annotated[int, Field(ge=50, le=5000)] = 500
+
+
 class MediaConfig(_Strict):
     """docs/operations.md, "Media": when a call whose peer has gone silent is ended."""
 
@@ -197,6 +206,7 @@ class MediaConfig(_Strict):
 
 class Config(_Strict):
     server: ServerConfig = ServerConfig()
+    sip: SipConfig = SipConfig()
     media: MediaConfig = MediaConfig()
     http: HttpConfig = HttpConfig()
     callbacks: CallbacksConfig = CallbacksConfig()

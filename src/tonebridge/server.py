@@ -26,6 +26,7 @@ from tonebridge.config import Config, split_host_port
 from tonebridge.events import application_owner
 from tonebridge.media.clock import MediaClock
 from tonebridge.sip.stack import SipStack
+from tonebridge.sip.transaction import TimerConfig
 from tonebridge.store.db import Store
 
 log = logging.getLogger("tonebridge.server")
@@ -43,7 +44,12 @@ class Server:
     def __init__(self, config: Config, application: Application | None = None) -> None:
         self.config = config
         sip_host, sip_port = split_host_port(config.server.sip)
-        self.stack = SipStack(sip_host, sip_port, public_address=config.server.public_address)
+        self.stack = SipStack(
+            sip_host,
+            sip_port,
+            public_address=config.server.public_address,
+            timers=TimerConfig(t1=config.sip.timer_t1_ms / 1000),
+        )
         low, high = config.server.rtp_ports
         self.clock = MediaClock(capacity=max(1, (high - low + 1) // 2))  # a row per port pair
         self.sinch: SinchApplication | None = None

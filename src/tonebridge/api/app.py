@@ -56,7 +56,8 @@ def create_app(server: Server) -> Starlette:
     async def metrics(request: Request) -> JSONResponse:
         return JSONResponse(
             {
-                "sip": dict(server.stack.transport.stats.counters),
+                # `transactions`: live now; each lingers up to 64*T1 after its final response (Timers J, L).
+                "sip": {**server.stack.transport.stats.counters, "transactions": len(server.stack.table)},
                 "calls": {"active": server.engine.active_calls, "total": len(server.engine.sessions)},
                 "tasks": len(asyncio.all_tasks()),
                 "outbox": {

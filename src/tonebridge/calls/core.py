@@ -632,8 +632,14 @@ class InboundCall(_CallCore):
     def _receive_cancel(self, cancel: Request, now: float) -> list[Action]:
         invite = self.invite
         ours = cancel.cseq.number == invite.cseq.number and cancel.from_.tag == invite.from_.tag
-        if not ours or not self.call.active or self.call.state is CallState.ANSWERED:
-            # Answered, the INVITE is past cancelling; ended, there is nothing left to cancel (§9.2).
+        if ours and self.call.state is CallState.ANSWERED:
+            # The CANCEL crossed our 2xx: it changes nothing, but it matches the INVITE's transaction, which
+            # lives on in Accepted for 64*T1 after the 2xx (RFC 6026), so it gets its 200 (§9.2); later, 481.
+            answered_at = now if self.call.answered_at is None else self.call.answered_at
+            status = 200 if now - answered_at <= 64 * self.timer_config.t1 else 481
+            return [Respond(cancel, make_response(cancel, status))]
+        if not ours or not self.call.active:
+            # Ended, there is nothing left to cancel (§9.2).
             return [Respond(cancel, make_response(cancel, 481))]
         return [
             Respond(cancel, make_response(cancel, 200)),

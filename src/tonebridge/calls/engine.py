@@ -416,7 +416,7 @@ class CallEngine:
         )
         leg = self._new_leg(call)
         await leg.open()
-        core = InboundCall(request, call, self._local_end(leg, incoming.peer))
+        core = InboundCall(request, call, self._local_end(leg, incoming.peer), timers=self.stack.timers)
         session = Session(call, leg, incoming.peer, core, incoming=incoming)
         self._run(session, core.start(self.now()), incoming)
         if core.declined:
@@ -560,6 +560,7 @@ class CallEngine:
             ring_timeout=ring_timeout,
             direction=direction,
             credentials=credentials,
+            timers=self.stack.timers,
         )
         session = Session(call, leg, peer, core, trunk=trunk)
         self._register_session(session)

@@ -57,7 +57,15 @@ class IncomingRequest:
 
 
 class SipStack:
-    def __init__(self, host: str, port: int, public_address: str | None = None) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        public_address: str | None = None,
+        timers: tx.TimerConfig = tx.DEFAULT_TIMERS,
+    ) -> None:
+        # Every transaction of this stack, and the calls above it (the wait for a 2xx's ACK), run on these.
+        self.timers = timers
         self.transport = SipTransport(host, port, self._on_message, on_send_error=self._on_send_error)
         self.public_address = public_address or host
         self.table = tx.TransactionTable()
@@ -116,7 +124,7 @@ class SipStack:
         request.headers.set("User-Agent", USER_AGENT)
         now = self.now()
         cls = tx.ClientInviteTransaction if request.method == "INVITE" else tx.ClientNonInviteTransaction
-        transaction = cls(request, reliable=peer.reliable, now=now)
+        transaction = cls(request, reliable=peer.reliable, now=now, config=self.timers)
         self.table.add(transaction)
         future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
         self._peers[transaction.key] = peer
@@ -174,7 +182,7 @@ class SipStack:
             return
         reliable = peer.reliable
         cls = tx.ServerInviteTransaction if message.method == "INVITE" else tx.ServerNonInviteTransaction
-        server = cls(message, reliable=reliable, now=now)
+        server = cls(message, reliable=reliable, now=now, config=self.timers)
         self.table.add(server)
         self._peers[server.key] = self.transport.response_peer(message, peer)
         server.receive_request(message, now)
