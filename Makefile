@@ -6,7 +6,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 NATIVE := setup.py $(wildcard src/tonebridge/_native/*.c src/tonebridge/_native/*.h)
 
-.PHONY: run test peers toolchain docs lint bench-sip bench-mixer bench-rtp bench-dtmf bench-fuzz bench-api clean
+.PHONY: run cluster test peers toolchain docs lint bench-sip bench-mixer bench-rtp bench-flood bench-soak bench-dtmf bench-fuzz bench-api clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || { $(SUDO) apt-get update && $(SUDO) apt-get install -y python3-venv && $(PYTHON) -m venv $(VENV); }
@@ -31,14 +31,23 @@ $(VENV)/.installed-test: $(VENV)/.installed
 run: $(VENV)/.installed
 	$(BIN)/tonebridge serve
 
+# A cluster on this machine (docs/cluster.md): Redis, one node per core, Kamailio as the SIP entry
+# (127.0.0.1:5060) and HAProxy as the HTTP entry (127.0.0.1:8080), state in ./cluster; it keeps running after
+# make returns: `$(BIN)/tonebridge cluster status`, `$(BIN)/tonebridge cluster down`. CLUSTER_ARGS for options.
+cluster: $(VENV)/.installed peers
+	$(BIN)/tonebridge cluster up $(CLUSTER_ARGS)
+
 # The real peers the integration tests drive: SIPp and baresip, espeak-ng for text to speech, and
-# headless Chromium with its WebDriver for the console's browser test (Debian packages).
+# headless Chromium with its WebDriver for the console's browser test; Redis, Kamailio (with its Redis
+# modules) and HAProxy for `make cluster` and its test (Debian packages).
 peers:
 	@command -v sipp >/dev/null && command -v baresip >/dev/null && command -v espeak-ng >/dev/null && \
-	  command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  command -v chromium >/dev/null && command -v chromedriver >/dev/null && \
+	  command -v redis-server >/dev/null && [ -x /usr/sbin/kamailio ] && [ -x /usr/sbin/haproxy ] && \
+	  dpkg -s kamailio-redis-modules >/dev/null 2>&1 || { \
 	  $(SUDO) apt-get update -q && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q sip-tester baresip espeak-ng \
-	    chromium chromium-driver; }
+	    chromium chromium-driver redis-server kamailio kamailio-redis-modules haproxy; }
 
 test: $(VENV)/.installed-test peers
 	$(BIN)/pytest -q
@@ -65,6 +74,19 @@ bench-mixer: $(VENV)/.installed-test
 bench-rtp: $(VENV)/.installed peers
 	@$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/pip install -q matplotlib
 	$(BIN)/python bench/rtp_load.py $(RTP_ARGS)
+
+# An INVITE flood from one source (SIPp's uac, 500/s for 8 s) against the server with an application and its
+# default [limits], the server on core 0 and SIPp on core 1; a caller from 127.0.0.2 in the middle of it, a
+# steady call through it, and the calls left up a minute later (docs/benchmarks.md). About 90 s; exits 1 when
+# the other caller waits over 10 s or a call is still up. FLOOD_ARGS for other rates or limits.
+bench-flood: $(VENV)/.installed peers
+	$(BIN)/python bench/sip_flood.py $(FLOOD_ARGS)
+
+# The soak: 300 churning conference participants with presses, callouts and kicks for 30 minutes, the server
+# on core 0 and SIPp on core 1; memory, file descriptors, tasks, ports and store size must stay flat
+# (docs/benchmarks.md). About 32 minutes; SOAK_ARGS for other sizes.
+bench-soak: $(VENV)/.installed peers
+	$(BIN)/python bench/soak.py $(SOAK_ARGS)
 
 # Every fuzz target (SIP, SDP, RTP/RTCP/RFC 4733 and the native plane, SVAML) for 10 minutes each with
 # atheris, installed here rather than as a project dependency (docs/benchmarks.md).

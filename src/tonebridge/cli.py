@@ -49,7 +49,14 @@ def main(argv: list[str] | None = None) -> int:
     phone_parser = sub.add_parser("phone", help="a softphone on Tonebridge's own stacks")
     phone.add_arguments(phone_parser)
 
+    from tonebridge.cluster import orchestrate
+
+    cluster = sub.add_parser("cluster", help="a cluster of nodes behind Kamailio and HAProxy on this machine")
+    orchestrate.add_arguments(cluster)
+
     args = parser.parse_args(argv)
+    if args.command == "cluster":
+        return orchestrate.run(args)
     if args.command == "hash-password":
         return _hash_password()
     if args.command == "records":

@@ -140,6 +140,13 @@ class CallbacksConfig(_Strict):
     retention_seconds: Annotated[float, Field(gt=0)] = 7 * 86400.0
 
 
+class RecordsConfig(_Strict):
+    """docs/configuration.md, "[records]": how long call records are kept."""
+
+    # Ended calls' records (with their conferences and callback attempts) are pruned this long after start.
+    retention_days: Annotated[float, Field(gt=0)] = 30.0
+
+
 class HttpConfig(_Strict):
     """Limits on the HTTP port's connections (docs/operations.md, "HTTP limits")."""
 
@@ -187,6 +194,36 @@ class LimitsConfig(_Strict):
     max_setting_up: Annotated[int, Field(ge=1)] = 1000
 
 
+class ClusterConfig(_Strict):
+    """docs/cluster.md: this node's place in a cluster whose memory is Redis. Absent, the server is alone."""
+
+    redis: str
+    node_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
+    # What the other nodes and the fronts use to reach this one; the [server] addresses when unset.
+    advertise_sip: str | None = None
+    advertise_http: str | None = None
+    # A node whose heartbeat has not been seen for node_ttl_seconds is dead for every other node.
+    heartbeat_seconds: Annotated[float, Field(gt=0, le=60)] = 5.0
+    node_ttl_seconds: Annotated[float, Field(gt=0, le=300)] = 15.0
+
+    _check_advertised = field_validator("advertise_sip", "advertise_http")(
+        lambda value: value if value is None else _check_address(value)
+    )
+
+    @field_validator("redis")
+    @classmethod
+    def _check_redis(cls, value: str) -> str:
+        if not re.fullmatch(r"rediss?://[^\s/]+(/\d+)?", value):
+            raise ValueError('redis must be a URL like "redis://127.0.0.1:6379/0"')
+        return value
+
+    @model_validator(mode="after")
+    def _check_ttl(self) -> ClusterConfig:
+        if self.node_ttl_seconds < 2 * self.heartbeat_seconds:
+            raise ValueError("node_ttl_seconds must be at least twice heartbeat_seconds")
+        return self
+
+
 class SipConfig(_Strict):
     """docs/configuration.md, "[sip]": the base timer of RFC 3261 §17, from which the retransmission and
     timeout intervals of every transaction (and the wait for a 2xx's ACK) follow."""
@@ -210,8 +247,10 @@ class Config(_Strict):
     media: MediaConfig = MediaConfig()
     http: HttpConfig = HttpConfig()
     callbacks: CallbacksConfig = CallbacksConfig()
+    records: RecordsConfig = RecordsConfig()
     limits: LimitsConfig = LimitsConfig()
     security: SecurityConfig = SecurityConfig()
+    cluster: ClusterConfig | None = None
     applications: list[ApplicationConfig] = []
     users: list[UserConfig] = []
     trunks: list[TrunkConfig] = []

@@ -98,6 +98,8 @@ class EventBus:
         self._subscribers: set[Subscription] = set()
         self.counters: Counter[str] = Counter()
         self.dropped = 0
+        # Called with every event as it is published, on the publisher's thread (the cluster directory).
+        self.taps: list[Callable[[Event], None]] = []
 
     def event_id(self, n: int) -> str:
         return f"{self.epoch}-{n}"
@@ -114,6 +116,8 @@ class EventBus:
         now = self._clock()
         self._expire(now)
         self._ring.append(_Retained(self._last, now, owner, event))
+        for tap in self.taps:
+            tap(event)
         for subscriber in self._subscribers:
             if not subscriber.filter.passes(event, owner):
                 continue

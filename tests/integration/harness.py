@@ -246,6 +246,8 @@ class InProcessServer:
         return self.server.engine
 
     def close(self) -> None:
+        if not self.thread.is_alive():
+            return  # closed already (a test that stops its server itself)
         try:
             self.run(self.server.stop())
         finally:

@@ -135,7 +135,7 @@ def fake() -> FakeApplication:
 def client(fake: FakeApplication) -> Iterator[TestClient]:
     # The real app (middleware, error handlers, routes) around the fake; a stand-in server, since only the
     # calling routes are asked for.
-    app = create_app(cast(Any, SimpleNamespace(sinch_api=fake)))
+    app = create_app(cast(Any, SimpleNamespace(sinch_api=fake, forwarder=None)))
     with TestClient(decoded_once(app), raise_server_exceptions=False) as test_client:
         yield test_client
 

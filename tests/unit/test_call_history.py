@@ -20,7 +20,7 @@ from tonebridge import cli
 from tonebridge.callbacks.outbox import Outbox
 from tonebridge.calls.call import Call, CallResult, Direction, EndReason
 from tonebridge.calls.events import CallAnswered, CallEnded
-from tonebridge.calls.history import CallRecorder, RoomMembershipBus
+from tonebridge.calls.history import CallRecorder, HistoryPruner, RoomMembershipBus
 from tonebridge.calls.history_format import CSV_COLUMNS, as_csv, as_json, iso, parse_since, parse_time
 from tonebridge.store import SCHEMA_VERSION, Store
 from tonebridge.store import db as dbmod
@@ -197,6 +197,51 @@ def test_the_room_bus_records_joins_and_leaves_and_still_publishes(store: Store)
         (T0 + 1, T0 + 2, "kicked")
     ]
     assert subscription.queue.qsize() == 3
+
+
+def test_the_pruner_deletes_ended_calls_older_than_the_retention_with_their_stays_and_attempts(
+    store: Store,
+) -> None:
+    day = 86400.0
+    store.save_call({"call_id": "old", "app_key": "app", "started_at": T0, "status": "FINAL"})
+    store.save_call({"call_id": "old-ongoing", "app_key": "app", "started_at": T0})
+    store.save_call({"call_id": "recent", "app_key": None, "started_at": T0 + 29 * day, "status": "FINAL"})
+    for call_id in ("old", "old-ongoing", "recent"):
+        store.conference_joined(call_id, "room", T0 + 1)
+        store.callback_attempted(attempt(call_id, "dice", T0 + 2, 200))
+    committed(store)
+    pruner = HistoryPruner(store, 30 * day, wall=lambda: T0 + 30 * day + 1)
+
+    assert asyncio.run(pruner.prune()) == 1
+    assert store.get_call("old") is None
+    assert [h.record["call_id"] for h in store.call_history()] == ["recent", "old-ongoing"]
+    stays = store._read("SELECT call_id FROM call_conferences ORDER BY call_id")
+    attempts = store._read("SELECT call_id FROM callback_attempts ORDER BY call_id")
+    assert stays == attempts == [("old-ongoing",), ("recent",)]
+    assert asyncio.run(pruner.prune()) == 0
+    assert pruner.pruned == 1
+
+
+def test_the_pruner_works_in_batches_and_runs_at_start(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("tonebridge.calls.history.PRUNE_BATCH", 3)
+    for i in range(7):
+        store.save_call({"call_id": f"c{i}", "app_key": "app", "started_at": T0 + i, "status": "FINAL"})
+    committed(store)
+
+    async def run() -> int:
+        pruner = HistoryPruner(store, 10.0, wall=lambda: T0 + 100, interval=3600)
+        pruner.start()  # prunes at once, then sleeps for the interval
+        for _ in range(200):
+            if pruner.pruned == 7:
+                break
+            await asyncio.sleep(0.01)
+        await pruner.close()
+        return pruner.pruned
+
+    assert asyncio.run(run()) == 7
+    assert store.call_history() == []
+    with pytest.raises(ValueError, match="retention"):
+        HistoryPruner(store, 0)
 
 
 # The outbox's attempt log -----------------------------------------------------------------------------

@@ -51,6 +51,18 @@ def _callback_counters(server: Server) -> dict[str, dict[str, int]]:
 
 def create_app(server: Server) -> Starlette:
     async def health(request: Request) -> JSONResponse:
+        directory = server.directory
+        if directory is not None and not directory.available:
+            # A node that cannot reach the cluster's directory takes no new calls: the HTTP front's health
+            # check moves requests to the other nodes.
+            return JSONResponse(
+                {
+                    "status": "unavailable",
+                    "reason": "cluster directory (Redis) unreachable",
+                    "activeCalls": server.engine.active_calls,
+                },
+                status_code=503,
+            )
         return JSONResponse({"status": "ok", "activeCalls": server.engine.active_calls})
 
     async def metrics(request: Request) -> JSONResponse:
@@ -83,6 +95,7 @@ def create_app(server: Server) -> Starlette:
                     "portsInUse": server.engine.ports.in_use,
                     "legs": len(server.clock.legs) + len(server.conferences.members),
                 },
+                **({"cluster": server.directory.metrics()} if server.directory is not None else {}),
             }
         )
 
@@ -102,7 +115,7 @@ def create_app(server: Server) -> Starlette:
     if calling is not None:
         from tonebridge.api.calling import routes as calling_routes
 
-        routes += calling_routes(calling)
+        routes += calling_routes(calling, server.forwarder)
     return Starlette(
         routes=routes, middleware=[Middleware(BodyLimit)], exception_handlers=exception_handlers()
     )

@@ -9,8 +9,9 @@ into Sinch error bodies. An application sees only its own calls and conferences:
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote
 
 from starlette.requests import Request
@@ -35,6 +36,10 @@ from tonebridge.callbacks.signing import AuthError, verify_request
 from tonebridge.calls.errors import ApplicationNotFound
 from tonebridge.calls.requests import CallbackUrls, CallLeg, Callout, ParticipantUpdate
 from tonebridge.svaml.models import Svaml
+
+if TYPE_CHECKING:
+    from tonebridge.api.access import ConsoleAccess, Viewer
+    from tonebridge.cluster.forward import ApiForwarder, Routed
 
 __all__ = ["MAX_BODY", "MAX_DEPTH", "CallingApplication", "RawPathRoute", "read_json", "routes"]
 
@@ -164,17 +169,22 @@ class RawPathRoute(Route):
         return Match.FULL, child_scope
 
 
-def _console_key(request: Request, app: CallingApplication) -> str:
-    """The application a console session acts as: its own for an application's login; for an operator's,
-    the application that owns the conference (else the call) the route names, so that the operation runs
-    with exactly the checks an application's request gets."""
+def _console_viewer(request: Request, app: CallingApplication) -> tuple[ConsoleAccess, Viewer]:
+    """The console session's access and viewer, when the session may act (else the refusal)."""
     access = access_for_calling_api(app)
     if access is None:
         raise ApiError(40100, "console sessions are not accepted here")
     try:
-        viewer = acting_viewer(request, access)
+        return access, acting_viewer(request, access)
     except Refused as exc:
         raise ApiError(exc.status * 100, exc.message) from None
+
+
+def _console_key(request: Request, app: CallingApplication) -> str:
+    """The application a console session acts as: its own for an application's login; for an operator's,
+    the application that owns the conference (else the call) the route names, so that the operation runs
+    with exactly the checks an application's request gets."""
+    access, viewer = _console_viewer(request, app)
     if viewer.app_key is not None:
         return viewer.app_key
     conference_id = request.path_params.get("conference_id")
@@ -188,7 +198,32 @@ def _console_key(request: Request, app: CallingApplication) -> str:
     return owner
 
 
-def routes(app: CallingApplication) -> list[Route]:
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def routes(app: CallingApplication, forwarder: ApiForwarder | None = None) -> list[Route]:
+    """The routes over `app`; with `forwarder` (cluster mode), those naming a conference or a call, and
+    conference callouts, are answered by the node that carries it (cluster/forward.py)."""
+
+    def homed(kind: Routed, handler: Endpoint) -> Endpoint:
+        if forwarder is None:
+            return handler
+        forward = forwarder.forward
+
+        async def endpoint(request: Request) -> Response:
+            relayed = await forward(kind, request, credentials)
+            return relayed if relayed is not None else await handler(request)
+
+        return endpoint
+
+    async def credentials(request: Request) -> None:
+        """Refuse a request whose credentials do not hold; an operator's session is checked, but not yet
+        resolved to the owner of what it names (the node that carries it does that)."""
+        if "authorization" not in request.headers and COOKIE in request.cookies:
+            _console_viewer(request, app)
+        else:
+            await authenticate(request)
+
     async def authenticate(request: Request) -> str:
         if "authorization" not in request.headers and COOKIE in request.cookies:
             return _console_key(request, app)
@@ -277,17 +312,27 @@ def routes(app: CallingApplication) -> list[Route]:
         return JSONResponse({"number": app.query_number(request.path_params["number"])})
 
     return [
-        Route("/calling/v1/callouts", callouts, methods=["POST"]),
-        RawPathRoute("/calling/v1/calls/id/{call_id}", get_call, methods=["GET"]),
-        RawPathRoute("/calling/v1/calls/id/{call_id}", update_call, methods=["PATCH"]),
-        RawPathRoute("/calling/v1/calls/id/{call_id}/leg/{leg}", update_call_leg, methods=["PATCH"]),
-        RawPathRoute("/calling/v1/conferences/id/{conference_id}", get_conference, methods=["GET"]),
-        RawPathRoute("/calling/v1/conferences/id/{conference_id}", kick_all, methods=["DELETE"]),
+        Route("/calling/v1/callouts", homed("callout", callouts), methods=["POST"]),
+        RawPathRoute("/calling/v1/calls/id/{call_id}", homed("call", get_call), methods=["GET"]),
+        RawPathRoute("/calling/v1/calls/id/{call_id}", homed("call", update_call), methods=["PATCH"]),
         RawPathRoute(
-            "/calling/v1/conferences/id/{conference_id}/{call_id}", manage_participant, methods=["PATCH"]
+            "/calling/v1/calls/id/{call_id}/leg/{leg}", homed("call", update_call_leg), methods=["PATCH"]
         ),
         RawPathRoute(
-            "/calling/v1/conferences/id/{conference_id}/{call_id}", kick_participant, methods=["DELETE"]
+            "/calling/v1/conferences/id/{conference_id}", homed("conference", get_conference), methods=["GET"]
+        ),
+        RawPathRoute(
+            "/calling/v1/conferences/id/{conference_id}", homed("conference", kick_all), methods=["DELETE"]
+        ),
+        RawPathRoute(
+            "/calling/v1/conferences/id/{conference_id}/{call_id}",
+            homed("conference", manage_participant),
+            methods=["PATCH"],
+        ),
+        RawPathRoute(
+            "/calling/v1/conferences/id/{conference_id}/{call_id}",
+            homed("conference", kick_participant),
+            methods=["DELETE"],
         ),
         Route("/v1/configuration/numbers", numbers, methods=["GET", "POST", "DELETE"]),
         RawPathRoute(

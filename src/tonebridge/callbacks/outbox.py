@@ -19,6 +19,10 @@ Rules (docs/callbacks.md):
 - Every attempt, stored callbacks' and synchronous ones' alike, goes into the call's history
   (`Store.callback_attempted`): when, where, the status or error, how long it took. Those writes are not
   awaited; the history is kept after the outbox prunes the callback itself.
+
+Where the rows live is an `OutboxStorage`: the node's SQLite `Store` by default; in cluster mode the
+cluster's Redis (cluster/outbox.py), so that a survivor can take over a dead node's pending callbacks
+(`Outbox.adopt`). The call history stays in the node's SQLite either way.
 """
 
 from __future__ import annotations
@@ -29,10 +33,10 @@ import logging
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -46,6 +50,7 @@ __all__ = [
     "SYNC_TIMEOUT",
     "Delivery",
     "Outbox",
+    "OutboxStorage",
     "backoff_delay",
     "encode_body",
 ]
@@ -97,6 +102,47 @@ def _settle(future: asyncio.Future[Any], value: Any) -> None:
         future.set_result(value)
 
 
+class OutboxStorage(Protocol):
+    """Where the outbox's rows live: what `Outbox` calls, with `Store`'s signatures (Store is one).
+
+    - `outbox_add` queues a row and returns at once a `Write` whose `row_id` is known already and which is
+      done once the row is durable; `row_id` given means "the earlier insert of this row failed, again".
+    - `outbox_pending` (synchronous, at `Outbox.start`) lists the durable rows neither delivered nor given
+      up, oldest first.
+    - `outbox_attempted`, `outbox_delivered`, `outbox_gave_up` and `outbox_prune` are awaited; each is done
+      once durable.
+    """
+
+    def outbox_add(
+        self,
+        app_key: str,
+        call_id: str,
+        event: str,
+        url: str,
+        body: bytes,
+        idempotency_key: str,
+        *,
+        created_at: float | None = None,
+        row_id: int | None = None,
+    ) -> Write[int]: ...
+
+    def outbox_pending(self) -> list[OutboxRow]: ...
+
+    def outbox_attempted(
+        self, id: int, attempts: int, next_attempt_at: float, last_error: str | None
+    ) -> Awaitable[None]: ...
+
+    def outbox_delivered(
+        self, id: int, status: int, at: float, attempts: int | None = None
+    ) -> Awaitable[None]: ...
+
+    def outbox_gave_up(
+        self, id: int, at: float, reason: str, attempts: int | None = None
+    ) -> Awaitable[None]: ...
+
+    def outbox_prune(self, done_before: float) -> Awaitable[int]: ...
+
+
 @dataclass(eq=False)
 class Delivery:
     """One queued callback. Awaiting its futures never affects delivery (cancelling them is harmless).
@@ -136,7 +182,8 @@ class Outbox:
     `secrets(app_key)` returns the application's Base64 secret at send time, or None when the key is
     unknown (that attempt then fails and is retried like any other). Only the key is stored with a row,
     never the secret. `clock` (seconds since the epoch) stamps rows, decides give-up and dates the
-    signatures; waits between attempts run on the event loop's timers.
+    signatures; waits between attempts run on the event loop's timers. `storage` holds the rows (`store`
+    itself when None); `store` always keeps the calls' history of attempts.
     """
 
     def __init__(
@@ -145,6 +192,7 @@ class Outbox:
         secrets: SecretLookup,
         client: httpx.AsyncClient | None = None,
         *,
+        storage: OutboxStorage | None = None,
         clock: Callable[[], float] = time.time,
         backoff: Sequence[float] = DEFAULT_BACKOFF,
         give_up_after: float = DEFAULT_GIVE_UP_AFTER,
@@ -158,6 +206,7 @@ class Outbox:
         if retention <= 0:
             raise ValueError("retention must be positive")
         self._store = store
+        self._rows: OutboxStorage = store if storage is None else storage
         self._secrets = secrets
         self._own_client = client is None
         # trust_env=False: a callback goes where the application said, not through a proxy the server's
@@ -199,26 +248,47 @@ class Outbox:
         if self._started:
             return
         self._started = True
-        loaded = 0
-        for row in self._store.outbox_pending():
-            if row.id not in self._known:
+        rows = [row for row in self._rows.outbox_pending() if row.id not in self._known]
+        if rows:
+            log.info("event=outbox_resumed pending=%d", len(rows))
+            # Callbacks enqueued before start() are younger than rows left by a previous run (or taken
+            # over from a dead node): the stored rows go first, in the storage's order, then the others in
+            # enqueue order.
+            early = {call_id: list(queue) for call_id, queue in self._queues.items()}
+            self._queues.clear()
+            for row in rows:
                 self._add(self._from_row(row))
-                loaded += 1
-        if loaded:
-            log.info("event=outbox_resumed pending=%d", loaded)
-            # Callbacks enqueued before start() may be younger than rows left by a previous run: the
-            # queues follow id (enqueue) order whatever the order they were learnt in.
-            for queue in self._queues.values():
-                ordered = sorted(queue, key=lambda d: d.id)
-                queue.clear()
-                queue.extend(ordered)
+            for call_id, deliveries in early.items():
+                self._queues.setdefault(call_id, deque()).extend(deliveries)
         for call_id in list(self._queues):
             self._ensure_worker(call_id)
         self._pruner = asyncio.get_running_loop().create_task(self._prune_forever(), name="outbox:prune")
 
+    def adopt(self, rows: Iterable[OutboxRow], *, due: float | None = None) -> list[Delivery]:
+        """Take over stored rows this Outbox did not write (a dead node's, already moved into this one's
+        storage), oldest first: same ids, bytes and idempotency keys, each behind the call's earlier
+        callbacks. A row's next attempt is due no later than `due` when given. Rows already held are
+        skipped; the Deliveries taken are returned."""
+        if self._closed:
+            raise RuntimeError("this Outbox is closed")
+        taken = []
+        for row in rows:
+            if row.id in self._known:
+                continue
+            delivery = self._from_row(row)
+            if due is not None:
+                delivery.next_attempt_at = min(delivery.next_attempt_at, due)
+            self._add(delivery)
+            taken.append(delivery)
+            if self._started:
+                self._ensure_worker(delivery.call_id)
+        if taken:
+            log.info("event=outbox_adopted callbacks=%d", len(taken))
+        return taken
+
     async def prune(self) -> int:
         """Delete delivered and given-up rows that finished more than `retention` seconds ago."""
-        removed = await self._store.outbox_prune(self._clock() - self._retention)
+        removed = await self._rows.outbox_prune(self._clock() - self._retention)
         if removed:
             self.pruned += removed
             log.info("event=outbox_pruned rows=%d", removed)
@@ -274,7 +344,7 @@ class Outbox:
         data = encode_body(body)
         key = str(uuid.uuid4())
         now = self._clock()
-        write = self._store.outbox_add(app_key, call_id, event, url, data, key, created_at=now)
+        write = self._rows.outbox_add(app_key, call_id, event, url, data, key, created_at=now)
         assert write.row_id is not None
         row_id = write.row_id
         delivery = Delivery(
@@ -382,7 +452,7 @@ class Outbox:
         if write is None:
             return
         if write.done() and write.exception() is not None:
-            write = self._store.outbox_add(
+            write = self._rows.outbox_add(
                 d.app_key,
                 d.call_id,
                 d.event,
@@ -412,7 +482,7 @@ class Outbox:
                 assert status is not None
                 # Committed before the call's next callback goes and before anyone is told: after a crash
                 # the application never sees a later callback followed by this one again.
-                await self._store.outbox_delivered(d.id, status, now, attempts=d.attempts)
+                await self._rows.outbox_delivered(d.id, status, now, attempts=d.attempts)
                 _settle(d.first_attempt, status)
                 log.info(
                     "event=callback_delivered call_id=%s callback=%s id=%d status=%d attempts=%d",
@@ -429,7 +499,7 @@ class Outbox:
             if now >= deadline:
                 self.counters[(d.event, "given_up")] += 1
                 reason = f"gave up after {d.attempts} attempts: {error}"
-                await self._store.outbox_gave_up(d.id, now, reason, attempts=d.attempts)
+                await self._rows.outbox_gave_up(d.id, now, reason, attempts=d.attempts)
                 _settle(d.first_attempt, status)
                 log.warning(
                     "event=callback_gave_up call_id=%s callback=%s id=%d attempts=%d error=%r",
@@ -443,7 +513,7 @@ class Outbox:
                 return
             # The last attempt happens at the deadline itself rather than one step past it.
             d.next_attempt_at = min(now + backoff_delay(self._backoff, d.attempts), deadline)
-            await self._store.outbox_attempted(d.id, d.attempts, d.next_attempt_at, error)
+            await self._rows.outbox_attempted(d.id, d.attempts, d.next_attempt_at, error)
             _settle(d.first_attempt, status)
             log.info(
                 "event=callback_retry call_id=%s callback=%s id=%d attempts=%d error=%r retry_in=%.3f",

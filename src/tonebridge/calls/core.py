@@ -479,6 +479,18 @@ class _CallCore:
         self._reoffers[reinvite.cseq.number] = (offer, direction)
         return self._send_in_dialog(reinvite)
 
+    def redirect(self, contact: str, now: float) -> list[Action]:
+        """Send the caller elsewhere before answering: 302 with `contact` (§21.3.3). In a cluster the SIP
+        front follows it itself, so the caller's call goes on at the node the Contact names."""
+        if not self.call.active or self.call.state is CallState.ANSWERED:
+            return []
+        response = make_response(self.invite, 302, "Moved Temporarily", to_tag=self.local_tag)
+        response.headers.set("Contact", contact)
+        return [
+            Respond(self.invite, response),
+            *self._end(EndReason.NONE, now, result=CallResult.FAILED, sip_status=302),
+        ]
+
     def _hang_up_unanswered(self, reason: EndReason, now: float) -> list[Action]:
         raise NotImplementedError
 

@@ -15,7 +15,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, assert_never
 
 from tonebridge.calls.call import Call, CallResult, CallState, Direction, EndReason
@@ -106,6 +106,9 @@ class CallEngine:
         self.codecs: tuple[str, ...] = CODECS
         self.telephone_event = True
         self.record_calls = False
+        # The id an inbound call arrives with when another node of a cluster moved it here (set by the
+        # server in cluster mode: cluster/moves.py); None for every other call.
+        self.moved_call_id: Callable[[Request], str | None] = lambda request: None
         # Through a lambda, not the bound method, so that a `now` replaced on the instance (a test's clock)
         # is the one the timers read.
         self.scheduler = Scheduler(lambda: self.now(), self._run)
@@ -379,12 +382,21 @@ class CallEngine:
 
     # Incoming requests ----------------------------------------------------------------------------------
 
+    def _options(self, request: Request) -> Response:
+        """200 with our capabilities; 503 while this node takes no new calls, so that a SIP front probing
+        with OPTIONS sends them elsewhere."""
+        if self.stack.unavailable is not None and (retry_after := self.stack.unavailable()) is not None:
+            response = tx.make_response(request, 503, "Service Unavailable - Node Cannot Take Calls")
+            response.headers.set("Retry-After", str(retry_after))
+            return response
+        return self.registration.options(request)
+
     async def _on_request(self, incoming: IncomingRequest) -> None:
         request = incoming.request
         method = request.method
         try:
             if method == "OPTIONS":
-                self.stack.respond(incoming, self.registration.options(request))
+                self.stack.respond(incoming, self._options(request))
             elif method == "REGISTER":
                 self.stack.respond(incoming, self.registration.register(request, incoming.peer, self.now()))
             elif method == "INVITE" and not request.to.tag:
@@ -414,6 +426,10 @@ class CallEngine:
             started_at=self.now(),
             cli=from_.uri.user or "",
         )
+        if (moved := self.moved_call_id(request)) is not None and moved not in self.sessions:
+            # A call another node of the cluster sent here: it keeps the id its application already knows
+            # (the application checks the move itself, and refuses a forged one).
+            call.call_id = moved
         leg = self._new_leg(call)
         await leg.open()
         core = InboundCall(request, call, self._local_end(leg, incoming.peer), timers=self.stack.timers)
@@ -477,6 +493,10 @@ class CallEngine:
         self, session: Session, status: int = 486, reason: EndReason = EndReason.GENERAL_ERROR
     ) -> None:
         self._run(session, self._inbound(session).reject(status, reason, self.now()))
+
+    def redirect(self, session: Session, contact: str) -> None:
+        """Send an unanswered inbound call elsewhere with a 302 naming `contact`."""
+        self._run(session, self._inbound(session).redirect(contact, self.now()))
 
     def answer(self, session: Session) -> None:
         """Answer an inbound call with our SDP answer (or an offer when the INVITE had none)."""

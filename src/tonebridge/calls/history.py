@@ -11,6 +11,7 @@ and fills in who and where only for a call nobody else has recorded.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -22,9 +23,15 @@ from tonebridge.calls.events import CallAnswered, CallEnded, CallEvent, Conferen
 from tonebridge.events import EventBus
 from tonebridge.store.db import Store
 
-__all__ = ["CallRecorder", "RoomMembershipBus"]
+__all__ = ["CallRecorder", "HistoryPruner", "RoomMembershipBus"]
 
 log = logging.getLogger("tonebridge.history")
+
+# How often the history is pruned (`[records] retention_days`), once at start too; a retention shorter
+# than two intervals prunes every half retention.
+PRUNE_INTERVAL = 60.0
+# Calls deleted per transaction: a large first prune commits in steps and lets other writes in between.
+PRUNE_BATCH = 5000
 
 
 class CallRecorder:
@@ -100,3 +107,59 @@ class RoomMembershipBus(EventBus):
             # Published from inside a room's operation: a history that cannot be written (a store
             # already closed at shutdown) must not break the room.
             log.exception("event=history_write_failed type=%s", kind)
+
+
+class HistoryPruner:
+    """Deletes the records of calls that ended and started more than `retention` seconds ago, with their
+    stays in conferences and their callback attempts (`[records] retention_days`): at `start()` and every
+    `interval` seconds after (by default a minute, or half the retention when that is shorter). SQLite
+    reuses the freed pages, so the store stops growing once calls are pruned as fast as they are made."""
+
+    def __init__(
+        self,
+        store: Store,
+        retention: float,
+        *,
+        wall: Callable[[], float] = time.time,
+        interval: float | None = None,
+    ) -> None:
+        if retention <= 0:
+            raise ValueError("retention must be positive")
+        self.store = store
+        self.retention = float(retention)
+        self.interval = min(PRUNE_INTERVAL, max(retention / 2, 0.5)) if interval is None else interval
+        self._wall = wall
+        self._task: asyncio.Task[None] | None = None
+        self.pruned = 0
+
+    async def prune(self) -> int:
+        """Prune now; how many calls went."""
+        cutoff = self._wall() - self.retention
+        removed = 0
+        while True:
+            batch = await self.store.calls_prune(cutoff, PRUNE_BATCH)
+            removed += batch
+            if batch < PRUNE_BATCH:
+                break
+        if removed:
+            self.pruned += removed
+            log.info("event=calls_pruned calls=%d", removed)
+        return removed
+
+    def start(self) -> None:
+        """Prune at once and then every `interval` seconds, on the running loop."""
+        self._task = asyncio.get_running_loop().create_task(self._prune_forever(), name="history:prune")
+
+    async def _prune_forever(self) -> None:
+        while True:
+            try:
+                await self.prune()
+            except Exception:
+                log.exception("event=calls_prune_failed")
+            await asyncio.sleep(self.interval)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None

@@ -31,6 +31,7 @@ from tonebridge.calls.playback import CallMedia
 from tonebridge.calls.records import call_record
 from tonebridge.calls.requests import Callout, CalloutMethod
 from tonebridge.calls.session import Destination, Session
+from tonebridge.cluster.moves import MOVE_PARAM, CallMover, Move, conference_of, moved_call_id
 from tonebridge.conference.collector import CollectionDone
 from tonebridge.conference.options import DtmfMode, DtmfOptions
 from tonebridge.config import Config
@@ -45,6 +46,7 @@ from tonebridge.svaml.models import SvamlError, UnknownName, parse_prompts, pars
 if TYPE_CHECKING:
     from tonebridge.callbacks.outbox import Delivery, Outbox
     from tonebridge.calls.conferencing import ConferenceService
+    from tonebridge.cluster.directory import ClusterDirectory
     from tonebridge.store.db import Store
 
 __all__ = ["SinchApplication", "SinchCall", "SinchCallbacks"]
@@ -78,6 +80,8 @@ class SinchCall:
     menu_wake: asyncio.Event | None = None  # set on a press, so the menu takes it at once
     bridge_peer: Session | None = None  # the far leg of a connectPstn / connectSip
     parked: bool = False  # until a PATCH gives the postponed ICE answer
+    moved: bool = False  # sent to its conference's home node in a cluster: that node reports its end
+    claimed: str | None = None  # the conference whose home this node claimed for it, in a cluster
     park_over: asyncio.Event | None = None  # set when the park ends: unparked, or its maxDuration passed
 
     @classmethod
@@ -157,14 +161,17 @@ class SinchCallbacks:
         attempt_timeout: float | None = None,
     ) -> Delivery | None:
         """A callback that needs no answer (a collection's PIE, a DiCE), enqueued in the outbox."""
-        app = self.apps[call.app_key]
-        url = call.custom_svaml.get(event) if event in call.custom_svaml else None
-        target = url if url and url.startswith(("http://", "https://")) else app.primary
+        target = self.target(call, event)
         if not target:
             return None
         return self.outbox.enqueue(
-            app.key, target, session.call_id, event, body, attempt_timeout=attempt_timeout
+            call.app_key, target, session.call_id, event, body, attempt_timeout=attempt_timeout
         )
+
+    def target(self, call: SinchCall, event: str) -> str | None:
+        """Where `event` of `call` goes: its customCallout URL for that event, else the primary URL."""
+        url = call.custom_svaml.get(event) if event in call.custom_svaml else None
+        return url if url and url.startswith(("http://", "https://")) else self.apps[call.app_key].primary
 
 
 class SinchApplication:
@@ -189,6 +196,10 @@ class SinchApplication:
         self.engine: CallEngine | None = None
         self.media: CallMedia | None = None  # prompts, digits, parks and menus on calls not in a room
         self.conferences: ConferenceService | None = None
+        # This node's entry in a cluster's directory, and what moves calls to their conference's home
+        # (server.py sets both in cluster mode).
+        self.directory: ClusterDirectory | None = None
+        self.mover: CallMover | None = None
         self.conference_owner: dict[str, str] = {}
         self.calls: dict[str, SinchCall] = {}
         # The far leg of a bridge is no call of an application (no record, no callbacks): all it needs is
@@ -219,6 +230,9 @@ class SinchApplication:
 
     async def incoming(self, engine: CallEngine, session: Session) -> None:
         request_uri = session.invite.request_uri
+        if self.mover is not None and (token := request_uri.params.get(MOVE_PARAM)) is not None:
+            await self._moved_in(engine, session, token)
+            return
         number = request_uri.user or session.invite.to.uri.user or ""
         app = self.apps.owner_of_number(number)
         if app is None:
@@ -238,7 +252,53 @@ class SinchApplication:
             # Sinch plays an error prompt and hangs up; there is no prompt to play on a call not yet answered.
             engine.reject(session, 480, EndReason.CALLBACK_ERROR)
             return
+        if self.mover is not None and await self._move_out(engine, session, call, number, answer):
+            return
         await self.execute(session, call, answer, "ice")
+
+    async def _move_out(
+        self, engine: CallEngine, session: Session, call: SinchCall, number: str, answer: dict[str, Any]
+    ) -> bool:
+        """In a cluster, send the call to its conference's home node when that is another node (with a
+        302 the SIP front follows: cluster/moves.py); True when it went."""
+        assert self.mover is not None
+        conference_id = conference_of(answer)
+        if conference_id is None or not session.call.active:
+            return False
+        try:
+            home = await self.mover.home_elsewhere(conference_id)
+            if home is None:
+                call.claimed = conference_id  # ours now: given up should the call end before joining
+                return False
+            contact = await self.mover.hand_over(
+                session.call_id, Move(call.app_key, number, call.cli, answer), home
+            )
+        except Exception as exc:
+            # The directory is unreachable: mix the call here rather than lose it.
+            log.warning("event=call_move_failed call_id=%s error=%r", session.call_id, exc)
+            return False
+        call.moved = True
+        log.info("event=call_moved call_id=%s conference_id=%s to=%s", session.call_id, conference_id, home)
+        engine.redirect(session, contact)
+        return True
+
+    async def _moved_in(self, engine: CallEngine, session: Session, token: str) -> None:
+        """A call another node moved here: run the ICE answer it left, as this call's own."""
+        assert self.mover is not None
+        move = None
+        if moved_call_id(token) == session.call_id:
+            try:
+                move = await self.mover.take(token)
+            except Exception as exc:
+                log.warning("event=call_move_lost call_id=%s error=%r", session.call_id, exc)
+        if move is None or self.apps.secret_for(move.app_key) is None:
+            log.warning("event=call_move_refused call_id=%s", session.call_id)
+            engine.reject(session, 403, EndReason.GENERAL_ERROR)
+            return
+        call = SinchCall.inbound(move.app_key, move.number, move.cli)
+        self.calls[session.call_id] = call
+        self.save(session, call)
+        await self.execute(session, call, move.answer, "ice")
 
     # SVAML -----------------------------------------------------------------------------------------------
 
@@ -414,7 +474,11 @@ class SinchApplication:
 
     def on_answered(self, engine: CallEngine, session: Session) -> None:
         call = self.calls.get(session.call_id)
-        if call is None or session.call.direction is not Direction.OUTBOUND:
+        if call is None:
+            return
+        if session.call.direction is not Direction.OUTBOUND:
+            if self.directory is not None:
+                self.save(session, call)  # enters what its DiCE needs in the cluster's directory
             return
         self.save(session, call)
         engine.spawn(self._answered(session, call))
@@ -505,19 +569,41 @@ class SinchApplication:
             engine.forget(session)
             return
         self.save(session, call)
-        if call.enable_dice or call.method == "ice":
-            body = bodies.dice(
-                call.fields(session.call_id),
-                result=session.call.result.value if session.call.result else "N/A",
-                reason=session.call.reason.value if session.call.reason else "N/A",
-                duration=session.call.duration(engine.now()),
-                to=call.destination,
-                cli=call.cli,
-            )
-            self.callbacks.notify(session, call, "dice", body)
+        if (
+            call.claimed is not None
+            and self.directory is not None
+            and self.conferences is not None
+            and call.claimed not in self.conferences.rooms
+        ):
+            # Claimed for this call, which ended before its room began: nobody mixes it here.
+            self.directory.conference_ended(call.claimed)
+        if (call.enable_dice or call.method == "ice") and not call.moved:
+            self.callbacks.notify(session, call, "dice", self._dice(session, call))
+        # An ended call is known from its record in the store (GET /calling/v1/calls/id/...); kept here,
+        # every call the server ever had would stay in memory.
+        self.calls.pop(session.call_id, None)
         engine.forget(session)
 
+    def _dice(self, session: Session, call: SinchCall) -> dict[str, Any]:
+        assert self.engine is not None
+        return bodies.dice(
+            call.fields(session.call_id),
+            result=session.call.result.value if session.call.result else "N/A",
+            reason=session.call.reason.value if session.call.reason else "N/A",
+            duration=session.call.duration(self.engine.now()),
+            to=call.destination,
+            cli=call.cli,
+        )
+
     def save(self, session: Session, call: SinchCall) -> None:
-        """Store the call's record as it is now."""
+        """Store the call's record as it is now; in a cluster, also what a survivor would need to send its
+        DiCE should this node die (docs/cluster.md, "When a node dies")."""
         assert self.engine is not None
         self.store.save_call(call_record(session.call, call, self.engine.now()))
+        if (
+            self.directory is not None
+            and session.call.active
+            and (call.enable_dice or call.method == "ice")
+            and (target := self.callbacks.target(call, "dice"))
+        ):
+            self.directory.call_dice(session.call_id, call.app_key, target, self._dice(session, call))

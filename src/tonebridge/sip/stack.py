@@ -79,6 +79,9 @@ class SipStack:
         self._tasks: set[asyncio.Task[None]] = set()
         # New INVITEs are admitted per source when set (the engine sets it from `[limits]`).
         self.admission: InviteAdmission | None = None
+        # When set and answering a number, this node takes no new call now: new INVITEs (and OPTIONS
+        # probes, so a SIP front stops choosing it) get 503 with that Retry-After (the cluster directory).
+        self.unavailable: Callable[[], int | None] | None = None
 
     @staticmethod
     def now() -> float:
@@ -309,13 +312,22 @@ class SipStack:
 
     def _throttled(self, request: Request, peer: Peer, now: float) -> bool:
         """Refuse a new INVITE its source may not send now: 503 with Retry-After (§21.5.4), stateless."""
-        if self.admission is None:
+        if self.admission is None and self.unavailable is None:
             return False
         try:
             if request.to.tag:
                 return False  # a re-INVITE belongs to a call already set up
         except ValueError:
             return False  # a To the TU will refuse anyway
+        if self.unavailable is not None and (retry_after := self.unavailable()) is not None:
+            self.transport.stats.count("refused_unavailable")
+            response = tx.make_response(request, 503, "Service Unavailable - Node Cannot Take Calls")
+            response.headers.set("Retry-After", str(retry_after))
+            response.headers.set("Server", USER_AGENT)
+            self.transport.send(response, self.transport.response_peer(request, peer))
+            return True
+        if self.admission is None:
+            return False
         refusal = self.admission.admit(peer.host, tx.server_key(request), now)
         if refusal is None:
             return False

@@ -635,6 +635,25 @@ class Store:
             for row in rows
         ]
 
+    def calls_prune(self, started_before: float, limit: int = 5000) -> Write[int]:
+        """Delete at most `limit` ended calls that started before `started_before`, with their stays in
+        conferences and their callback attempts; the result is how many calls. Ongoing calls are kept."""
+
+        def prune(db: sqlite3.Connection) -> int:
+            ids = [
+                (row[0],)
+                for row in db.execute(
+                    "SELECT call_id FROM calls WHERE started_at < ? AND status = 'FINAL' LIMIT ?",
+                    (started_before, limit),
+                )
+            ]
+            db.executemany("DELETE FROM call_conferences WHERE call_id = ?", ids)
+            db.executemany("DELETE FROM callback_attempts WHERE call_id = ?", ids)
+            db.executemany("DELETE FROM calls WHERE call_id = ?", ids)
+            return len(ids)
+
+        return self._submit("calls_prune", prune)
+
     # -- callback outbox ---------------------------------------------------------------------------
 
     def outbox_add(

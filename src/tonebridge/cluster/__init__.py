@@ -1,0 +1,1 @@
+"""Cluster mode: nodes that share a Redis directory, behind a SIP and an HTTP front (docs/cluster.md)."""
