@@ -76,6 +76,10 @@ CALL_METHODS = frozenset({"INVITE", "BYE", "INFO", "CANCEL"})
 JITTER_BOUNDS_MS = (1, 2, 5, 10, 20, 30, 50, 100, 200, 500)
 
 
+def _ignore_press(press: Press) -> None:
+    """An ended call's leg takes no more presses."""
+
+
 class CallEngine:
     def __init__(
         self,
@@ -295,6 +299,10 @@ class CallEngine:
         with self.clock.lock:
             self.clock.remove_leg(session.leg)
             session.leg.close()
+            # The leg's press handler holds the session, which holds the leg: undone here, so an ended call
+            # is freed by reference counting, not left for a full garbage collection (which the media
+            # thread's GC policy makes rare).
+            session.leg.on_press = _ignore_press
             session.ended_event.set()
             if self._by_sip_call_id.get(session.invite.call_id) is session:
                 del self._by_sip_call_id[session.invite.call_id]

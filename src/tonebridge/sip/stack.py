@@ -272,6 +272,9 @@ class SipStack:
             if callback:
                 callback(response)
             return
+        # The final response ends what the provisional callback was for; the transaction itself may live on
+        # for 64*T1 (Timer M, D), and must not keep the caller's call alive meanwhile.
+        self._provisional.pop(key, None)
         future = self._waiters.pop(key, None)
         if future is not None and not future.done():
             future.set_result(response)
