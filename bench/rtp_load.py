@@ -55,6 +55,23 @@ for two sockets per leg. The default sweep takes about 5 minutes (each N at most
     .venv/bin/python bench/rtp_load.py --inband       # 500, 1000 legs, in-band detection on each
     .venv/bin/python bench/rtp_load.py --quick        # smoke test: 20 legs, 3 s window
     .venv/bin/python bench/rtp_load.py --counts 50,100 --window 5
+    .venv/bin/python bench/rtp_load.py --cluster 2 --counts 1000,2000 --rate 100
+
+`--cluster NODES` runs `tonebridge cluster up --nodes NODES` (docs/cluster.md) for each N instead of one
+server: Redis, the nodes (node i pinned to core i - 1 by the orchestration), Kamailio and HAProxy, on
+free ports, in the same application. SIPp and the probe call Kamailio's SIP entry; Kamailio deals the calls
+round robin and a call that lands away from its room's home is moved there by the node's 302, which
+Kamailio follows; the media then flows straight between SIPp and the home node. The rooms are laid out so
+that every node is home to as many rooms and half of the calls are moved (see room_of;
+`--rooms-in-order` fills them one after another instead). SIPp, the probe, this process and the fronts
+are not pinned: they share the cores with the nodes. Each node is measured as the one server is above
+(its process's CPU, its core's other load, its histograms, counters and RTP sockets, from its own
+/tonebridge/v1/metrics), and a row is clean when every call joined, the probe's PIEs were measured and
+every node is clean on its own (p99 lateness, skipped ticks, drops at its sockets, and PIE request p99 on
+room-0's home). Also reported: the CPU of SIPp, of Kamailio + HAProxy + Redis and of this process with the
+probe over the window, and the SIP datagrams dropped at the nodes' and Kamailio's SIP sockets from the
+first call to the window's end. Every count must be a multiple of NODES x 10; `--quick` runs NODES x 10
+legs at 10 calls a second. The rooms are emptied through HAProxy (a node that is not the home forwards the DELETE).
 """
 
 from __future__ import annotations
@@ -79,6 +96,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -91,7 +109,15 @@ NUMBER = "+15550001111"
 KEY = "bench-rtp-load"
 SECRET = "YmVuY2gtc2VjcmV0"  # base64 of "bench-secret"
 ROOM_SIZE = 10
+# The media benches ramp their calls from one source faster than the default per-source INVITE admission
+# lets through (docs/configuration.md, "[limits]"): they measure the media plane, not admission.
+BENCH_LIMITS = (
+    "[limits]\ninvites_per_second_per_source = 10000\ninvite_burst_per_source = 20000\n"
+    "max_setting_up_per_source = 10000\nmax_setting_up = 10000\n"
+)
 SERVER_CORE, PEER_CORE = "0", "1"
+# With --cluster the nodes take the cores in turn and SIPp, the probe, this process and the fronts float.
+PEER_CORES = ",".join(str(core) for core in range(os.cpu_count() or 1))
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 OUT = Path(__file__).parent / "out"
 _held: list[object] = []  # open files whose locks last as long as the process
@@ -191,14 +217,16 @@ class Ports:
     phone: tuple[int, int]
 
 
-def plan_ports(max_count: int) -> Ports:
+def plan_ports(max_count: int, server_legs: int | None = None) -> Ports:
+    """`server_legs` (default `max_count`): legs the server's range must hold (a cluster's nodes split it)."""
+    server_legs = server_legs or max_count
     ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     # SIPp skips ports that are taken, so its block gets room to spare; the server's holds two ports per
     # leg (RTP, RTCP) with a quarter more for ports held by others and for legs still closing.
     sipp = 6000
     sipp_high = sipp + 2 * max_count + 500
     server_low = math.ceil((sipp_high + 500) / 1000) * 1000
-    server_high = server_low + math.ceil((2 * max_count * 1.25 + 200) / 1000) * 1000 - 1
+    server_high = server_low + math.ceil((2 * server_legs * 1.25 + 200) / 1000) * 1000 - 1
     phone_low = server_high + 501
     ports = Ports(sipp, (server_low, server_high), (phone_low, phone_low + 99))
     if ports.phone[1] >= ephemeral_low:
@@ -245,11 +273,37 @@ def speech_like_ulaw(seconds: float = 8.0, seed: int = 7) -> bytes:
     return g711.ulaw_encode(samples).tobytes()
 
 
+def room_of(call: int, nodes: int = 1, count: int = 0) -> int:
+    """The room of the call-th load call (from 0) of `count`: rooms of ROOM_SIZE, one after another on one
+    server (nodes == 1: call // ROOM_SIZE).
+
+    In a cluster of `nodes`, Kamailio deals new calls round robin (call i lands on node i mod nodes, give
+    or take where it starts) and a room's home is the node that claims it first, normally the one its first
+    call lands on. The first count / ROOM_SIZE calls open one room each, room r on node r mod nodes; the
+    rest of the first half of the calls join rooms of the node they land on; the second half join rooms of
+    another node and are moved there (302): seconds after the rooms were opened at the bench's rates, so
+    the openers have claimed their homes by then and every node is home to as many rooms. Filled one after
+    another instead, with an even room size every room's first call lands on the same node
+    (`--rooms-in-order` shows it). `count` must be a multiple of nodes x ROOM_SIZE.
+    """
+    if nodes == 1:
+        return call // ROOM_SIZE
+    per_node = count // ROOM_SIZE // nodes  # rooms homed on each node
+    node = call % nodes
+    if call >= count // 2:
+        node = (node + 1 + (call // nodes) % (nodes - 1)) % nodes
+    return (call // nodes) % per_node * nodes + node
+
+
 class Backend:
     """The application's callback backend: ICE -> connectConf into room-K, 200 to everything else."""
 
-    def __init__(self, one_room: bool) -> None:
+    def __init__(self, one_room: bool, nodes: int = 1) -> None:
         self.one_room = one_room
+        self.nodes = nodes
+        # With a cluster: its Redis (set while one runs); rooms then go by SIPp's call number, of `count`.
+        self.redis_url: str | None = None
+        self.count = 0
         self.lock = threading.Lock()
         self.reset()
         backend = self
@@ -307,13 +361,19 @@ class Backend:
             return None
         if kind != "ice":
             return None
-        probe = event.get("cli") == "probe"
+        cli = str(event.get("cli", ""))
+        probe = cli == "probe"
         with self.lock:
             if probe:
                 self.probe_calls.add(event.get("callid", ""))
                 room = "room-0"
+            elif self.redis_url is not None and cli.removeprefix("load").isdigit():
+                # In a cluster the room goes by SIPp's call number (its From user, load1, load2, ...), the
+                # order Kamailio deals the calls to the nodes in, not by the order the ICEs arrive in.
+                room = f"room-{room_of(int(cli.removeprefix('load')) - 1, self.nodes, self.count)}"
+                self.ices += 1
             else:
-                room = f"room-{0 if self.one_room else self.ices // ROOM_SIZE}"
+                room = f"room-{0 if self.one_room else room_of(self.ices, self.nodes)}"
                 self.ices += 1
             self.rooms.add(room)
         return {
@@ -537,7 +597,11 @@ def stop(proc: subprocess.Popen | None, timeout: float = 30.0) -> None:
         proc.wait(5)
 
 
-def start_server(workdir: Path, backend: Backend, ports: Ports) -> tuple[subprocess.Popen, int, int]:
+def start_server(
+    workdir: Path, backend: Backend, ports: Ports, extra_config: str = ""
+) -> tuple[subprocess.Popen, int, int]:
+    """The server on core 0 with the backend's application; `extra_config` is appended to its config (a
+    `[limits]` section, say)."""
     sip, http = free_port(), free_port()
     config = workdir / "bench.toml"
     config.write_text(
@@ -545,7 +609,7 @@ def start_server(workdir: Path, backend: Backend, ports: Ports) -> tuple[subproc
         f"rtp_ports = [{ports.server[0]}, {ports.server[1]}]\n"
         f'data_dir = "{workdir / f"data-{sip}"}"\n\n'
         f'[[applications]]\nkey = "{KEY}"\nsecret = "{SECRET}"\ncallback_url = "{backend.url}"\n'
-        f'numbers = ["{NUMBER}"]\n'
+        f'numbers = ["{NUMBER}"]\n' + (f"\n{extra_config}" if extra_config else "")
     )
     log = open(workdir / "server.log", "a")
     proc = subprocess.Popen(
@@ -570,11 +634,16 @@ def start_server(workdir: Path, backend: Backend, ports: Ports) -> tuple[subproc
 
 
 def start_sipp(
-    workdir: Path, sip_port: int, count: int, args: argparse.Namespace, ports: Ports
+    workdir: Path,
+    sip_port: int,
+    count: int,
+    args: argparse.Namespace,
+    ports: Ports,
+    cores: str = PEER_CORE,
 ) -> subprocess.Popen:
     stat = workdir / f"sipp-{count}.csv"
     stat.unlink(missing_ok=True)
-    cmd = [*pinned(PEER_CORE), "sipp", f"{HOST}:{sip_port}", "-sf", str(workdir / "load.xml")]
+    cmd = [*pinned(cores), "sipp", f"{HOST}:{sip_port}", "-sf", str(workdir / "load.xml")]
     cmd += ["-s", NUMBER, "-i", HOST, "-mi", HOST, "-p", str(free_port()), "-mp", str(ports.sipp_media)]
     cmd += ["-m", str(count), "-r", str(args.rate), "-l", str(count), "-max_socket", str(2 * count + 100)]
     # A large SIP socket buffer: the BYEs of every call arrive in one burst when the rooms are emptied.
@@ -603,7 +672,9 @@ class Probe:
     """One probe phone in room-0 through the window: presses 1234 again and again until told to stop,
     each press of four digits a collection and a PIE; then hangs up."""
 
-    def __init__(self, workdir: Path, sip_port: int, ports: Ports, inband: bool) -> None:
+    def __init__(
+        self, workdir: Path, sip_port: int, ports: Ports, inband: bool, cores: str = PEER_CORE
+    ) -> None:
         self.inband = inband
         self.lines: list[str] = []
         self.changed = threading.Condition()
@@ -611,7 +682,7 @@ class Probe:
         self.failures: list[str] = []
         self.packets_in = 0
         self.seconds = 0.0
-        cmd = [*pinned(PEER_CORE), sys.executable, "-m", "tonebridge.cli", "--log-level", "WARNING"]
+        cmd = [*pinned(cores), sys.executable, "-m", "tonebridge.cli", "--log-level", "WARNING"]
         cmd += ["phone", "dial", f"sip:{NUMBER}@{HOST}:{sip_port}", "--from-user", "probe"]
         cmd += ["--rtp-ports", f"{ports.phone[0]}-{ports.phone[1]}"]
         if inband:
@@ -735,12 +806,22 @@ class Row:
         )
 
 
-def wait_for_joins(http_port: int, count: int, sipp: subprocess.Popen, limit: float) -> int:
-    """Participants once all `count` have joined, joins stopped coming for 10 s, or `limit` passed."""
+def wait_for_joins(
+    http_port: int,
+    count: int,
+    sipp: subprocess.Popen,
+    limit: float,
+    participants: Callable[[], int] | None = None,
+) -> int:
+    """Participants once all `count` have joined, joins stopped coming for 10 s, or `limit` passed;
+    `participants` counts them (default: the server's metrics at `http_port`)."""
     deadline = time.monotonic() + limit
     seen, last_change = -1, time.monotonic()
     while time.monotonic() < deadline:
-        joined = int(dig(metrics(http_port), "conferences", "participants") or 0)
+        if participants is not None:
+            joined = participants()
+        else:
+            joined = int(dig(metrics(http_port), "conferences", "participants") or 0)
         if joined >= count or sipp.poll() is not None:
             return joined
         if joined != seen:
@@ -777,7 +858,7 @@ def measure(workdir: Path, backend: Backend, count: int, args: argparse.Namespac
     server = sipp = None
     probe: Probe | None = None
     try:
-        server, sip_port, http_port = start_server(workdir, backend, ports)
+        server, sip_port, http_port = start_server(workdir, backend, ports, BENCH_LIMITS)
         time.sleep(1)
         idle_rss = rss_kib(server.pid)
         sipp = start_sipp(workdir, sip_port, count, args, ports)
@@ -851,6 +932,400 @@ def measure(workdir: Path, backend: Backend, count: int, args: argparse.Namespac
         stop(server)
     row.calls_ok, row.calls_failed = sipp_result(workdir, count)
     return row
+
+
+# A cluster (--cluster N) ------------------------------------------------------------------------------
+
+
+@dataclass
+class NodeRow(Row):
+    """One node's figures over the window (Row's, for that node alone) and where it runs."""
+
+    node_id: str = ""
+    core: int | None = None
+    homes: int = 0
+    moved_in: int | None = None
+    moved_out: int | None = None
+
+    @property
+    def clean(self) -> bool | None:
+        """p99 lateness < 5 ms, no skipped tick, no drop at its sockets and, on the node that collected the
+        probe's digits (room-0's home), PIE request p99 < 20 ms; None when the node does not say."""
+        if self.lateness.p99 is None or self.skipped is None:
+            return None
+        ok = (
+            self.socket_drops == 0
+            and self.skipped == 0
+            and self.lateness.p99 < CLEAN_LATENESS_P99_MS
+            and (self.pie_request_p99 is None or self.pie_request_p99 < CLEAN_PIE_REQUEST_P99_MS)
+        )
+        return ok
+
+
+@dataclass
+class ClusterRow:
+    count: int
+    nodes: list[NodeRow] = field(default_factory=list)
+    legs: int = 0
+    probe_pps: float | None = None
+    probe_pies: int = 0
+    other_pies: int = 0
+    calls_ok: int = 0
+    calls_failed: int = 0
+    sipp_cpu_percent: float | None = None
+    fronts_cpu_percent: float | None = None  # Kamailio, HAProxy and Redis together
+    bench_cpu_percent: float | None = None  # this process (backend, polling) and the probe phone
+    # SIP datagrams dropped at the nodes' SIP sockets and at Kamailio's, from the first call to the window's end
+    sip_drops: int = 0
+    front_drops: int = 0
+    join_seconds: float = 0.0
+    teardown_seconds: float = 0.0
+
+    @property
+    def cpu_percent(self) -> float:
+        return sum(n.cpu_percent for n in self.nodes)
+
+    @property
+    def pie_request_p99(self) -> float | None:
+        known = [n.pie_request_p99 for n in self.nodes if n.pie_request_p99 is not None]
+        return max(known) if known else None
+
+    @property
+    def clean(self) -> bool | None:
+        """Every call in its room, the probe's PIEs measured, and every node clean."""
+        verdicts = [n.clean for n in self.nodes]
+        if self.legs < self.count or False in verdicts:
+            return False
+        if None in verdicts or self.pie_request_p99 is None:
+            return None
+        return True
+
+
+def free_block(size: int) -> int:
+    """The first of `size` consecutive ports free for UDP and TCP (the nodes' SIP and HTTP ports)."""
+    for _ in range(200):
+        base = free_port()
+        if base + size > 65000:
+            continue
+        ok = True
+        for port in range(base, base + size):
+            for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+                with socket.socket(socket.AF_INET, kind) as sock:
+                    try:
+                        sock.bind((HOST, port))
+                    except OSError:
+                        ok = False
+        if ok:
+            return base
+    raise SystemExit("no block of free ports for the cluster's nodes")
+
+
+class Cluster:
+    """`tonebridge cluster up --nodes N` with the backend's application: Redis, N nodes (node i pinned to
+    core i - 1), Kamailio and HAProxy, on free ports, in `workdir`/cluster-<count>; `close()` is
+    `tonebridge cluster down`. The state it leaves (tonebridge.cluster.orchestrate) says what runs where."""
+
+    def __init__(self, workdir: Path, backend: Backend, ports: Ports, nodes: int, count: int) -> None:
+        from tonebridge.cluster import orchestrate
+
+        self.orchestrate = orchestrate
+        self.state_dir = workdir / f"cluster-{count}"
+        shutil.rmtree(self.state_dir, ignore_errors=True)
+        self.state_dir.mkdir(parents=True)
+        config = self.state_dir / "bench.toml"
+        config.write_text(
+            f"[server]\nrtp_ports = [{ports.server[0]}, {ports.server[1]}]\n\n"
+            f'[[applications]]\nkey = "{KEY}"\nsecret = "{SECRET}"\ncallback_url = "{backend.url}"\n'
+            f'numbers = ["{NUMBER}"]\n\n{BENCH_LIMITS}'
+        )
+        # The command as users run it, in a process of its own: the nodes take the cores of its affinity in
+        # turn, so it gets every core (node i on core i - 1). Tried three times: `up` sometimes takes a
+        # process that is still starting for one that exited (its readiness check looks for a marker in
+        # the command line before Redis has rewritten its own; seen with HAProxy once too).
+        for attempt in range(3):
+            self.sip_port, self.http_port = free_port(), free_port()
+            cmd = ["taskset", "-c", PEER_CORES, sys.executable, "-m", "tonebridge.cli", "cluster", "up"]
+            cmd += ["--nodes", str(nodes), "--config", str(config), "--state-dir", str(self.state_dir)]
+            cmd += ["--sip", f"{HOST}:{self.sip_port}", "--http", f"{HOST}:{self.http_port}"]
+            cmd += ["--redis-port", str(free_port()), "--first-node-port", str(free_block(2 * nodes))]
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+            (self.state_dir / "up.out").write_text(done.stdout + done.stderr)
+            if done.returncode == 0:
+                break
+            print(f"  tonebridge cluster up failed (attempt {attempt + 1}): {done.stderr.strip()[:300]}")
+            self.close()
+        else:
+            raise SystemExit(f"tonebridge cluster up failed:\n{done.stdout}{done.stderr}")
+        state = orchestrate.load_state(self.state_dir)
+        assert state is not None
+        self.state = state
+        self.processes = [orchestrate.Managed(**p) for p in state["processes"]]
+        self.nodes = [
+            (plan, next(p for p in self.processes if p.name == plan["node_id"])) for plan in state["nodes"]
+        ]
+
+    def node_http(self, plan: dict) -> int:
+        return int(plan["http"].rsplit(":", 1)[1])
+
+    def pids(self, *kinds: str) -> list[int]:
+        """Live pids of the processes of these kinds, with their children (Kamailio's workers)."""
+        found = []
+        for proc in self.processes:
+            if proc.kind in kinds:
+                found += self.orchestrate.group_members(proc.pid, proc.marker)
+        return found
+
+    def homes(self) -> dict[str, str]:
+        """Conference -> node id, from the cluster's Redis."""
+        import redis
+
+        with redis.Redis.from_url(self.state["redis"], socket_timeout=5, decode_responses=True) as db:
+            return {
+                key.removeprefix("tonebridge:home:"): db.get(key) for key in db.scan_iter("tonebridge:home:*")
+            }
+
+    def close(self) -> None:
+        cmd = [sys.executable, "-m", "tonebridge.cli", "cluster", "down", "--state-dir", str(self.state_dir)]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+        (self.state_dir / "down.out").write_text(done.stdout + done.stderr)
+        if done.returncode != 0:
+            print(f"  tonebridge cluster down: {done.stdout}{done.stderr}", flush=True)
+
+
+def pids_ticks(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total
+
+
+def measure_cluster(
+    workdir: Path, backend: Backend, count: int, args: argparse.Namespace, ports: Ports
+) -> ClusterRow:
+    row = ClusterRow(count)
+    backend.reset()
+    cluster: Cluster | None = None
+    sipp = None
+    probe: Probe | None = None
+    try:
+        cluster = Cluster(workdir, backend, ports, args.cluster, count)
+        backend.redis_url, backend.count = cluster.state["redis"], count
+        nodes = cluster.nodes
+        time.sleep(1)
+        idle_rss = [rss_kib(proc.pid) for _, proc in nodes]
+        sip_ports = [int(plan["sip"].rsplit(":", 1)[1]) for plan, _ in nodes]
+        sip_before = [udp_drops(port, port) for port in [cluster.sip_port, *sip_ports]]
+        sipp = start_sipp(workdir, cluster.sip_port, count, args, ports, PEER_CORES)
+        started = time.monotonic()
+
+        def joined() -> int:
+            return sum(
+                int(dig(metrics(cluster.node_http(plan)), "conferences", "participants") or 0)
+                for plan, _ in nodes
+            )
+
+        row.legs = wait_for_joins(cluster.http_port, count, sipp, count / args.rate + 45, joined)
+        row.join_seconds = time.monotonic() - started
+        if row.legs < count:
+            print(f"  only {row.legs} of {count} calls joined their rooms", flush=True)
+        time.sleep(args.settle)
+
+        others = {
+            "sipp": [*process_tree(sipp.pid)],
+            "fronts": cluster.pids("kamailio", "haproxy", "redis"),
+        }
+        before = [metrics(cluster.node_http(plan)) for plan, _ in nodes]
+        drops_before = [udp_drops(*plan["rtp_ports"]) for plan, _ in nodes]
+        cpu_before = [cpu_ticks(proc.pid) for _, proc in nodes]
+        core_before = [core_busy_ticks(str(plan["core"])) for plan, _ in nodes]
+        others_before = {name: pids_ticks(pids) for name, pids in others.items()}
+        self_before = os.times()
+        t0 = time.monotonic()
+        probe = Probe(workdir, cluster.sip_port, ports, args.inband, PEER_CORES)
+        probe_tree = process_tree(probe.proc.pid)
+        probe_before = pids_ticks(probe_tree)
+        probe_thread = threading.Thread(target=probe.run, daemon=True)
+        probe_thread.start()
+        time.sleep(args.window)
+        cpu_after = [cpu_ticks(proc.pid) for _, proc in nodes]
+        core_after = [core_busy_ticks(str(plan["core"])) for plan, _ in nodes]
+        others_after = {name: pids_ticks(pids) for name, pids in others.items()}
+        probe_after = pids_ticks(probe_tree)
+        self_after = os.times()
+        t1 = time.monotonic()
+        drops_after = [udp_drops(*plan["rtp_ports"]) for plan, _ in nodes]
+        sip_after = [udp_drops(port, port) for port in [cluster.sip_port, *sip_ports]]
+        sip_gained = [
+            sum(d - before_.get(inode, 0) for inode, d in after_.items())
+            for before_, after_ in zip(sip_before, sip_after, strict=True)
+        ]
+        row.front_drops, row.sip_drops = sip_gained[0], sum(sip_gained[1:])
+        rss = [rss_kib(proc.pid) for _, proc in nodes]
+        after = [metrics(cluster.node_http(plan)) for plan, _ in nodes]
+        probe.stopping.set()
+        probe_thread.join(30)
+        window = t1 - t0
+
+        row.sipp_cpu_percent = 100.0 * (others_after["sipp"] - others_before["sipp"]) / CLK_TCK / window
+        row.fronts_cpu_percent = 100.0 * (others_after["fronts"] - others_before["fronts"]) / CLK_TCK / window
+        own = (self_after.user + self_after.system) - (self_before.user + self_before.system)
+        row.bench_cpu_percent = 100.0 * (own + (probe_after - probe_before) / CLK_TCK) / window
+        if probe.seconds:
+            row.probe_pps = probe.packets_in / probe.seconds
+        homes = cluster.homes()
+        # Read after the probe hung up: its last PIE may have been on its way when the window closed.
+        final = [metrics(cluster.node_http(plan)) for plan, _ in nodes]
+        for k, (plan, _) in enumerate(nodes):
+            node = NodeRow(count, node_id=plan["node_id"], core=plan["core"])
+            b, a = before[k], after[k]
+            node.legs = int(dig(a, "conferences", "participants") or 0)
+            node.count = node.legs
+            node.rooms = int(dig(a, "conferences", "rooms") or 0)
+            node.homes = sum(1 for home in homes.values() if home == node.node_id)
+            node.moved_in = dig(final[k], "cluster", "calls_moved_in")  # type: ignore[assignment]
+            node.moved_out = dig(final[k], "cluster", "calls_moved_out")  # type: ignore[assignment]
+            node.cpu_percent = 100.0 * (cpu_after[k] - cpu_before[k]) / CLK_TCK / window
+            core_percent = 100.0 * (core_after[k] - core_before[k]) / CLK_TCK / window
+            node.other_cpu_percent = max(0.0, core_percent - node.cpu_percent)
+            node.rss_kib_per_leg = (rss[k] - idle_rss[k]) / node.legs if node.legs else None
+            node.tick = window_spread(b, a, "tickDurationMs")
+            node.lateness = window_spread(b, a, "tickLatenessMs")
+            node.skipped = delta(b, a, "media", "skippedTicks")
+            node.packets_in = delta(b, a, "media", "packets", "in")
+            node.packets_out = delta(b, a, "media", "packets", "out")
+            node.packets_dropped = delta(b, a, "media", "packets", "dropped")
+            node.send_errors = delta(b, a, "media", "packets", "sendErrors")
+            media_legs = dig(a, "media", "legs")
+            if node.packets_out is not None and isinstance(media_legs, int) and media_legs:
+                node.sent_pps = node.packets_out / media_legs / window
+            node.socket_drops = sum(d - drops_before[k].get(inode, 0) for inode, d in drops_after[k].items())
+            node.pie_request_p50 = dig(final[k], "conferences", "pieRequestLatencyMsP50")  # type: ignore[assignment]
+            node.pie_request_p99 = dig(final[k], "conferences", "pieRequestLatencyMsP99")  # type: ignore[assignment]
+            node.pie_p50 = dig(final[k], "conferences", "pieLatencyMsP50")  # type: ignore[assignment]
+            node.pie_p99 = dig(final[k], "conferences", "pieLatencyMsP99")  # type: ignore[assignment]
+            row.nodes.append(node)
+        with backend.lock:
+            row.probe_pies, row.other_pies = backend.probe_pies, backend.other_pies
+            rooms = sorted(backend.rooms)
+            abandoned = backend.abandoned
+        if abandoned:
+            print(f"  {abandoned} callbacks abandoned by a node before the backend answered", flush=True)
+        if probe.failures:
+            print(f"  probe failures: {probe.failures[:3]}", flush=True)
+        unhomed = sorted(set(rooms) - set(homes))
+        if unhomed:
+            print(f"  rooms with no home in Redis: {unhomed[:5]}", flush=True)
+
+        # The window is measured: what follows only ends the calls (through HAProxy), within a bound.
+        started = time.monotonic()
+        problems = end_calls(cluster.http_port, rooms, sipp, args.teardown)
+        row.teardown_seconds = time.monotonic() - started
+        if problems:
+            print(f"  ending the calls: {problems}", flush=True)
+    finally:
+        if probe is not None:
+            probe.close()
+        stop(sipp)
+        if cluster is not None:
+            cluster.close()
+    row.calls_ok, row.calls_failed = sipp_result(workdir, count)
+    return row
+
+
+def cluster_table(rows: list[ClusterRow]) -> str:
+    header = [
+        "N",
+        "node",
+        "core",
+        "legs",
+        "rooms (homes)",
+        "calls moved in / out",
+        "CPU %",
+        "CPU % per 100 legs",
+        "others on its core %",
+        "RSS KiB/leg",
+        "tick ms p50 / p99 / max",
+        "lateness ms p50 / p99 / max",
+        "skipped ticks",
+        "sent pkts/s per leg",
+        "pkts in",
+        "pkts out",
+        "socket drops",
+        "PIE request ms p50 / p99",
+        "PIE ms p50 / p99",
+        "clean",
+    ]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---:|" * len(header)]
+    for r in rows:
+        for n in r.nodes:
+            per_100 = 100.0 * n.cpu_percent / n.legs if n.legs else None
+            cells = [
+                f"{r.count:,}",
+                n.node_id,
+                str(n.core),
+                f"{n.legs:,}",
+                f"{n.rooms} ({n.homes})",
+                f"{fmt(n.moved_in, 0)} / {fmt(n.moved_out, 0)}",
+                fmt(n.cpu_percent),
+                fmt(per_100, 2),
+                fmt(n.other_cpu_percent),
+                fmt(n.rss_kib_per_leg),
+                n.tick.cell(),
+                n.lateness.cell(),
+                fmt(n.skipped, 0),
+                fmt(n.sent_pps),
+                fmt(n.packets_in, 0),
+                fmt(n.packets_out, 0),
+                f"{n.socket_drops:,}",
+                f"{fmt(n.pie_request_p50, 2)} / {fmt(n.pie_request_p99, 2)}",
+                f"{fmt(n.pie_p50, 2)} / {fmt(n.pie_p99, 2)}",
+                verdict(n.clean),
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+        per_100 = 100.0 * r.cpu_percent / r.legs if r.legs else None
+        cells = [f"{r.count:,}", "**all**", "", f"{r.legs:,}", "", "", fmt(r.cpu_percent), fmt(per_100, 2)]
+        cells += [""] * (len(header) - len(cells) - 1) + [f"**{verdict(r.clean)}**"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def cluster_summary(rows: list[ClusterRow]) -> str:
+    header = [
+        "N",
+        "legs in rooms",
+        "nodes' CPU %",
+        "SIPp CPU %",
+        "Kamailio + HAProxy + Redis CPU %",
+        "bench + probe CPU %",
+        "probe pkts/s",
+        "PIEs probe / other",
+        "calls ended / failed / cut",
+        "joined in s",
+        "SIP socket drops nodes / Kamailio",
+        "clean",
+    ]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---:|" * len(header)]
+    for r in rows:
+        cells = [
+            f"{r.count:,}",
+            f"{r.legs:,}",
+            fmt(r.cpu_percent),
+            fmt(r.sipp_cpu_percent),
+            fmt(r.fronts_cpu_percent),
+            fmt(r.bench_cpu_percent),
+            fmt(r.probe_pps),
+            f"{r.probe_pies} / {r.other_pies}",
+            f"{r.calls_ok} / {r.calls_failed} / {r.count - r.calls_ok - r.calls_failed}",
+            f"{r.join_seconds:.0f}",
+            f"{r.sip_drops:,} / {r.front_drops:,}",
+            verdict(r.clean),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 # Output -------------------------------------------------------------------------------------------------
@@ -957,6 +1432,69 @@ def plot(rows: list[Row], path: Path, title: str) -> bool:
     return True
 
 
+def run_cluster(args: argparse.Namespace, counts: list[int], ports: Ports) -> None:
+    """The sweep with `tonebridge cluster up --nodes args.cluster` in place of one server."""
+    # This process (backend, probe, polling), SIPp and the probe float over every core, as the fronts do.
+    os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+    rows: list[ClusterRow] = []
+    backend = Backend(False, 1 if args.rooms_in_order else args.cluster)
+    with tempfile.TemporaryDirectory(prefix="rtp-load-") as tmp:
+        workdir = args.keep or Path(tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        audio = workdir / "speech.ulaw"
+        audio.write_bytes(speech_like_ulaw())
+        scenario = SCENARIO.replace("AUDIO_FILE", str(audio))
+        scenario = scenario.replace("MEDIA_LINES", MEDIA_PCMU_ONLY if args.inband else MEDIA_TELEPHONE_EVENT)
+        (workdir / "load.xml").write_text(scenario)
+        try:
+            for count in counts:
+                started = time.monotonic()
+                try:
+                    row = measure_cluster(workdir, backend, count, args, ports)
+                except (OSError, ValueError, KeyError) as exc:
+                    print(f"N={count}: failed: {exc!r}", flush=True)
+                    continue
+                rows.append(row)
+                nodes = " ".join(
+                    f"[{n.node_id} core {n.core}: legs={n.legs} homes={n.homes} "
+                    f"moved_in={fmt(n.moved_in, 0)} cpu={n.cpu_percent:.1f}% "
+                    f"others_on_core={n.other_cpu_percent:.1f}% lateness={n.lateness.cell()} "
+                    f"skipped={fmt(n.skipped, 0)} sent_pps={fmt(n.sent_pps)} socket_drops={n.socket_drops} "
+                    f"send_errors={fmt(n.send_errors, 0)} pie_request_p99={fmt(n.pie_request_p99, 2)} "
+                    f"clean={verdict(n.clean)}]"
+                    for n in row.nodes
+                )
+                print(
+                    f"N={count}: legs={row.legs} {nodes} sipp_cpu={fmt(row.sipp_cpu_percent)}% "
+                    f"fronts_cpu={fmt(row.fronts_cpu_percent)}% bench_cpu={fmt(row.bench_cpu_percent)}% "
+                    f"probe_pps={fmt(row.probe_pps)} pies={row.probe_pies}/{row.other_pies} "
+                    f"calls={row.calls_ok}/{row.calls_failed} joined_in={row.join_seconds:.0f}s "
+                    f"sip_drops={row.sip_drops}/{row.front_drops} "
+                    f"teardown={row.teardown_seconds:.0f}s clean={verdict(row.clean)} "
+                    f"({time.monotonic() - started:.0f}s)",
+                    flush=True,
+                )
+        finally:
+            backend.close()
+    dtmf = "in-band detection" if args.inband else "RFC 4733"
+    order = ", rooms filled in order" if args.rooms_in_order else ""
+    print()
+    print(
+        f"RTP load through a cluster of {args.cluster} node(s) (node i on core i - 1; SIPp, probe, Kamailio, "
+        f"HAProxy and Redis float over all {os.cpu_count()} cores), rooms of {ROOM_SIZE}{order}, {dtmf}, "
+        f"{args.window:g} s window per N:"
+    )
+    print(cluster_table(rows))
+    print()
+    print(cluster_summary(rows))
+    clean = [r.count for r in rows if r.clean]
+    best = f"{max(clean):,}" if clean else "none of the counts run"
+    print(
+        f"\nLargest clean N (all legs in, on every node p99 lateness < {CLEAN_LATENESS_P99_MS:g} ms, no "
+        f"skipped tick, no socket drop; PIE request p99 < {CLEAN_PIE_REQUEST_P99_MS:g} ms): {best}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -978,20 +1516,53 @@ def main() -> None:
     parser.add_argument(
         "--teardown", type=float, default=30.0, help="seconds at most to end the calls after the window"
     )
-    parser.add_argument("--quick", action="store_true", help="smoke test: 20 legs, 3 s window, 1 s settle")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke test: 20 legs, 3 s window, 1 s settle (with --cluster: NODES x 10 legs at 10 calls/s)",
+    )
     parser.add_argument("--keep", type=Path, help="work in this folder and keep it (logs, SIPp output)")
+    parser.add_argument(
+        "--cluster",
+        type=int,
+        metavar="NODES",
+        help="run `tonebridge cluster up --nodes NODES` (node i on core i - 1, Kamailio, HAProxy, Redis) "
+        "instead of one server; SIPp calls Kamailio and every node is measured",
+    )
+    parser.add_argument(
+        "--rooms-in-order",
+        action="store_true",
+        help="with --cluster: fill the rooms one after another as on one server (see room_of)",
+    )
     args = parser.parse_args()
+    if args.cluster is not None and args.cluster < 1:
+        parser.error("--cluster needs at least 1 node")
+    if args.cluster and args.one_room:
+        parser.error("--cluster runs rooms of 10: one room has one home, on one node")
+    if args.quick and args.cluster:
+        args.counts = args.counts or str(ROOM_SIZE * max(2, args.cluster))
+        # 10 calls a second: the moved calls come a second after the rooms' first calls, which have claimed
+        # their homes by then even on a busy CI machine.
+        args.rate = 10.0 if args.rate == parser.get_default("rate") else args.rate
     if args.quick:
         args.counts = args.counts or "20"
         args.window, args.settle = 3.0, 1.0
     variant = "one-room" if args.one_room else "inband" if args.inband else "rooms"
     counts = [int(c) for c in (args.counts or DEFAULT_COUNTS[variant]).split(",") if c.strip()]
-    ports = plan_ports(max(counts))
+    if args.cluster and any(count % (ROOM_SIZE * args.cluster) for count in counts):
+        parser.error(f"with --cluster {args.cluster} every count is a multiple of {ROOM_SIZE * args.cluster}")
+    # A cluster's nodes split the server's range: each gets room for about 94 % of the legs (1.5 / nodes of
+    # them with two nodes), so an uneven spread of the homes still finds ports.
+    server_legs = max(counts) if (args.cluster or 1) == 1 else math.ceil(max(counts) * 0.75 * args.cluster)
+    ports = plan_ports(max(counts), server_legs)
     exclusive(ports)
     raise_fd_limit(max(counts))
     # A polite kill ends the run through its `finally` blocks, which stop the server and SIPp.
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda number, frame: sys.exit(128 + number))
+    if args.cluster:
+        run_cluster(args, counts, ports)
+        return
     # This process (backend, probe, polling) stays off the server's core.
     os.sched_setaffinity(0, {int(PEER_CORE)})
     rows: list[Row] = []

@@ -39,6 +39,9 @@ def start_server(workdir: Path) -> tuple[subprocess.Popen[str], int]:
     config.write_text(
         f'[server]\nsip = "{HOST}:{sip}"\nhttp = "{HOST}:{http}"\nrtp_ports = [30000, 39999]\n'
         f'data_dir = "{workdir / "data"}"\n'
+        # The call rate itself is measured, from one source: far above the default per-source admission.
+        "\n[limits]\ninvites_per_second_per_source = 10000\ninvite_burst_per_source = 20000\n"
+        "max_setting_up_per_source = 10000\nmax_setting_up = 10000\n"
     )
     proc = subprocess.Popen(
         [sys.executable, "-m", "tonebridge.cli", "--log-level", "WARNING", "serve", "--config", str(config)],

@@ -186,10 +186,12 @@ class SecurityConfig(_Strict):
 
 
 class LimitsConfig(_Strict):
-    """New INVITEs admitted per source address (sip/admission.py); the defaults let 160 calls/s through."""
+    """New INVITEs admitted per source address (sip/admission.py). One core sets up about 130 calls a second
+    for an application (docs/benchmarks.md, "SIP flood"): the defaults keep one source well under that, so a
+    flood from it leaves room for the others."""
 
-    invites_per_second_per_source: Annotated[float, Field(gt=0)] = 200.0
-    invite_burst_per_source: Annotated[int, Field(ge=1)] = 400
+    invites_per_second_per_source: Annotated[float, Field(gt=0)] = 50.0
+    invite_burst_per_source: Annotated[int, Field(ge=1)] = 100
     max_setting_up_per_source: Annotated[int, Field(ge=1)] = 200
     max_setting_up: Annotated[int, Field(ge=1)] = 1000
 

@@ -197,7 +197,11 @@ def load_server(tmp_path: Path, backend: Backend) -> Iterator[ServerHandle]:
     sip_port, http_port = free_port(), free_port()
     config = tmp_path / "tonebridge.toml"
     # Two ports per leg, with room for ports that others hold in the range.
-    write_config(config, sip_port, http_port, free_port_range(3 * (LOAD_LEGS + 10)), app_config(backend))
+    # The load's 200 callers come from one source faster than the default per-source admission allows.
+    limits = "\n[limits]\ninvites_per_second_per_source = 1000\ninvite_burst_per_source = 1000\n"
+    write_config(
+        config, sip_port, http_port, free_port_range(3 * (LOAD_LEGS + 10)), app_config(backend) + limits
+    )
     process = Process([*tonebridge_command(), "serve", "--config", str(config)], name="tonebridge")
     process.wait_for(r"event=listening", timeout=20)
     yield ServerHandle(process, sip_port, http_port, config)
