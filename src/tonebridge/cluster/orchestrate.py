@@ -407,7 +407,10 @@ def wait_until(what: str, ready: Callable[[], bool], deadline: float, proc: Mana
     while True:
         if ready():
             return
-        if not alive(proc.pid, proc.marker):
+        # Our own child, not yet waited for, so its pid cannot have been reused: no marker needed (Redis,
+        # for one, rewrites the command line the marker is found in only some time after it starts).
+        stat = _proc_stat(proc.pid)
+        if stat is None or stat[0] in "ZX":
             raise ClusterError(f"{proc.name} exited while starting; its log ({proc.log}):\n{_tail(proc.log)}")
         if time.monotonic() >= deadline:
             raise ClusterError(
