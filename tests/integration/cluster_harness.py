@@ -7,9 +7,11 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from harness import HOST, free_port, tonebridge_command
+from harness import HOST, Process, free_port, require, tonebridge_command
 
 
 def cluster(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -80,3 +82,52 @@ def wait_until(condition, timeout: float, what: str, poll: float = 0.1) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: not within {timeout:.1f} s")
         time.sleep(poll)
+
+
+class RedisServer:
+    """Debian's redis-server on a free port of the loopback address. Durable (`directory` given): the
+    append-only file fsynced on every write, as docs/cluster.md asks of a cluster's Redis, so a restart
+    keeps what it held. Not durable: no persistence at all, so a restart empties it, as a lost Redis would
+    be."""
+
+    def __init__(self, directory: Path | None = None, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.directory = directory
+        self.process: Process | None = None
+        self.start()
+
+    def start(self) -> None:
+        persistence = (
+            ["--dir", str(self.directory), "--save", "", "--appendonly", "yes", "--appendfsync", "always"]
+            if self.directory is not None
+            else ["--save", "", "--appendonly", "no"]
+        )
+        self.process = Process(
+            [require("redis-server"), "--port", str(self.port), "--bind", HOST, *persistence], name="redis"
+        )
+        self.process.wait_for(r"Ready to accept connections", timeout=15)
+        import redis
+
+        self.client = redis.Redis(host=HOST, port=self.port, decode_responses=True)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+            self.process = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://{HOST}:{self.port}/0"
+
+
+def wait(predicate: Callable[[], Any], what: str, timeout: float = 15.0) -> Any:
+    """Poll `predicate` (a look at Redis or at a metric: each look is the event) until it gives something
+    true, and return that; fail at the deadline naming `what`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout}s: {what}")
+        time.sleep(0.05)

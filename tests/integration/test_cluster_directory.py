@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import json
 import socket
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import HOST, Process, free_port, phone, require
+from cluster_harness import RedisServer, wait
+from harness import HOST, Process, phone
 from sinch_app import NUMBER, app_config
 
 pytestmark = pytest.mark.integration
@@ -25,61 +25,11 @@ DEADLINE = 15.0
 NODE = "node-a"
 
 
-class RedisServer:
-    """Debian's redis-server on a free port, with no persistence: a restart empties it, as a lost Redis
-    would be."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.process: Process | None = None
-        self.start()
-
-    def start(self) -> None:
-        self.process = Process(
-            [
-                require("redis-server"),
-                "--port",
-                str(self.port),
-                "--bind",
-                HOST,
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-            name="redis",
-        )
-        self.process.wait_for(r"Ready to accept connections", timeout=DEADLINE)
-        import redis
-
-        self.client = redis.Redis(host=HOST, port=self.port, decode_responses=True)
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.stop()
-            self.process = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://{HOST}:{self.port}/0"
-
-
 @pytest.fixture
 def redis_server() -> Iterator[RedisServer]:
     server = RedisServer()
     yield server
     server.stop()
-
-
-def wait(predicate: Callable[[], Any], what: str, timeout: float = DEADLINE) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout}s: {what}")
-        time.sleep(0.05)
 
 
 def get(port: int, path: str) -> tuple[int, dict[str, Any]]:

@@ -10,15 +10,15 @@ import json
 import signal
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from backend import Backend
+from cluster_harness import RedisServer, wait
 from harness import HOST, Process, free_port, free_port_range, phone, tonebridge_command, write_config
 from sinch_app import KEY, NUMBER, SECRET, app_config
-from test_cluster_outbox import RedisServer
 
 pytestmark = pytest.mark.integration
 
@@ -49,17 +49,6 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server = RedisServer(directory)
     yield server
     server.stop()
-
-
-def wait(predicate: Callable[[], Any], what: str, timeout: float = DEADLINE) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout}s: {what}")
-        time.sleep(0.05)  # polling Redis or a metric: each look is the event
 
 
 def test_a_survivor_delivers_a_killed_nodes_callbacks_and_ends_its_calls(tmp_path, redis_server) -> None:  # type: ignore[no-untyped-def]

@@ -14,7 +14,8 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
-from harness import HOST, Process, free_port, require
+from cluster_harness import RedisServer
+from harness import HOST, free_port
 
 from tonebridge.callbacks.outbox import IDEMPOTENCY_HEADER, Outbox, encode_body
 from tonebridge.cluster.outbox import CB, OUTBOX, SEQ, RedisOutboxStorage
@@ -28,44 +29,6 @@ DEADLINE = 10.0
 KEY = "669E367E-6BBA-48AB-AF15-266871C28135"
 SECRET = "BeIukql3pTKJ8RGL5zo0DA=="
 URL = "http://app.invalid/callbacks"
-
-
-class RedisServer:
-    def __init__(self, directory: Path, port: int | None = None) -> None:
-        self.port = port or free_port()
-        self.directory = directory
-        self.process: Process | None = None
-        self.start()
-
-    def start(self) -> None:
-        self.process = Process(
-            [
-                require("redis-server"),
-                "--port",
-                str(self.port),
-                "--bind",
-                HOST,
-                "--dir",
-                str(self.directory),
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-            ],
-            name="redis",
-        )
-        self.process.wait_for(r"Ready to accept connections", timeout=DEADLINE)
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.stop()
-            self.process = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://{HOST}:{self.port}/0"
 
 
 @pytest.fixture(scope="module")
