@@ -12,10 +12,8 @@ stack can fail the transaction at once (§17.1.4, §17.2.4) instead of waiting f
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
-import socket
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,8 +32,6 @@ log = logging.getLogger("tonebridge.sip.transport")
 
 # Connections idle this long are closed; a bound on what silent peers can hold.
 TCP_IDLE_SECONDS = 300.0
-# The SIP UDP socket's receive buffer asked of the kernel (capped at net.core.rmem_max).
-UDP_RECEIVE_BUFFER = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -156,12 +152,6 @@ class SipTransport:
             lambda: _Udp(self), local_addr=(self.host, self.port)
         )
         self.port = self._udp.get_extra_info("sockname")[1]
-        # Bursts of new calls (a front dealing a ramp, a flood being refused) outrun the kernel's default
-        # receive buffer (about 200 KiB) while the loop is busy: a larger one rides them out instead of
-        # dropping INVITEs, ACKs and BYEs. The kernel caps it at net.core.rmem_max (docs/operations.md).
-        sock = self._udp.get_extra_info("socket")
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER)
         self._tcp_server = await loop.create_server(lambda: _TcpConnection(self), self.host, self.port)
 
     @property
