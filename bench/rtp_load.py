@@ -101,6 +101,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -295,6 +296,43 @@ def room_of(call: int, nodes: int = 1, count: int = 0) -> int:
     return (call // nodes) % per_node * nodes + node
 
 
+class AnsweringServer(ThreadingHTTPServer):
+    # A burst of callbacks (the outbox sends up to 64 at once) overflows http.server's backlog of 5, and
+    # a dropped SYN is retried after 1 s, then 3 s: past the server's 5 s ICE timeout.
+    request_queue_size = 1024
+    daemon_threads = True
+
+
+def answering_server(backend: Any) -> AnsweringServer:
+    """An HTTP server on a free loopback port that answers each callback with `backend.answer(event)`
+    (its JSON, or an empty body for None) and counts in `backend.abandoned`, under `backend.lock`, the
+    answers the server stopped waiting for (its callback timeout, or it was stopped)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            try:
+                event = json.loads(body)
+            except ValueError:
+                event = {}
+            answer = backend.answer(event)
+            data = json.dumps(answer).encode() if answer is not None else b""
+            try:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):
+                with backend.lock:
+                    backend.abandoned += 1
+
+    return AnsweringServer((HOST, 0), Handler)
+
+
 class Backend:
     """The application's callback backend: ICE -> connectConf into room-K, 200 to everything else."""
 
@@ -306,33 +344,7 @@ class Backend:
         self.count = 0
         self.lock = threading.Lock()
         self.reset()
-        backend = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                try:
-                    event = json.loads(body)
-                except ValueError:
-                    event = {}
-                answer = backend.answer(event)
-                data = json.dumps(answer).encode() if answer is not None else b""
-                try:
-                    self.send_response(200)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):
-                    # The server stopped waiting (its callback timeout) or was itself stopped.
-                    with backend.lock:
-                        backend.abandoned += 1
-
-        self.server = ThreadingHTTPServer((HOST, 0), Handler)
-        self.server.daemon_threads = True
+        self.server = answering_server(self)
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()

@@ -71,7 +71,6 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from rtp_load import (
@@ -81,6 +80,7 @@ from rtp_load import (
     PEER_CORE,
     SECRET,
     SERVER_CORE,
+    answering_server,
     dig,
     free_port,
     metrics,
@@ -286,13 +286,6 @@ def signed_request(http_port: int, method: str, path: str, body: dict | None = N
         return exc.code, exc.read()
 
 
-class _Listener(ThreadingHTTPServer):
-    # A burst of callbacks (the outbox sends up to 64 at once) overflows http.server's backlog of 5, and
-    # a dropped SYN is retried after 1 s, then 3 s: past the server's 5 s ICE timeout.
-    request_queue_size = 1024
-    daemon_threads = True
-
-
 class Backend:
     """The callback backend: ICE -> connectConf into the room with the fewest live callers; keeps the live
     calls (ICE or callout to DiCE) and counts PIEs. HTTP/1.0, one connection per callback, so that the
@@ -305,31 +298,7 @@ class Backend:
         self.callouts: dict[str, str] = {}  # live callout -> room
         self.ices = self.dices = self.pies = self.callout_pies = self.abandoned = 0
         self.other: dict[str, int] = {}
-        backend = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                try:
-                    event = json.loads(body)
-                except ValueError:
-                    event = {}
-                answer = backend.answer(event)
-                data = json.dumps(answer).encode() if answer is not None else b""
-                try:
-                    self.send_response(200)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):
-                    with backend.lock:
-                        backend.abandoned += 1
-
-        self.server = _Listener((HOST, 0), Handler)
+        self.server = answering_server(self)
         self.url = f"http://{HOST}:{self.server.server_address[1]}/callbacks"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
